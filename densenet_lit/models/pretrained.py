@@ -1,0 +1,100 @@
+"""Load torchvision's ImageNet DenseNet weights into our networks.
+
+Our module names match torchvision's, so loading is a matter of key names: torchvision's
+published weight files use the names of an older release (``norm.1.weight`` for
+``norm1.weight``), and checkpoints saved from ``nn.DataParallel`` or ``torch.compile``
+carry ``module.`` or ``_orig_mod.`` prefixes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from densenet_lit.models.densenet import DenseNet
+
+_OLD_LAYER_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+)
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+def torchvision_key(key: str) -> str:
+    """Translate one key of a torchvision DenseNet state dict to our (and current torchvision's)
+    name: ``features.denseblock1.denselayer1.norm.1.weight`` -> ``...denselayer1.norm1.weight``."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+                changed = True
+    match = _OLD_LAYER_KEY.match(key)
+    return match.group(1) + match.group(2) if match else key
+
+
+def _read_state_dict(source: Mapping[str, Tensor] | str | os.PathLike) -> Mapping[str, Tensor]:
+    if isinstance(source, Mapping):
+        state = source
+    else:
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"Pretrained weights not found at {path!r}. Download torchvision's weights "
+                "(e.g. torchvision.models.DenseNet121_Weights.IMAGENET1K_V1.url) and pass "
+                "the file's path."
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated download, not a torch file, ...
+            raise ValueError(
+                f"Could not read {path!r} as a PyTorch state dict ({type(err).__name__}: {err}). "
+                "The file may be truncated or corrupt: delete it and download it again."
+            ) from err
+    # Lightning checkpoints keep the weights under "state_dict" with a "model." prefix.
+    if "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
+    return state
+
+
+def load_torchvision_weights(
+    model: DenseNet, state_dict_or_path: Mapping[str, Tensor] | str | os.PathLike
+) -> DenseNet:
+    """Load a torchvision densenet121/161/169/201 state dict (or weight file) into ``model``.
+
+    Old and new torchvision key names are accepted. Every tensor must find its place with the
+    same shape; otherwise a ValueError lists what does not fit (usually the wrong model, e.g.
+    densenet169 weights for a densenet121). Returns ``model``.
+    """
+    source = _read_state_dict(state_dict_or_path)
+    state = {torchvision_key(k): v for k, v in source.items()}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    # torchvision's files predate num_batches_tracked; those counters are not weights.
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected or mismatched:
+        problems = []
+        if mismatched:
+            k = mismatched[0]
+            problems.append(
+                f"{len(mismatched)} shape mismatches (first: {k}: file {tuple(state[k].shape)}, "
+                f"model {tuple(own[k].shape)})"
+            )
+        if missing:
+            problems.append(f"{len(missing)} missing keys (first: {missing[0]})")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]})")
+        raise ValueError(
+            "These weights do not fit the model: "
+            + "; ".join(problems)
+            + ". Check that the file is for the same architecture (densenet121/161/169/201) and "
+            "number of classes as the model."
+        )
+    model.load_state_dict(state, strict=False)
+    return model

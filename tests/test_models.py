@@ -1,0 +1,304 @@
+"""The network: architectures, parameter counts, memory-efficient mode, weights, features."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from densenet_lit.models import (
+    MODEL_NAMES,
+    DenseLayer,
+    DenseNet,
+    Transition,
+    build_model,
+    densenet121,
+    densenet_cifar,
+    load_torchvision_weights,
+)
+from densenet_lit.models.memory import activation_bytes
+from densenet_lit.models.pretrained import torchvision_key
+from densenet_lit.models.summary import count_macs, count_parameters
+from densenet_lit.paper import CIFAR_MODELS, IMAGENET_MODELS
+
+# Exact counts of our networks (10 and 100 classes). Each rounds to the paper's figure.
+CIFAR_PARAMS = {
+    "densenet_40_12": (1_019_722, 1_060_132),
+    "densenet_100_12": (6_979_642, 7_084_852),
+    "densenet_100_24": (27_249_082, 27_457_972),
+    "densenet_bc_100_12": (769_162, 800_032),
+    "densenet_bc_250_24": (15_324_406, 15_480_556),
+    "densenet_bc_190_40": (25_624_430, 25_821_620),
+    "wide_densenet_bc_40_36": (1_542_682, 1_578_412),
+    "wide_densenet_bc_40_48": (2_733_130, 2_780_740),
+    "wide_densenet_bc_40_60": (4_261_690, 4_321_180),
+}
+# torchvision's densenet121/169/201/161 have these counts too; 264 has no torchvision twin.
+IMAGENET_PARAMS = {
+    "densenet121": 7_978_856,
+    "densenet169": 14_149_480,
+    "densenet201": 20_013_928,
+    "densenet161": 28_681_000,
+    "densenet264": 33_337_704,
+}
+
+
+@pytest.mark.parametrize("row", CIFAR_MODELS, ids=lambda r: r.key)
+def test_cifar_parameter_counts_match_paper(row):
+    c10, c100 = CIFAR_PARAMS[row.key]
+    m10 = densenet_cifar(**row.model_kwargs, num_classes=10)
+    m100 = densenet_cifar(**row.model_kwargs, num_classes=100)
+    assert count_parameters(m10) == c10
+    assert count_parameters(m100) == c100
+    assert round(c10 / 1e6, 1) == row.params_m
+    # 90 more classes add 90 weight rows and 90 biases, nothing else.
+    assert c100 - c10 == 90 * (m10.num_features + 1)
+
+
+@pytest.mark.parametrize("row", IMAGENET_MODELS[:5], ids=lambda r: r.key)
+def test_imagenet_parameter_counts(row):
+    count = count_parameters(build_model(row.arch))
+    assert count == IMAGENET_PARAMS[row.arch]
+    if row.params_m is not None:
+        assert round(count / 1e6, 1) == row.params_m
+    if hasattr(torchvision.models, row.arch):
+        assert count == count_parameters(getattr(torchvision.models, row.arch)())
+
+
+def test_dense_block_adds_growth_rate_channels_per_layer():
+    model = densenet_cifar(40, 12, bottleneck=False, compression=1.0)
+    x = torch.randn(2, 3, 32, 32)
+    blocks = model.block_features(x)
+    # 16 stem channels, 12 layers of k=12 per block, theta = 1.
+    assert [b.shape[1] for b in blocks] == [16 + 144, 160 + 144, 304 + 144]
+    assert [b.shape[-1] for b in blocks] == [32, 16, 8]
+
+
+def test_bc_transitions_compress_by_half_and_floor():
+    model = densenet_cifar(100, 12)  # 24 stem, 16 bottleneck layers per block
+    convs = [m.conv for m in model.modules() if isinstance(m, Transition)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(216, 108), (300, 150)]
+    assert model.num_features == 150 + 16 * 12
+    odd = DenseNet((1, 1), growth_rate=3, stem_channels=4, imagenet_stem=False, compression=0.5)
+    transition = next(m for m in odd.modules() if isinstance(m, Transition))
+    assert transition.conv.out_channels == math.floor(0.5 * 7) == 3
+
+
+def test_imagenet_stem_and_block_resolutions():
+    model = densenet121()
+    blocks = model.block_features(torch.randn(1, 3, 224, 224))
+    assert [b.shape[-1] for b in blocks] == [56, 28, 14, 7]
+    assert model.features.conv0.kernel_size == (7, 7) and model.features.conv0.out_channels == 64
+    assert isinstance(model.features.pool0, nn.MaxPool2d)
+
+
+def test_layer_structure_of_bottleneck_and_plain_layers():
+    layer = DenseLayer(20, growth_rate=12, bottleneck=True)
+    assert layer.conv1.kernel_size == (1, 1) and layer.conv1.out_channels == 48
+    assert layer.conv2.kernel_size == (3, 3) and layer.conv2.out_channels == 12
+    plain = DenseLayer(20, growth_rate=12, bottleneck=False)
+    assert plain.conv1.kernel_size == (3, 3) and plain.conv1.out_channels == 12
+    assert not hasattr(plain, "conv2")
+    assert all(m.bias is None for m in layer.modules() if isinstance(m, nn.Conv2d))
+
+
+@pytest.mark.parametrize(
+    ("depth", "bottleneck", "nearest"),
+    [(101, True, "100 or 106"), (41, False, "40 or 43"), (3, True, "10"), (99, True, "94 or 100")],
+)
+def test_invalid_depth_names_the_nearest_valid_depths(depth, bottleneck, nearest):
+    with pytest.raises(ValueError, match=rf"depth={depth}.*Nearest valid depths: {nearest}\."):
+        densenet_cifar(depth, 12, bottleneck=bottleneck)
+
+
+def test_unknown_architecture_lists_the_known_ones():
+    with pytest.raises(ValueError, match="arch='densenet999'.*densenet121.*densenet_cifar"):
+        build_model("densenet999")
+    assert set(MODEL_NAMES) >= {"densenet121", "densenet169", "densenet201", "densenet161"}
+
+
+@pytest.mark.parametrize("kwargs", [{"compression": 0.0}, {"drop_rate": 1.0}, {"growth_rate": 0}])
+def test_bad_hyperparameters_are_rejected(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        DenseNet(**kwargs)
+
+
+def test_keyword_arguments_pass_through_named_models():
+    model = build_model("densenet121", num_classes=7, drop_rate=0.2, memory_efficient=True)
+    assert model.classifier.out_features == 7
+    assert model.memory_efficient
+    drops = [m.p for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert drops and set(drops) == {0.2}
+
+
+def test_dropout_after_every_convolution_but_the_first():
+    model = densenet_cifar(10, 4, drop_rate=0.2)  # one bottleneck layer per block
+    convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    drops = [name for name, m in model.named_modules() if isinstance(m, nn.Dropout)]
+    # stem (no dropout), 3 layers x 2 convs, 2 transitions
+    assert len(convs) == 1 + 3 * 2 + 2
+    assert len(drops) == len(convs) - 1
+    x = torch.randn(4, 3, 32, 32)
+    model.train()
+    assert not torch.equal(model(x), model(x))
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
+def test_he_initialisation_uses_fan_out():
+    torch.manual_seed(0)
+    model = densenet_cifar(100, 12)
+    conv = model.features.denseblock3.denselayer16.conv1  # 1x1, 48 outputs
+    expected_std = math.sqrt(2 / (1 * 1 * conv.out_channels))
+    assert conv.weight.std().item() == pytest.approx(expected_std, rel=0.05)
+    bn = model.features.norm5
+    assert torch.equal(bn.weight, torch.ones_like(bn.weight))
+    assert torch.equal(bn.bias, torch.zeros_like(bn.bias))
+    assert torch.equal(model.classifier.bias, torch.zeros_like(model.classifier.bias))
+
+
+def test_features_for_transfer_learning():
+    model = densenet_cifar(40, 12, bottleneck=False, compression=1.0, num_classes=10)
+    x = torch.randn(3, 3, 32, 32)
+    model.eval()
+    pooled = model.forward_features(x)
+    assert pooled.shape == (3, model.num_features) == (3, 448)
+    torch.testing.assert_close(model.classifier(pooled), model(x))
+    last_block = model.block_features(x)[-1]
+    assert last_block.shape == (3, 448, 8, 8)
+    head = torch.relu(model.features.norm5(last_block)).mean((2, 3))
+    torch.testing.assert_close(head, pooled)
+
+
+@pytest.mark.parametrize("bottleneck", [True, False])
+def test_memory_efficient_gives_same_outputs_and_gradients(bottleneck):
+    torch.manual_seed(0)
+    normal = densenet_cifar(16, 6, bottleneck=bottleneck, drop_rate=0.0)
+    efficient = densenet_cifar(16, 6, bottleneck=bottleneck, memory_efficient=True)
+    efficient.load_state_dict(normal.state_dict())
+    x = torch.randn(8, 3, 32, 32, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    out_n, out_e = normal(x), efficient(x2)
+    torch.testing.assert_close(out_e, out_n)
+    out_n.square().sum().backward()
+    out_e.square().sum().backward()
+    torch.testing.assert_close(x2.grad, x.grad)
+    for (name, pn), (_, pe) in zip(
+        normal.named_parameters(), efficient.named_parameters(), strict=True
+    ):
+        torch.testing.assert_close(pe.grad, pn.grad, msg=name)
+
+
+def test_memory_efficient_updates_batchnorm_statistics_once():
+    torch.manual_seed(0)
+    normal = densenet_cifar(16, 6)
+    efficient = densenet_cifar(16, 6, memory_efficient=True)
+    efficient.load_state_dict(normal.state_dict())
+    x = torch.randn(8, 3, 32, 32)
+    for model in (normal, efficient):
+        model.train()
+        model(x).sum().backward()
+    n_state, e_state = normal.state_dict(), efficient.state_dict()
+    for key in n_state:
+        torch.testing.assert_close(e_state[key], n_state[key], msg=key)
+    assert efficient.features.denseblock1.denselayer1.norm1.num_batches_tracked.item() == 1
+
+
+def test_memory_efficient_holds_less_activation_memory():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 32, 32)
+    normal = activation_bytes(densenet_cifar(100, 12), x)
+    efficient = activation_bytes(densenet_cifar(100, 12, memory_efficient=True), x)
+    assert efficient < 0.5 * normal
+
+
+def test_memory_efficient_works_in_eval_and_no_grad():
+    model = densenet_cifar(16, 6, memory_efficient=True).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def _to_old_torchvision_names(state: dict) -> dict:
+    """Rename keys the way torchvision's published weight files spell them."""
+    old = {}
+    for key, value in state.items():
+        for part in ("norm1", "relu1", "conv1", "norm2", "relu2", "conv2"):
+            if f".{part}." in key and "denselayer" in key:
+                key = key.replace(f".{part}.", f".{part[:-1]}.{part[-1]}.")
+        old[key] = value
+    return old
+
+
+def test_old_torchvision_key_names_are_translated():
+    key = "features.denseblock1.denselayer1.norm.1.weight"
+    assert torchvision_key(key) == "features.denseblock1.denselayer1.norm1.weight"
+    assert torchvision_key("module._orig_mod.classifier.bias") == "classifier.bias"
+    assert torchvision_key("features.transition1.norm.weight") == "features.transition1.norm.weight"
+
+
+@pytest.mark.parametrize("arch", ["densenet121", "densenet169", "densenet201", "densenet161"])
+def test_torchvision_weights_give_the_same_logits(arch, tmp_path):
+    torch.manual_seed(0)
+    reference = getattr(torchvision.models, arch)().eval()
+    for m in reference.modules():  # non-trivial BN statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / f"{arch}.pth"
+    torch.save(_to_old_torchvision_names(reference.state_dict()), path)
+    ours = load_torchvision_weights(build_model(arch), path).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference(x))
+
+
+def test_loading_weights_of_another_model_fails_clearly():
+    state = torchvision.models.densenet169().state_dict()
+    with pytest.raises(ValueError, match="do not fit the model.*same architecture"):
+        load_torchvision_weights(densenet121(), state)
+
+
+def test_loading_a_corrupt_weight_file_fails_clearly(tmp_path):
+    path = tmp_path / "densenet121.pth"
+    torch.save(densenet121().state_dict(), path)
+    path.write_bytes(path.read_bytes()[:1000])  # a truncated download
+    with pytest.raises(ValueError, match=r"densenet121\.pth.*truncated or corrupt"):
+        load_torchvision_weights(densenet121(), path)
+    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+        load_torchvision_weights(densenet121(), tmp_path / "nowhere.pth")
+
+
+def test_macs_of_densenet121_and_a_hand_counted_network():
+    assert count_macs(densenet121(), (3, 224, 224)) == 2_834_161_664
+    tiny = DenseNet(
+        (1,), growth_rate=2, stem_channels=4, imagenet_stem=False, bottleneck=False, num_classes=3
+    )
+    # stem 3x3: 4*3*9 per pixel; layer 3x3: 2*4*9 per pixel; 8x8 pixels; classifier 6*3.
+    assert count_macs(tiny, (3, 8, 8)) == 64 * (4 * 3 * 9 + 2 * 4 * 9) + 6 * 3
+
+
+def test_channels_last_gives_the_same_outputs():
+    torch.manual_seed(0)
+    model = densenet_cifar(16, 6).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        out = model(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_torch_compile_gives_the_same_outputs():
+    torch.manual_seed(0)
+    model = densenet_cifar(10, 4).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        compiled = torch.compile(model)
+        torch.testing.assert_close(compiled(x), expected, rtol=1e-4, atol=1e-5)
+    # the compiled wrapper shares the parameters and saves no _orig_mod. keys from the network
+    assert all(not k.startswith("_orig_mod.") for k in model.state_dict())
