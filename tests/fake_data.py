@@ -1,0 +1,134 @@
+"""Writers of tiny data sets in the real on-disk formats, for tests (and anyone else).
+
+Each writer returns what it wrote, as the data modules should load it: uint8 images
+``[N, C, H, W]`` and int64 labels (numpy), so tests can compare loaded with written.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+from PIL import Image
+
+
+def write_cifar_pickle(path: Path, images: np.ndarray, labels: np.ndarray, label_key: str) -> None:
+    """One CIFAR python batch: dict with 'data' uint8 [N, 3072] (channel-major rows) and labels."""
+    entry = {
+        "batch_label": path.name,
+        "data": images.reshape(len(images), -1).astype(np.uint8),
+        label_key: [int(v) for v in labels],
+        "filenames": [f"img_{i}.png" for i in range(len(images))],
+    }
+    if label_key == "fine_labels":
+        entry["coarse_labels"] = [int(v) // 5 for v in labels]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump(entry, f, protocol=2)
+
+
+def _random_set(rng: np.random.Generator, n: int, n_classes: int, shape=(3, 32, 32)):
+    images = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
+    labels = rng.integers(0, n_classes, size=n).astype(np.int64)
+    return images, labels
+
+
+def write_cifar10(
+    root: str | Path, n_train: int = 120, n_test: int = 40, seed: int = 0, images=None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``<root>/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}``.
+
+    ``images``: optional ``{"train": (x, y), "test": (x, y)}`` to write instead of random data.
+    """
+    rng = np.random.default_rng(seed)
+    data = images or {"train": _random_set(rng, n_train, 10), "test": _random_set(rng, n_test, 10)}
+    folder = Path(root) / "cifar-10-batches-py"
+    x, y = data["train"]
+    for i, (xs, ys) in enumerate(zip(np.array_split(x, 5), np.array_split(y, 5), strict=True)):
+        write_cifar_pickle(folder / f"data_batch_{i + 1}", xs, ys, "labels")
+    write_cifar_pickle(folder / "test_batch", *data["test"], "labels")
+    with open(folder / "batches.meta", "wb") as f:
+        names = ["airplane", "automobile", "bird", "cat", "deer"]
+        names += ["dog", "frog", "horse", "ship", "truck"]
+        pickle.dump({"label_names": names, "num_cases_per_batch": 10000}, f, protocol=2)
+    return data
+
+
+def write_cifar100(
+    root: str | Path, n_train: int = 120, n_test: int = 40, seed: int = 0, images=None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``<root>/cifar-100-python/{train, test, meta}`` with 100 fine classes."""
+    rng = np.random.default_rng(seed)
+    data = images or {
+        "train": _random_set(rng, n_train, 100),
+        "test": _random_set(rng, n_test, 100),
+    }
+    folder = Path(root) / "cifar-100-python"
+    write_cifar_pickle(folder / "train", *data["train"], "fine_labels")
+    write_cifar_pickle(folder / "test", *data["test"], "fine_labels")
+    with open(folder / "meta", "wb") as f:
+        meta = {
+            "fine_label_names": [f"class_{i}" for i in range(100)],
+            "coarse_label_names": [f"super_{i}" for i in range(20)],
+        }
+        pickle.dump(meta, f, protocol=2)
+    return data
+
+
+def write_svhn_mat(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """One SVHN 'Format 2' file: X uint8 [32, 32, 3, N] (H, W, C, N), y [N, 1] with 10 for 0."""
+    x = np.ascontiguousarray(images.transpose(2, 3, 1, 0))  # N, C, H, W -> H, W, C, N
+    y = np.where(labels == 0, 10, labels).astype(np.uint8).reshape(-1, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(str(path), {"X": x, "y": y})
+
+
+def write_svhn(
+    root: str | Path, n_train: int = 60, n_extra: int = 40, n_test: int = 30, seed: int = 0
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``<root>/{train,extra,test}_32x32.mat``; returned labels use 0 for the digit 0."""
+    rng = np.random.default_rng(seed)
+    data = {}
+    for split, n in (("train", n_train), ("extra", n_extra), ("test", n_test)):
+        images, labels = _random_set(rng, n, 10)
+        labels[:2] = 0  # make sure the 10 -> 0 mapping is exercised
+        write_svhn_mat(Path(root) / f"{split}_32x32.mat", images, labels)
+        data[split] = (images, labels)
+    return data
+
+
+def wnid(i: int) -> str:
+    """A WordNet-id-like class folder name (``n01440764`` style)."""
+    return f"n{1440764 + i:08d}"
+
+
+def write_imagenet(
+    root: str | Path,
+    n_classes: int = 3,
+    n_per_class: int = 4,
+    n_val_per_class: int = 2,
+    size: tuple[int, int] = (40, 48),
+    seed: int = 0,
+) -> list[str]:
+    """``<root>/{train,val}/<wnid>/*.JPEG`` with random RGB images of ``size`` (h, w).
+
+    Returns the class folder names in label order.
+    """
+    rng = np.random.default_rng(seed)
+    classes = [wnid(i) for i in range(n_classes)]
+    val_counter = 0
+    for c in classes:
+        for split, n in (("train", n_per_class), ("val", n_val_per_class)):
+            folder = Path(root) / split / c
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(n):
+                pixels = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
+                if split == "train":
+                    name = f"{c}_{k}.JPEG"
+                else:
+                    val_counter += 1
+                    name = f"ILSVRC2012_val_{val_counter:08d}.JPEG"
+                Image.fromarray(pixels).save(folder / name, quality=90)
+    return classes

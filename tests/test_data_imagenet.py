@@ -1,0 +1,96 @@
+"""ImageNet data module over JPEGs in class folders."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from fake_data import write_imagenet
+from PIL import Image
+
+from densenet_lit.data import ImageNetDataModule
+from densenet_lit.data.imagenet import MEAN, PCA_EIGVAL, PCA_EIGVEC, STD, Lighting, train_transform
+
+
+@pytest.fixture(scope="module")
+def imagenet_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imagenet")
+    return root, write_imagenet(root, n_classes=3, n_per_class=4, n_val_per_class=2)
+
+
+def small(root, **kw):
+    kw = {"batch_size": 4, "train_crop": 32, "eval_resize": 36, "eval_crop": 32, **kw}
+    dm = ImageNetDataModule(data_dir=str(root), num_workers=0, **kw)
+    dm.setup("fit")
+    return dm
+
+
+def test_splits_classes_and_loader_batches(imagenet_dir):
+    root, classes = imagenet_dir
+    dm = small(root)
+    assert dm.classes == classes
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (12, 6, 6)
+    assert dm.val_set is dm.test_set  # val_size 0: validate on the official val/ images
+    assert sorted(set(dm.train_set.labels.tolist())) == [0, 1, 2]
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.dtype == torch.float32 and images.shape == (4, 3, 32, 32)
+    assert labels.dtype == torch.int64 and labels.shape == (4,)
+    assert len(dm.train_dataloader()) == 3 and len(dm.val_dataloader()) == 2
+
+
+def test_held_out_validation_from_train_is_seeded(imagenet_dir):
+    root, _ = imagenet_dir
+    a, b, c = small(root, val_size=3), small(root, val_size=3), small(root, val_size=3, seed=5)
+    assert (len(a.train_set), len(a.val_set), len(a.test_set)) == (9, 3, 6)
+    assert a.val_set.relpaths.tolist() == b.val_set.relpaths.tolist()
+    assert a.val_set.relpaths.tolist() != c.val_set.relpaths.tolist()
+    assert not set(a.val_set.relpaths.tolist()) & set(a.train_set.relpaths.tolist())
+
+
+def test_default_train_crop_is_224(imagenet_dir):
+    root, _ = imagenet_dir
+    image = Image.open(next((root / "train").rglob("*.JPEG"))).convert("RGB")
+    assert train_transform(224)(image).shape == (3, 224, 224)
+
+
+def test_train_is_random_and_eval_deterministic(imagenet_dir):
+    root, _ = imagenet_dir
+    dm = small(root)
+    torch.manual_seed(0)
+    assert not torch.equal(dm.train_set[0][0], dm.train_set[0][0])
+    a, b = dm.test_set[1][0], dm.test_set[1][0]
+    assert torch.equal(a, b) and a.shape == (3, 32, 32)
+
+
+def test_eval_normalises_with_fb_resnet_statistics(tmp_path):
+    write_imagenet(tmp_path, n_classes=1, n_per_class=1, n_val_per_class=1)
+    val_image = next((tmp_path / "val").rglob("*.JPEG"))
+    Image.new("RGB", (50, 40), (200, 100, 30)).save(val_image)
+    dm = small(tmp_path)
+    out = dm.test_set[0][0]
+    expected = (torch.tensor([200, 100, 30]) / 255 - torch.tensor(MEAN)) / torch.tensor(STD)
+    assert torch.allclose(out.mean(dim=(1, 2)), expected, atol=0.03)  # JPEG is lossy
+    assert float(out.std(dim=(1, 2)).max()) < 0.05
+
+
+def test_lighting_adds_the_pca_colour_offset():
+    img = torch.rand(3, 5, 5)
+    torch.manual_seed(1)
+    out = Lighting(0.1)(img)
+    torch.manual_seed(1)
+    alpha = torch.randn(3) * 0.1
+    offset = torch.tensor(PCA_EIGVEC) @ (alpha * torch.tensor(PCA_EIGVAL))
+    assert torch.allclose(out - img, offset.view(3, 1, 1).expand(3, 5, 5), atol=1e-6)
+    assert float(offset.abs().max()) > 0
+
+
+def test_workers_pinned_memory_and_persistence(imagenet_dir):
+    root, _ = imagenet_dir
+    kw = {"batch_size": 4, "train_crop": 32, "eval_resize": 36, "eval_crop": 32}
+    dm = ImageNetDataModule(data_dir=str(root), **kw)
+    dm.setup("fit")
+    assert dm.resolved_num_workers >= 1
+    loader = dm.train_dataloader()
+    assert loader.num_workers == dm.resolved_num_workers and loader.persistent_workers
+    assert loader.pin_memory == torch.cuda.is_available()
+    dm.trainer = SimpleNamespace(num_devices=64, world_size=1, training=True)
+    assert dm.default_num_workers() == 1  # CPUs shared among the node's devices, at least 1
