@@ -1,0 +1,644 @@
+"""``python -m densenet_lit {fit,validate,test,predict}``: the LightningCLI of the project.
+
+What it adds to Lightning's CLI:
+
+* ``model`` is :class:`~densenet_lit.module.DenseNetModule`; ``data`` is any
+  ``LightningDataModule`` given by ``class_path``. ``num_classes`` and ``in_channels`` of the
+  model come from the data module (linked; do not set them).
+* Every run gets its own directory ``<root>/<experiment>/<YYYYmmdd-HHMMSS>-<6 hex>/`` holding
+  ``config.yaml`` (the resolved config), ``checkpoints/`` (``last.ckpt`` and the best by
+  validation error), ``metrics.csv`` + ``hparams.yaml`` and ``wandb/``. ``<root>`` is
+  ``trainer.default_root_dir`` or ``runs``; ``<experiment>`` is ``--run.name`` or the name of
+  the last ``--config`` file that is not an overlay. Nothing is ever overwritten.
+* Logging goes to a CSV file and to W&B (project ``densenet-lit``, grouped and tagged by data
+  set and model, the whole config in the run's config). Without an API key or network the W&B
+  run is offline, and one line says how to ``wandb sync`` it; ``WANDB_MODE`` is respected.
+* ``--ckpt_path`` resumes: ``last`` picks the newest ``last.ckpt`` of the same experiment,
+  a run directory picks its ``last.ckpt``. The resumed run writes into a new run directory.
+  Model arguments that differ from the checkpoint's are an error, not silently replaced.
+* ``--run.test_after_fit true`` tests at the end of ``fit`` (the paper's final runs).
+"""
+
+from __future__ import annotations
+
+import csv
+import netrc
+import os
+import secrets
+import sys
+import threading
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+import yaml
+from jsonargparse import Namespace
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter as CSVExperimentWriter
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+
+from densenet_lit.callbacks import FiniteLossGuard, RunCheckpoint, ThroughputMonitor
+from densenet_lit.module import RUNTIME_ARGS, DenseNetModule, model_key
+
+WANDB_PROJECT = "densenet-lit"
+RUN_DIR_ENV = "DENSENET_LIT_RUN_DIR"
+# Config files in these directories are shared pieces, not experiments: they do not name runs.
+SHARED_CONFIG_DIRS = ("overlays", "defaults")
+# Key of a config file naming the files it builds on (expanded by this CLI, see config_chain).
+EXTENDS_KEY = "extends"
+
+# W&B runs started in this process, finished (and their sync hint printed) by main().
+_OPEN_WANDB: list[WandbLogger] = []
+# The run directory this process chose last; a value of RUN_DIR_ENV equal to it was set by us
+# (for the DDP worker processes) and is not reused by the next run started in this process.
+_RUN_DIR_SET_HERE: list[str] = []
+
+
+class CheckpointMismatchError(ValueError):
+    """The model arguments given differ from those stored in the checkpoint."""
+
+
+# --------------------------------------------------------------------------------- extends
+def config_chain(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> list[Path]:
+    """``path`` preceded (recursively) by the files its ``extends:`` key names.
+
+    ``extends`` holds one path or a list, relative to the file that names it. The result is the
+    order in which the files are applied: bases first, ``path`` last.
+    """
+    path = Path(path)
+    resolved = path.resolve()
+    if resolved in _seen:
+        cycle = " -> ".join(str(p) for p in (*_seen, resolved))
+        raise ValueError(f"extends: files include each other in a cycle: {cycle}")
+    try:
+        with open(path) as f:
+            content = yaml.safe_load(f)
+    except OSError:
+        return [path]  # jsonargparse reports the missing file
+    bases = content.get(EXTENDS_KEY) if isinstance(content, dict) else None
+    if bases is None:
+        bases = []
+    elif isinstance(bases, str):
+        bases = [bases]
+    chain: list[Path] = []
+    for base in bases:
+        base_path = Path(base) if os.path.isabs(base) else resolved.parent / base
+        if not base_path.is_file():
+            raise FileNotFoundError(f"{path}: extends: {base} -> no such file {base_path}")
+        chain.extend(config_chain(base_path, (*_seen, resolved)))
+    return [*chain, path]
+
+
+def expand_config_args(args: list[str]) -> list[str]:
+    """Put the files each ``--config FILE`` extends in front of it, as extra ``--config`` flags.
+
+    Several ``--config`` files compose (later values win, lists are replaced); ``extends:``
+    makes one file compose on top of shared defaults without copying them. Only the options
+    after the subcommand are expanded; ``--extends null`` is appended so that the resolved
+    config (``--print_config``, the run's config.yaml) is complete on its own.
+    """
+    subcommands = set(LightningCLI.subcommands())
+    start = next((i + 1 for i, a in enumerate(args) if a in subcommands), None)
+    if start is None:
+        return list(args)
+    out, expanded = list(args[:start]), False
+    i = start
+    while i < len(args):
+        arg = args[i]
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            value, i = args[i + 1], i + 2
+        elif arg.startswith("--config="):
+            value, i = arg.split("=", 1)[1], i + 1
+        else:
+            out.append(arg)
+            i += 1
+            continue
+        if not os.path.isfile(value):
+            out += ["--config", value]  # a YAML string, or a missing file jsonargparse reports
+            continue
+        for base in config_chain(value)[:-1]:
+            out += ["--config", str(base)]
+            expanded = True
+        out += ["--config", value]
+    if expanded:
+        out += [f"--{EXTENDS_KEY}", "null"]
+    return out
+
+
+# ----------------------------------------------------------------------------------- run dir
+def experiment_name(config_files: list[Any] | None, name: str | None = None) -> str:
+    """``--run.name``, else the stem of the last config file outside overlays/ and defaults/."""
+    if name:
+        return name
+    for path in reversed(config_files or []):
+        absolute = getattr(path, "absolute", None)
+        p = Path(absolute if isinstance(absolute, str) else os.path.abspath(str(path)))
+        if p.parent.name not in SHARED_CONFIG_DIRS:
+            return p.stem
+    return "default"
+
+
+def _run_id() -> str:
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        # All tasks of a SLURM job (and the job after a requeue) share one run directory,
+        # where Lightning also finds its requeue checkpoint.
+        array = os.environ.get("SLURM_ARRAY_TASK_ID")
+        return f"slurm-{job}" + (f"_{array}" if array else "")
+    return f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def choose_run_dir(root: str | os.PathLike, experiment: str) -> Path:
+    """A new directory for this run, or the one the launching process chose for us.
+
+    Lightning's DDP launcher starts worker processes that parse the same command line; they
+    find the parent's choice in the environment variable ``DENSENET_LIT_RUN_DIR`` (which can
+    also be set by hand, e.g. the same value on every node of a torchrun job).
+    """
+    inherited = os.environ.get(RUN_DIR_ENV)
+    if inherited and inherited not in _RUN_DIR_SET_HERE:
+        return Path(inherited)
+    run_id = _run_id()
+    path = Path(root) / experiment / run_id
+    if not run_id.startswith("slurm-"):
+        while path.exists():
+            path = Path(root) / experiment / f"{run_id}-{secrets.token_hex(2)}"
+    os.environ[RUN_DIR_ENV] = str(path)
+    _RUN_DIR_SET_HERE.append(str(path))
+    return path
+
+
+def adopt_run_dir(path: Path) -> Path:
+    """Use an existing run directory (resumption), and pass it on to DDP worker processes."""
+    os.environ[RUN_DIR_ENV] = str(path)
+    _RUN_DIR_SET_HERE.append(str(path))
+    return path
+
+
+def run_dir_of(ckpt_path: str | os.PathLike) -> Path | None:
+    """The run directory holding a checkpoint (``<run>/checkpoints/x.ckpt``), if it is one."""
+    path = Path(ckpt_path)
+    run_dir = path.parent.parent
+    if path.parent.name == "checkpoints" and any(run_dir.glob("config*.yaml")):
+        return run_dir
+    return None
+
+
+def unique_path(path: Path) -> Path:
+    """``path`` if free, else ``stem-1.suffix``, ``stem-2.suffix``, ..."""
+    candidate, i = path, 0
+    while candidate.exists():
+        i += 1
+        candidate = path.with_name(f"{path.stem}-{i}{path.suffix}")
+    return candidate
+
+
+def resolve_ckpt_path(ckpt_path: str | None, root: Path, experiment: str) -> str | None:
+    """Expand ``last`` and run directories into a checkpoint file; leave other values alone."""
+    if not ckpt_path or ckpt_path in ("best", "hpc") or ckpt_path.startswith("registry:"):
+        return ckpt_path
+    if ckpt_path == "last":
+        candidates = list((root / experiment).glob("*/checkpoints/last*.ckpt"))
+        if not candidates:
+            raise FileNotFoundError(
+                f"--ckpt_path last: no run of experiment {experiment!r} under "
+                f"{root / experiment} has a checkpoints/last.ckpt. Give the checkpoint's path or "
+                "its run directory instead (or --run.name to name the experiment)."
+            )
+        return str(max(candidates, key=lambda p: p.stat().st_mtime))
+    path = Path(ckpt_path)
+    if path.is_dir():
+        last = path / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            last = path / "last.ckpt"
+        if not last.is_file():
+            raise FileNotFoundError(
+                f"--ckpt_path {ckpt_path}: a directory without checkpoints/last.ckpt."
+            )
+        return str(last)
+    if not path.is_file():
+        raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint file.")
+    return ckpt_path
+
+
+def compare_with_checkpoint(given: dict[str, Any], stored: dict[str, Any]) -> dict[str, tuple]:
+    """Model arguments whose given value differs from the checkpoint's: ``{key: (given, ckpt)}``.
+
+    Keys the config does not hold (linked from the data module) and the runtime-only
+    arguments (compile, channels_last, memory_efficient, pretrained) are not compared.
+    """
+    differ = {}
+    for key, ckpt_value in stored.items():
+        if key.startswith("_") or key in RUNTIME_ARGS or key not in given:
+            continue
+        value = given[key]
+        if isinstance(value, tuple):
+            value = list(value)
+        if isinstance(ckpt_value, tuple):
+            ckpt_value = list(ckpt_value)
+        if value != ckpt_value:
+            differ[key] = (value, ckpt_value)
+    return differ
+
+
+# ---------------------------------------------------------------------------------------- CSV
+class _ContinuingWriter(CSVExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv; this one continues it (a SLURM
+    job that is requeued writes into the same run directory)."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = list(next(csv.reader(f), []))
+
+
+class RunCSVLogger(CSVLogger):
+    """CSV logger writing ``metrics.csv`` and ``hparams.yaml`` straight into the run directory."""
+
+    def __init__(self, save_dir: str) -> None:
+        super().__init__(save_dir=save_dir, name="", version="")
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> CSVExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+# ---------------------------------------------------------------------------------------- W&B
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Does the W&B server answer an HTTP request within ``timeout`` seconds?
+
+    Any HTTP response counts (even an error status); no DNS, no connection, a TLS failure (an
+    intercepting proxy) or no answer in time does not. The probe runs in a daemon thread, so a
+    stalled name lookup cannot hold the run up either.
+    """
+    import urllib.error
+    import urllib.request
+
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/healthz", timeout=timeout):
+                result.append(True)
+        except urllib.error.HTTPError:
+            result.append(True)
+        except Exception:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(result and result[0])
+
+
+def _has_api_key(base_url: str) -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(base_url).hostname or "api.wandb.ai"
+    try:
+        auth = netrc.netrc().authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(auth and auth[2])
+
+
+def wandb_mode() -> tuple[str, str]:
+    """``(mode, reason)``: an explicit ``WANDB_MODE`` wins; no API key or no network: offline."""
+    explicit = os.environ.get("WANDB_MODE")
+    if explicit:
+        return explicit, "WANDB_MODE"
+    if os.environ.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes"):
+        return "disabled", "WANDB_DISABLED"
+    base_url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    if not _has_api_key(base_url):
+        return "offline", "no W&B API key (WANDB_API_KEY or ~/.netrc)"
+    if not _reachable(base_url):
+        return "offline", f"{base_url} is not reachable"
+    return "online", "API key found"
+
+
+class SafeWandbLogger(WandbLogger):
+    """A WandbLogger whose failures are warnings: W&B must never stop training."""
+
+    _broken = False
+
+    def _guard(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._broken:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # the W&B service died, disk full, ...
+            self._broken = True
+            rank_zero_warn(f"W&B logging failed and is switched off for this run: {err!r}")
+            return None
+
+    def log_metrics(self, *args: Any, **kwargs: Any) -> None:
+        self._guard(super().log_metrics, *args, **kwargs)
+
+    def log_hyperparams(self, *args: Any, **kwargs: Any) -> None:
+        self._guard(super().log_hyperparams, *args, **kwargs)
+
+    def after_save_checkpoint(self, *args: Any, **kwargs: Any) -> None:
+        self._guard(super().after_save_checkpoint, *args, **kwargs)
+
+    def finalize(self, *args: Any, **kwargs: Any) -> None:
+        self._guard(super().finalize, *args, **kwargs)
+
+
+def make_wandb_logger(
+    run_dir: Path, name: str, group: str, tags: list[str], project: str, job_type: str
+) -> WandbLogger | None:
+    """Start the W&B run (rank zero only), offline when it cannot be online; None on failure."""
+    mode, reason = wandb_mode()
+    if mode == "disabled":
+        return None
+    try:
+        import wandb
+
+        settings = wandb.Settings(silent=True, init_timeout=60, console="off")
+        logger = SafeWandbLogger(
+            project=project,
+            name=name,
+            group=group,
+            tags=tags,
+            save_dir=str(run_dir),
+            job_type=job_type,
+            mode=mode,
+            settings=settings,
+        )
+        logger._wandb_init.pop("anonymous", None)  # deprecated in wandb; it warns when given
+        if rank_zero_only.rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            run = logger.experiment  # start it now, so a failure surfaces here
+            logger._sync_dir = Path(run.dir).parent if mode in ("offline", "dryrun") else None
+            logger._mode_reason = reason
+            _OPEN_WANDB.append(logger)
+        return logger
+    except Exception as err:
+        rank_zero_warn(f"W&B could not start ({err!r}); this run logs to CSV only.")
+        return None
+
+
+def finish_wandb() -> None:
+    """Finish the W&B runs of this process and print how to upload the offline ones."""
+    while _OPEN_WANDB:
+        logger = _OPEN_WANDB.pop()
+        sync_dir = getattr(logger, "_sync_dir", None)
+        try:
+            logger.experiment.finish()
+        except Exception as err:
+            rank_zero_warn(f"W&B did not finish cleanly: {err!r}")
+        if sync_dir is not None:
+            print(
+                f"W&B run saved offline ({logger._mode_reason}); upload it with: "
+                f"wandb sync {sync_dir}",
+                flush=True,
+            )
+
+
+# ---------------------------------------------------------------------------------- config
+class RunConfigSaver(SaveConfigCallback):
+    """Write the resolved config into the run directory (never overwriting) and into W&B."""
+
+    def __init__(self, parser: LightningArgumentParser, config: Namespace, **kwargs: Any) -> None:
+        kwargs["save_to_log_dir"] = False
+        super().__init__(parser, config, **kwargs)
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        run_dir = Path(trainer.default_root_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = unique_path(run_dir / self.config_filename)
+        self.parser.save(self.config, str(path), skip_none=False, overwrite=False)
+        rank_zero_info(f"Run directory: {run_dir} (config: {path.name})")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                try:
+                    import yaml
+
+                    resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+                    resolved.pop("config", None)
+                    resolved.pop(EXTENDS_KEY, None)
+                    logger.experiment.config.update(resolved, allow_val_change=True)
+                except Exception as err:
+                    rank_zero_warn(f"Could not send the config to W&B: {err!r}")
+
+
+# -------------------------------------------------------------------------------------- CLI
+def dataset_key(datamodule: Any) -> str:
+    """``cifar10``, ``cifar10plus`` (augmented), ``cifar100``, ``svhn``, ``imagenet``, ``digits``."""
+    if datamodule is None:
+        return "nodata"
+    name = type(datamodule).__name__
+    name = name.removesuffix("DataModule").removesuffix("Datamodule").lower() or "data"
+    if name.startswith("cifar") and getattr(datamodule, "augment", False):
+        name += "plus"
+    return name
+
+
+class DenseNetCLI(LightningCLI):
+    """LightningCLI with run directories, CSV + W&B logging and checked resumption."""
+
+    def __init__(self, args: Any = None, **kwargs: Any) -> None:
+        kwargs.setdefault("save_config_callback", RunConfigSaver)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault("parser_kwargs", {"prog": "python -m densenet_lit"})
+        kwargs.setdefault(
+            "trainer_defaults", {"callbacks": [ThroughputMonitor(), FiniteLossGuard()]}
+        )
+        self.run_dir: Path | None = None
+        self.resume_dir: Path | None = None
+        self.experiment: str | None = None
+        super().__init__(DenseNetModule, LightningDataModule, args=args, **kwargs)
+
+    # parser -----------------------------------------------------------------------------
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            f"--{EXTENDS_KEY}",
+            type=str | list[str] | None,
+            default=None,
+            help="In a config file: the config file(s) it builds on, relative to it. They are "
+            "applied first, as if given as earlier --config options.",
+        )
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.in_channels", "model.in_channels", apply_on="instantiate")
+        parser.add_argument(
+            "--run.name",
+            type=str | None,
+            default=None,
+            help="Experiment name: runs go to <root>/<name>/<id>/. Default: the name of the "
+            "last --config file that is not in overlays/ or defaults/.",
+        )
+        parser.add_argument(
+            "--run.wandb", type=bool, default=True, help="Log to W&B (besides the CSV file)."
+        )
+        parser.add_argument("--run.wandb_project", type=str, default=WANDB_PROJECT)
+        parser.add_argument(
+            "--run.tags", type=list[str], default=[], help="Extra W&B tags for this run."
+        )
+        parser.add_argument(
+            "--run.test_after_fit",
+            type=bool,
+            default=False,
+            help="Run the test set at the end of fit (the paper's final runs).",
+        )
+        parser.add_argument(
+            "--run.test_ckpt",
+            type=str | None,
+            default=None,
+            help="Weights tested after fit: null = those at the end of training, 'best' = the "
+            "checkpoint with the lowest validation error (SVHN), or a path.",
+        )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        if args is None:
+            args = sys.argv[1:]
+        if isinstance(args, list | tuple):
+            args = expand_config_args([str(a) for a in args])
+        if isinstance(args, dict | Namespace):
+            self.config = parser.parse_object(args)
+        else:
+            self.config = parser.parse_args(args)
+        sub = self.config.get("subcommand")
+        if not sub:
+            return
+        cfg = self.config[sub]
+        cfg[EXTENDS_KEY] = None  # already applied; the saved config is complete without it
+        self.experiment = experiment_name(cfg.get("config"), cfg.run.name)
+        self.root = Path(cfg.trainer.default_root_dir or "runs")
+        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), self.root, self.experiment)
+        cfg.ckpt_path = ckpt_path
+        self.resume_dir = None
+        if ckpt_path and Path(ckpt_path).is_file():
+            self._check_checkpoint(ckpt_path, cfg.model)
+            if sub == "fit":
+                self.resume_dir = run_dir_of(ckpt_path)
+
+    def _check_checkpoint(self, ckpt_path: str, model_cfg: Namespace) -> None:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        stored = dict(ckpt.get("hyper_parameters", {}))
+        given = model_cfg.as_dict() if isinstance(model_cfg, Namespace) else dict(model_cfg)
+        differ = compare_with_checkpoint(given, stored)
+        if differ:
+            rows = "\n".join(
+                f"  model.{k}: given {v!r}, checkpoint {c!r}" for k, (v, c) in differ.items()
+            )
+            hint = Path(ckpt_path).resolve().parent.parent / "config.yaml"
+            hint_text = f" (that run's config is {hint})" if hint.is_file() else ""
+            raise CheckpointMismatchError(
+                f"The model arguments differ from those of the checkpoint {ckpt_path}:\n{rows}\n"
+                "A checkpoint restores its own network and recipe, so these values would be "
+                "ignored. Use the checkpoint's values (pass the config it was trained with"
+                f"{hint_text}), or start a new run without --ckpt_path."
+            )
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning would replace the model arguments by the checkpoint's without a word;
+        # parse_arguments has already checked that they agree (runtime options may differ).
+        return
+
+    # instantiation ----------------------------------------------------------------------
+    def before_instantiate_classes(self) -> None:
+        sub = self.subcommand
+        if sub is None:
+            return
+        if self.resume_dir is not None:
+            # fit --ckpt_path continues that run in its own directory: checkpoints (and the
+            # best-so-far bookkeeping) carry on, metrics.csv is appended to, the config of
+            # the continuation is saved as config-1.yaml, ...
+            self.run_dir = adopt_run_dir(self.resume_dir)
+            rank_zero_info(f"Resuming the run in {self.run_dir}")
+        else:
+            self.run_dir = choose_run_dir(self.root, self.experiment)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        cfg = self._get(self.config_init, "trainer", default={})
+        run = self._get(self.config, "run")
+        kwargs["default_root_dir"] = str(self.run_dir)
+        logger = cfg.get("logger")
+        if cfg.get("fast_dev_run"):
+            kwargs["logger"] = False
+        elif logger is None or logger is True:
+            kwargs["logger"] = self._make_loggers(run)
+        callbacks = cfg.get("callbacks") or []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        if (
+            self.subcommand == "fit"
+            and cfg.get("enable_checkpointing") is not False
+            and not any(isinstance(c, ModelCheckpoint) for c in callbacks)
+        ):
+            # runs without an experiment config also keep last.ckpt (and the best by val/error)
+            cfg["callbacks"] = [*callbacks, RunCheckpoint()]
+        return super().instantiate_trainer(**kwargs)
+
+    def _make_loggers(self, run: Namespace) -> list[Logger]:
+        loggers: list[Logger] = [RunCSVLogger(str(self.run_dir))]
+        if run.wandb:
+            hp = dict(self.model.hparams)
+            dataset, model = dataset_key(self.datamodule), model_key(hp)
+            if hp.get("schedule") == "cosine":
+                model += "_cosine"
+            tags = [dataset, model, self.experiment, self.subcommand, *run.tags]
+            wandb_logger = make_wandb_logger(
+                self.run_dir,
+                name=f"{self.experiment}/{self.run_dir.name}"
+                + ("-resumed" if self.resume_dir is not None else ""),
+                group=f"{dataset}-{model}",
+                tags=list(dict.fromkeys(t[:64] for t in tags)),
+                project=run.wandb_project,
+                job_type=self.subcommand,
+            )
+            if wandb_logger is not None:
+                loggers.append(wandb_logger)
+        return loggers
+
+    # subcommands ------------------------------------------------------------------------
+    def after_fit(self) -> None:
+        run = self._get(self.config, "run")
+        if not run.test_after_fit or self.trainer.interrupted:
+            return
+        ckpt_path = run.test_ckpt
+        if self.trainer.fast_dev_run:
+            ckpt_path = None  # fast_dev_run saves no checkpoints
+        elif ckpt_path == "best":
+            callback = self.trainer.checkpoint_callback
+            if callback is None or not getattr(callback, "best_model_path", ""):
+                rank_zero_warn(
+                    "run.test_ckpt='best' but no best checkpoint was kept (no validation set?): "
+                    "testing the weights at the end of training."
+                )
+                ckpt_path = None
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+
+
+def run(args: Any = None) -> DenseNetCLI:
+    """Run the CLI in-process and return it (``args`` as on the command line, e.g.
+    ``["fit", "--config", "experiments/imagenet121.yaml"]``)."""
+    with warnings.catch_warnings():
+        # The in-memory 32x32 data sets gather whole batches with one index op: no workers
+        # needed, so Lightning's advice to add some is noise.
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        try:
+            return DenseNetCLI(args=args)
+        finally:
+            finish_wandb()
+
+
+def main(args: Any = None) -> None:
+    """Entry point of ``python -m densenet_lit`` and the ``densenet-lit`` script."""
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

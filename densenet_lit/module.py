@@ -1,0 +1,310 @@
+"""The LightningModule: a DenseNet, its loss and metrics, and the paper's optimisation recipe.
+
+Every argument of :class:`DenseNetModule` is a plain value, so the whole network and recipe
+can be set from YAML (``model.init_args`` is not needed: ``model: {depth: 40, ...}``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from densenet_lit.models import MODEL_NAMES, build_model, load_torchvision_weights
+
+CIFAR_ARCH = "densenet_cifar"
+# Model arguments that only change how the network runs, not what it computes: they may differ
+# between a checkpoint and the run that resumes it (see densenet_lit.cli).
+RUNTIME_ARGS = frozenset({"memory_efficient", "channels_last", "compile", "pretrained"})
+
+
+class ClassificationError(MulticlassAccuracy):
+    """Top-k error in percent: ``100 * (1 - accuracy)``, accuracy over all samples (micro)."""
+
+    def __init__(self, num_classes: int, top_k: int = 1, **kwargs: Any) -> None:
+        super().__init__(num_classes=num_classes, top_k=top_k, average="micro", **kwargs)
+
+    def compute(self) -> Tensor:
+        return 100.0 * (1.0 - super().compute())
+
+
+def check_milestones(milestones: Sequence[float]) -> None:
+    """Raise a ValueError for milestones that are neither fractions (< 1) nor whole epochs."""
+    if not milestones:
+        raise ValueError("milestones=[]: give at least one milestone, e.g. [0.5, 0.75].")
+    for m in milestones:
+        if m <= 0:
+            raise ValueError(f"milestones={list(milestones)}: every milestone must be > 0.")
+        if m >= 1 and m != int(m):
+            raise ValueError(
+                f"milestones={list(milestones)}: {m} is >= 1, so it is read as an epoch "
+                "number, and must be whole. Give fractions of training as values below 1."
+            )
+
+
+def resolve_milestones(milestones: Sequence[float], max_epochs: int | None) -> list[int]:
+    """Turn the ``milestones`` argument into epoch numbers (0-based, as Lightning counts).
+
+    A value below 1 is a fraction of ``max_epochs``: the learning rate drops once the epoch
+    reaches that fraction of training, i.e. at epoch ``ceil(f * max_epochs)`` (0.5 and 0.75 of
+    300 epochs are epochs 150 and 225; lr 0.1 for epochs 0-149). A value of 1 or more is an
+    epoch number and must be a whole number (30, 60 for ImageNet).
+    """
+    check_milestones(milestones)
+    epochs = []
+    for m in milestones:
+        if m < 1:
+            if max_epochs is None or max_epochs < 1:
+                raise ValueError(
+                    f"milestones={list(milestones)} contains fractions of the training length, "
+                    f"but trainer.max_epochs={max_epochs} is not a positive number of epochs. "
+                    "Set trainer.max_epochs or give the milestones as epoch numbers (>= 1)."
+                )
+            epochs.append(max(1, math.ceil(m * max_epochs - 1e-9)))
+        else:
+            epochs.append(int(m))
+    return sorted(epochs)
+
+
+def cosine_factor(step: int, total_steps: int) -> float:
+    """The authors' cosine schedule: ``0.5 * (1 + cos(pi * t / T))``, held at 0 after T."""
+    t = min(max(step, 0), total_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * t / total_steps))
+
+
+class DenseNetModule(LightningModule):
+    """DenseNet trained with cross-entropy and SGD as in Huang et al. (CVPR 2017).
+
+    Network:
+        arch: ``densenet_cifar`` (the 3-block CIFAR/SVHN network, sized by ``depth`` and
+            ``growth_rate``) or one of the ImageNet names ``densenet121/169/201/161/264``,
+            whose depth and growth rate come from the name.
+        depth: L of the CIFAR network (``densenet_cifar`` only; default 100).
+        growth_rate: k of the CIFAR network (``densenet_cifar`` only; default 12).
+        bottleneck: 1x1 bottleneck layers, the "B" (``densenet_cifar`` only; default True).
+        compression: theta of the transitions, 0.5 for "C", 1 for the plain DenseNet
+            (``densenet_cifar`` only; default 0.5).
+        drop_rate: dropout after every convolution but the first (paper: 0.2 on C10, C100
+            and SVHN, the runs without augmentation).
+        num_classes: classifier outputs; the CLI links it from the data module.
+        in_channels: input channels; the CLI links it from the data module.
+        memory_efficient: recompute concatenation/BN/ReLU in the backward pass.
+        pretrained: path of a torchvision ImageNet weight file to initialise the network from.
+
+    Recipe (defaults are the paper's):
+        lr, momentum, nesterov, dampening, weight_decay: SGD; weight decay applies to every
+            parameter, batch-norm weights and biases included, as in the authors' code.
+        schedule: ``"step"`` divides the learning rate by ``1 / gamma`` at each milestone (per
+            epoch); ``"cosine"`` is the official "cosine" models' per-iteration schedule
+            ``lr = 0.5 * lr0 * (1 + cos(pi * t / T))`` with T the total number of steps.
+        milestones: epochs of the step schedule. Values below 1 are fractions of
+            ``trainer.max_epochs`` (0.5, 0.75 for CIFAR and SVHN), values of 1 or more are epoch
+            numbers (30, 60 for ImageNet; 30, 60, 90 for DenseNet-161).
+        gamma: the factor of each step (0.1).
+
+    Metrics:
+        top5: also report top-5 error; default: when there are at least 1000 classes.
+
+    Speed (no effect on the result):
+        channels_last: run the network in the channels-last memory format.
+        compile: ``torch.compile`` the network (not the LightningModule); checkpoints keep the
+            plain parameter names, so they load into uncompiled models.
+    """
+
+    def __init__(
+        self,
+        arch: str = CIFAR_ARCH,
+        depth: int | None = None,
+        growth_rate: int | None = None,
+        bottleneck: bool | None = None,
+        compression: float | None = None,
+        drop_rate: float = 0.0,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        memory_efficient: bool = False,
+        pretrained: str | None = None,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        nesterov: bool = True,
+        dampening: float = 0.0,
+        weight_decay: float = 1e-4,
+        schedule: Literal["step", "cosine"] = "step",
+        milestones: Sequence[float] = (0.5, 0.75),
+        gamma: float = 0.1,
+        top5: bool | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_network(
+            arch,
+            depth=depth,
+            growth_rate=growth_rate,
+            bottleneck=bottleneck,
+            compression=compression,
+            drop_rate=drop_rate,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            memory_efficient=memory_efficient,
+        )
+        if pretrained:
+            load_torchvision_weights(self.model, pretrained)
+        if schedule not in ("step", "cosine"):
+            raise ValueError(f"schedule={schedule!r}: expected 'step' or 'cosine'.")
+        check_milestones(milestones)
+        self.milestones = [float(m) for m in milestones]
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(f"gamma={gamma!r}: expected 0 < gamma <= 1 (the paper: 0.1).")
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+        self.top5 = num_classes >= 1000 if top5 is None else top5
+        if self.top5 and num_classes < 5:
+            raise ValueError(f"top5=True needs at least 5 classes, got num_classes={num_classes}.")
+        for stage in ("train", "val", "test"):
+            setattr(self, f"{stage}_error", ClassificationError(num_classes))
+            if self.top5:
+                setattr(self, f"{stage}_error_top5", ClassificationError(num_classes, top_k=5))
+        # The compiled network is kept outside the module tree (a plain attribute in
+        # __dict__), so state_dict and checkpoints only hold `model.*`, never `_orig_mod.`.
+        self.__dict__["_compiled_model"] = None
+
+    # ----------------------------------------------------------------------------- forward
+    def configure_model(self) -> None:
+        if self.hparams.compile and self.__dict__["_compiled_model"] is None:
+            self.__dict__["_compiled_model"] = torch.compile(self.model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.hparams.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        compiled = self.__dict__["_compiled_model"]
+        # `is None`, not truthiness: bool() of a compiled module calls len() and raises
+        return (self.model if compiled is None else compiled)(x)
+
+    def _shared_step(self, batch: Any, stage: str) -> Tensor:
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        n = x.shape[0]
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        error = getattr(self, f"{stage}_error")
+        error(logits, y)
+        self.log(f"{stage}/error", error, on_step=False, on_epoch=True, batch_size=n)
+        if self.top5:
+            error5 = getattr(self, f"{stage}_error_top5")
+            error5(logits, y)
+            self.log(f"{stage}/error_top5", error5, on_step=False, on_epoch=True, batch_size=n)
+        if on_step:
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=n)
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss = self._shared_step(batch, "train")
+        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        return self(x).softmax(dim=-1)
+
+    # --------------------------------------------------------------------------- optimiser
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.SGD(
+            self.parameters(),  # every parameter decays, BN and biases included (paper)
+            lr=hp.lr,
+            momentum=hp.momentum,
+            dampening=hp.dampening,
+            weight_decay=hp.weight_decay,
+            nesterov=hp.nesterov,
+        )
+        if hp.schedule == "cosine":
+            total = int(self.trainer.estimated_stepping_batches)
+            if total < 1 or total == math.inf:
+                raise ValueError(
+                    "schedule='cosine' needs a finite training length: set trainer.max_epochs "
+                    "or trainer.max_steps."
+                )
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: cosine_factor(step, total)
+            )
+            interval = "step"
+        else:
+            epochs = resolve_milestones(self.milestones, self.trainer.max_epochs)
+            scheduler = torch.optim.lr_scheduler.MultiStepLR(
+                optimizer, milestones=epochs, gamma=hp.gamma
+            )
+            interval = "epoch"
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval, "frequency": 1},
+        }
+
+
+def build_network(
+    arch: str,
+    *,
+    depth: int | None = None,
+    growth_rate: int | None = None,
+    bottleneck: bool | None = None,
+    compression: float | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build the network of ``arch``; the CIFAR-only arguments are rejected for ImageNet names."""
+    if arch not in MODEL_NAMES:
+        raise ValueError(
+            f"model.arch={arch!r} is not a known architecture; expected one of "
+            f"{', '.join(MODEL_NAMES)}."
+        )
+    cifar_only = {
+        "depth": depth,
+        "growth_rate": growth_rate,
+        "bottleneck": bottleneck,
+        "compression": compression,
+    }
+    if arch != CIFAR_ARCH:
+        given = {k: v for k, v in cifar_only.items() if v is not None}
+        if given:
+            keys = ", ".join(f"model.{k}={v}" for k, v in given.items())
+            raise ValueError(
+                f"model.arch={arch!r} fixes its depth, growth rate and block structure, so "
+                f"{keys} contradicts it. Remove {'it' if len(given) == 1 else 'them'}, or use "
+                f"model.arch={CIFAR_ARCH!r} for a network sized by depth and growth rate."
+            )
+        return build_model(arch, **kwargs)
+    return build_model(
+        CIFAR_ARCH,
+        depth=100 if depth is None else depth,
+        growth_rate=12 if growth_rate is None else growth_rate,
+        bottleneck=True if bottleneck is None else bottleneck,
+        compression=0.5 if compression is None else compression,
+        **kwargs,
+    )
+
+
+def model_key(hparams: dict[str, Any]) -> str:
+    """A short name for the network, as in densenet_lit.paper: ``densenet_bc_100_12``,
+    ``densenet_40_12``, ``densenet121``."""
+    arch = hparams.get("arch", CIFAR_ARCH)
+    if arch != CIFAR_ARCH:
+        return arch
+    depth = hparams.get("depth") or 100
+    k = hparams.get("growth_rate") or 12
+    bottleneck = True if hparams.get("bottleneck") is None else hparams["bottleneck"]
+    compression = 0.5 if hparams.get("compression") is None else hparams["compression"]
+    variant = ("b" if bottleneck else "") + ("c" if compression < 1 else "")
+    return f"densenet_{variant}_{depth}_{k}" if variant else f"densenet_{depth}_{k}"

@@ -1,0 +1,326 @@
+"""The CLI: links, run directories, config composition, resumption and W&B mode selection."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from densenet_lit import cli
+from densenet_lit.cli import (
+    CheckpointMismatchError,
+    DenseNetCLI,
+    config_chain,
+    expand_config_args,
+    main,
+    run,
+    wandb_mode,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+DIGITS = "densenet_lit.data.DigitsDataModule"
+
+
+def digits_args(tmp_path: Path, *extra: str, subcommand: str = "fit") -> list[str]:
+    """A small, quick run on the bundled digits: 2 batches of 32, tiny DenseNet-BC."""
+    return [
+        subcommand,
+        "--data",
+        DIGITS,
+        "--data.init_args.batch_size",
+        "32",
+        "--model.depth",
+        "10",
+        "--model.growth_rate",
+        "4",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "2",  # an integer count; 1 would be read as 1.0 = 100%
+        "--trainer.limit_test_batches",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path / "runs"),
+        "--run.wandb",
+        "false",
+        *extra,
+    ]
+
+
+def run_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob("*/*") if p.is_dir())
+
+
+# --------------------------------------------------------------------------------- links
+def test_num_classes_and_in_channels_come_from_the_data(tmp_path):
+    c = run(digits_args(tmp_path, "--trainer.fast_dev_run", "true"))
+    assert c.model.hparams.num_classes == 10 and c.model.hparams.in_channels == 1
+    assert c.model.model.features.conv0.in_channels == 1
+
+
+def test_num_classes_cannot_be_set_by_hand(tmp_path):
+    with pytest.raises(SystemExit):
+        run(digits_args(tmp_path, "--model.num_classes", "3", "--trainer.fast_dev_run", "true"))
+
+
+def test_print_config(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(REPO / "experiments/imagenet121.yaml"), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["arch"] == "densenet121"
+    assert printed["data"]["init_args"]["batch_size"] == 256
+    assert printed["trainer"]["max_epochs"] == 90
+    assert printed["extends"] is None  # the printed config stands on its own
+
+
+# ------------------------------------------------------------------------ config composition
+def test_extends_chain_order():
+    chain = config_chain(REPO / "experiments/cifar10plus_densenet_bc_100_12.yaml")
+    names = [p.name for p in chain]
+    assert names == ["base.yaml", "cifar.yaml", "cifar10plus.yaml", chain[-1].name]
+
+
+def test_extends_cycle_is_an_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ValueError, match="cycle"):
+        config_chain(tmp_path / "a.yaml")
+
+
+def test_expand_config_args_keeps_order():
+    run_cfg = str(REPO / "experiments/svhn_densenet_bc_100_12.yaml")
+    overlay = str(REPO / "experiments/overlays/debug.yaml")
+    out = expand_config_args(["fit", "--config", run_cfg, f"--config={overlay}", "--x", "1"])
+    configs = [out[i + 1] for i, a in enumerate(out) if a == "--config"]
+    assert [Path(c).name for c in configs] == [
+        "base.yaml",
+        "svhn.yaml",
+        "svhn_densenet_bc_100_12.yaml",
+        "debug.yaml",
+    ]
+    assert out[-2:] == ["--extends", "null"]
+
+
+def test_later_configs_win_and_overlays_keep_base_callbacks(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "fit",
+                "--config",
+                str(REPO / "experiments/cifar100_densenet_40_12.yaml"),
+                "--config",
+                str(REPO / "experiments/overlays/multinode.yaml"),
+                "--trainer.max_epochs",
+                "3",
+                "--print_config",
+            ]
+        )
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["trainer"]["max_epochs"] == 3  # command line over files
+    assert cfg["trainer"]["num_nodes"] == 2 and cfg["trainer"]["strategy"] == "ddp"
+    callbacks = [c["class_path"] for c in cfg["trainer"]["callbacks"]]
+    assert callbacks[0] == "densenet_lit.callbacks.RunCheckpoint"
+    assert "lightning.pytorch.callbacks.TQDMProgressBar" in callbacks
+    # the data-set file's values survive the overlay
+    assert cfg["model"]["drop_rate"] == 0.2 and cfg["model"]["depth"] == 40
+    assert cfg["data"]["class_path"].endswith("CIFAR100DataModule")
+    assert cfg["data"]["init_args"]["val_size"] == 0
+
+
+def test_experiment_name():
+    assert cli.experiment_name(["experiments/imagenet121.yaml", "x/overlays/fast.yaml"]) == (
+        "imagenet121"
+    )
+    assert cli.experiment_name(["experiments/defaults/base.yaml"]) == "default"
+    assert cli.experiment_name(["a.yaml"], name="mine") == "mine"
+
+
+# ---------------------------------------------------------------------------- run dirs
+def test_two_runs_get_their_own_directories(tmp_path):
+    first = run(digits_args(tmp_path, "--run.name", "same"))
+    second = run(digits_args(tmp_path, "--run.name", "same"))
+    dirs = run_dirs(tmp_path / "runs")
+    assert len(dirs) == 2 and dirs[0] != dirs[1]
+    assert {first.run_dir, second.run_dir} == set(dirs)
+    for d in dirs:
+        assert d.parent.name == "same"
+        assert (d / "config.yaml").is_file()
+        assert (d / "metrics.csv").is_file()
+        assert (d / "checkpoints" / "last.ckpt").is_file()
+        saved = yaml.safe_load((d / "config.yaml").read_text())
+        assert saved["model"]["depth"] == 10 and saved["run"]["name"] == "same"
+
+
+def test_config_file_is_never_overwritten(tmp_path):
+    cli.unique_path(tmp_path / "config.yaml").write_text("a")
+    second = cli.unique_path(tmp_path / "config.yaml")
+    assert second.name == "config-1.yaml"
+
+
+def test_ddp_workers_reuse_the_parents_run_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv(cli.RUN_DIR_ENV, raising=False)  # restored after the test
+    parent = cli.choose_run_dir(tmp_path, "exp")
+    # a worker process started by Lightning's launcher sees the variable but not our record
+    monkeypatch.setattr(cli, "_RUN_DIR_SET_HERE", [])
+    assert cli.choose_run_dir(tmp_path, "exp") == parent
+    # the next run of this process gets a new directory
+    monkeypatch.setattr(cli, "_RUN_DIR_SET_HERE", [str(parent)])
+    assert cli.choose_run_dir(tmp_path, "exp") != parent
+
+
+def test_slurm_tasks_share_a_run_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
+    monkeypatch.delenv(cli.RUN_DIR_ENV, raising=False)
+    assert cli.choose_run_dir(tmp_path, "exp") == tmp_path / "exp" / "slurm-4242"
+
+
+def test_test_after_fit_writes_test_metrics(tmp_path):
+    c = run(digits_args(tmp_path, "--run.test_after_fit", "true", "--run.test_ckpt", "best"))
+    metrics = (c.run_dir / "metrics.csv").read_text()
+    assert "test/error" in metrics and "val/error" in metrics and "train/loss" in metrics
+    assert list((c.run_dir / "checkpoints").glob("best-*.ckpt"))
+
+
+@pytest.mark.slow
+def test_ddp_processes_share_one_run_dir(tmp_path):
+    """Two CPU processes (Lightning's DDP launcher re-runs the command): one run directory,
+    one config, one W&B run, and the global batch split over the processes."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != cli.RUN_DIR_ENV}
+    env["WANDB_MODE"] = "offline"
+    args = digits_args(tmp_path, "--run.name", "ddp", "--run.wandb", "true")
+    args += ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "densenet_lit", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = run_dirs(tmp_path / "runs")
+    assert sorted(p.name for p in run_dir.glob("config*.yaml")) == ["config.yaml"]
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert proc.stdout.count("wandb sync") == 1
+
+
+# ------------------------------------------------------------------------------ resume
+@pytest.mark.slow
+def test_resume_continues_and_checks_model_arguments(tmp_path):
+    first = run(digits_args(tmp_path, "--run.name", "exp"))
+    last = first.run_dir / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+
+    # changed network: refused, naming the argument
+    with pytest.raises(CheckpointMismatchError, match="growth_rate: given 8, checkpoint 4"):
+        run(
+            digits_args(
+                tmp_path, "--run.name", "exp", "--ckpt_path", "last", "--model.growth_rate", "8"
+            )
+        )
+
+    # same arguments: `last` finds the newest run's last.ckpt and training continues
+    resumed = run(
+        digits_args(
+            tmp_path, "--run.name", "exp", "--ckpt_path", "last", "--trainer.max_epochs", "2"
+        )
+    )
+    assert resumed.trainer.current_epoch == 2
+    assert resumed.config.fit.ckpt_path == str(last)
+    # the run continues in its own directory; nothing of it is overwritten
+    assert resumed.run_dir == first.run_dir
+    assert (first.run_dir / "config.yaml").is_file() and (first.run_dir / "config-1.yaml").is_file()
+    epochs = {row.split(",")[0] for row in (first.run_dir / "metrics.csv").read_text().splitlines()}
+    assert {"0", "1"} <= epochs
+    assert len(run_dirs(tmp_path / "runs")) == 1
+
+    # a run directory stands for its last.ckpt; runtime options may differ
+    validated = run(
+        digits_args(
+            tmp_path,
+            "--ckpt_path",
+            str(resumed.run_dir),
+            "--model.channels_last",
+            "true",
+            subcommand="validate",
+        )
+    )
+    assert validated.config.validate.ckpt_path == str(resumed.run_dir / "checkpoints/last.ckpt")
+
+
+def test_ckpt_path_last_without_runs_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no run of experiment 'nothing'"):
+        run(digits_args(tmp_path, "--run.name", "nothing", "--ckpt_path", "last"))
+
+
+def test_predict_and_test_subcommands(tmp_path):
+    first = run(digits_args(tmp_path, "--run.name", "p"))
+    ckpt = str(first.run_dir / "checkpoints" / "last.ckpt")
+    tested = run(digits_args(tmp_path, "--ckpt_path", ckpt, subcommand="test"))
+    assert "test/error" in tested.trainer.callback_metrics
+    predicted = run(
+        digits_args(
+            tmp_path,
+            "--ckpt_path",
+            ckpt,
+            "--trainer.limit_predict_batches",
+            "2",
+            subcommand="predict",
+        )
+    )
+    assert isinstance(predicted, DenseNetCLI)
+
+
+# --------------------------------------------------------------------------------- W&B mode
+@pytest.fixture
+def no_wandb_env(monkeypatch, tmp_path):
+    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DISABLED", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+
+
+def test_wandb_mode_respects_wandb_mode(no_wandb_env, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode()[0] == "disabled"
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert wandb_mode()[0] == "online"
+
+
+def test_wandb_mode_without_key_is_offline(no_wandb_env):
+    mode, reason = wandb_mode()
+    assert mode == "offline" and "API key" in reason
+
+
+def test_wandb_mode_with_key_but_no_network_is_offline_quickly(no_wandb_env, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    # a non-routable address: the probe must give up after its timeout, not hang
+    monkeypatch.setenv("WANDB_BASE_URL", "https://10.255.255.1:9")
+    start = time.monotonic()
+    mode, reason = wandb_mode()
+    assert mode == "offline" and "not reachable" in reason
+    assert time.monotonic() - start < 10
+
+
+def test_wandb_mode_reads_netrc(no_wandb_env, tmp_path, monkeypatch):
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password abc123\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    monkeypatch.setattr(cli, "_reachable", lambda url, timeout=3.0: True)
+    assert wandb_mode()[0] == "online"
