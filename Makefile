@@ -41,7 +41,7 @@ bench: $(STAMP) ## Run the benchmark suite and write bench_results/
 	$(BIN)/python -m densenet_lit.bench
 
 table: $(STAMP) ## Print parameters and FLOPs of every paper model beside the paper's numbers
-	$(BIN)/python -m densenet_lit.models.summary
+	$(BIN)/python -m densenet_lit.analysis.costs
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache
