@@ -1,0 +1,154 @@
+"""Data for the suite (synthetic files in the real formats) and the loaders' images/s alone.
+
+No data set can be downloaded where the suite runs, and the loaders' speed does not depend
+on what the pixels show, so the suite writes random uint8 images in CIFAR-10's python-pickle
+layout and SVHN's .mat layout into a temporary folder. The scikit-learn digits are real.
+
+The baseline is what a torchvision user writes: ``torchvision.datasets.CIFAR10`` (one PIL
+image per sample) with ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip()``,
+``ToTensor()`` and ``Normalize`` in a ``DataLoader``.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from densenet_lit.bench.common import now
+
+CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR_LABELS = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
+
+
+def write_synthetic_cifar10(root: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """Random images in ``<root>/cifar-10-batches-py`` (5 training batches, test, meta)."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / CIFAR_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def dump(name: str, n: int) -> None:
+        entry = {
+            "batch_label": name,
+            "data": rng.integers(0, 256, size=(n, 3 * 32 * 32), dtype=np.uint8),
+            "labels": rng.integers(0, 10, size=n).tolist(),
+            "filenames": [f"{name}_{i}.png" for i in range(n)],
+        }
+        with open(folder / name, "wb") as f:
+            pickle.dump(entry, f, protocol=4)
+
+    for i, n in enumerate(np.array_split(np.arange(n_train), 5)):
+        dump(f"data_batch_{i + 1}", len(n))
+    dump("test_batch", n_test)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": CIFAR_LABELS, "num_cases_per_batch": 10000}, f)
+    return Path(root)
+
+
+def write_synthetic_svhn(root: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """Random images as SVHN's ``train_32x32.mat``/``test_32x32.mat`` (X [32,32,3,N], y 1..10)."""
+    import scipy.io
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        x = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)
+        y = rng.integers(1, 11, size=(n, 1)).astype(np.uint8)
+        scipy.io.savemat(str(root / f"{split}_32x32.mat"), {"X": x, "y": y})
+    return root
+
+
+# ------------------------------------------------------------------ the torchvision baseline
+
+
+def torchvision_cifar10(root: Path, train: bool = True):
+    """``torchvision.datasets.CIFAR10`` on our files, with the usual per-image transforms.
+
+    torchvision checks the md5 of the real files (data and meta), which random files cannot pass; the
+    subclass skips only those checks, so loading and ``__getitem__`` are torchvision's own.
+    """
+    import torchvision
+    from torchvision import transforms as T
+
+    from densenet_lit.data import CIFAR10DataModule
+
+    class CIFAR10Unchecked(torchvision.datasets.CIFAR10):
+        meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}  # None: existence only
+
+        def _check_integrity(self) -> bool:
+            return True
+
+    mean = [m / 255 for m in CIFAR10DataModule.mean]
+    std = [s / 255 for s in CIFAR10DataModule.std]
+    steps = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if train else []
+    transform = T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
+    return CIFAR10Unchecked(str(root), train=train, transform=transform, download=False)
+
+
+def torchvision_loader(root: Path, batch_size: int, workers: int, device: torch.device):
+    return DataLoader(
+        torchvision_cifar10(root),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+    )
+
+
+def plain_loader_throughput(
+    loader: DataLoader, num_batches: int, device: torch.device, warmup_batches: int = 2
+) -> float:
+    """Images/s of a plain DataLoader, batches moved to ``device`` (like loader_throughput)."""
+
+    def batches():
+        while True:
+            yield from loader
+
+    stream = batches()
+    for _ in range(warmup_batches):  # worker start-up
+        next(stream)
+    n = 0
+    start = now(device)
+    for _ in range(num_batches):
+        x, y = next(stream)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        n += x.shape[0]
+    return n / (now(device) - start)
+
+
+# ---------------------------------------------------------------------------- measurements
+
+
+@dataclass
+class LoaderRow:
+    loader: str
+    pipeline: str
+    workers: int
+    batch: int
+    images_per_s: float | None
+    error: str | None = None
+
+
+def our_cifar10(root: Path, batch_size: int, workers: int | None, **kwargs):
+    from densenet_lit.data import CIFAR10DataModule
+
+    return CIFAR10DataModule(
+        data_dir=str(root), batch_size=batch_size, num_workers=workers, **kwargs
+    )

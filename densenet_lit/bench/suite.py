@@ -1,0 +1,400 @@
+"""``python -m densenet_lit.bench``: run the suite, print the Markdown report, write it to a file."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from densenet_lit.bench.common import (
+    MODES,
+    ModelSpec,
+    Settings,
+    default_settings,
+    environment,
+    guarded,
+    load_average,
+    model_specs,
+    release,
+)
+from densenet_lit.bench.epoch import OURS_PIPELINE, PLAIN_PIPELINE, our_epoch, plain_epoch
+from densenet_lit.bench.loaders import (
+    LoaderRow,
+    our_cifar10,
+    plain_loader_throughput,
+    torchvision_loader,
+    write_synthetic_cifar10,
+    write_synthetic_svhn,
+)
+from densenet_lit.bench.report import (
+    LIGHTNING,
+    PLAIN,
+    EpochRow,
+    StepRow,
+    render,
+    runners_of,
+)
+from densenet_lit.bench.steps import activation_mib, lightning_steps, plain_steps
+
+SECTIONS = ("steps", "loaders", "epoch")
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def _csv(choices):
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if items == ["all"]:
+            return list(choices)
+        bad = [t for t in items if t not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected a comma-separated subset of {', '.join(choices)} (or all)"
+            )
+        return items
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m densenet_lit.bench",
+        description=(
+            "Training-step throughput and memory of DenseNet-BC (L=100, k=12) and DenseNet-121 "
+            "in several modes, ours in Lightning against a plain PyTorch loop; the data "
+            "loaders alone; a CIFAR-10 epoch end to end. Prints a Markdown report and writes "
+            "it to --out."
+        ),
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--quick", action="store_true", help="tiny models and steps (smoke test)")
+    p.add_argument("--models", type=_csv(("cifar", "imagenet")), help="default: cifar,imagenet")
+    p.add_argument("--modes", type=_csv(tuple(MODES)), help=f"default: all of {','.join(MODES)}")
+    p.add_argument("--sections", type=_csv(SECTIONS), help="default: steps,loaders,epoch")
+    p.add_argument(
+        "--out", default="bench_results", help="folder of the report (default %(default)s)"
+    )
+    p.add_argument("--batch-cifar", type=int, help="step/epoch batch of the CIFAR network")
+    p.add_argument("--batch-imagenet", type=int, help="step batch of DenseNet-121")
+    p.add_argument("--warmup", type=int, help="untimed steps first (>= 1)")
+    p.add_argument("--steps", type=int, help="steps per timed window")
+    p.add_argument("--windows", type=int, help="timed windows (median reported)")
+    p.add_argument("--rounds", type=int, help="plain/Lightning alternations")
+    p.add_argument("--epoch-modes", type=_csv(tuple(MODES)), help="modes of the CIFAR epoch")
+    p.add_argument("--epoch-batches", type=int, help="batches of the CIFAR epoch (0 = whole epoch)")
+    p.add_argument("--loader-batches", type=int, help="timed batches per loader")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch intra-op threads (CPU; default torch's). On a shared machine 1 thread is "
+        "steadier: OpenMP threads that spin at barriers slow down badly when other jobs run",
+    )
+    return p
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device on this machine.")
+    return torch.device(name)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    s = default_settings(resolve_device(args.device), args.quick)
+    for attr, value in (
+        ("models", args.models),
+        ("modes", args.modes),
+        ("sections", args.sections),
+        ("warmup", args.warmup),
+        ("steps_per_window", args.steps),
+        ("windows", args.windows),
+        ("rounds", args.rounds),
+        ("epoch_modes", args.epoch_modes),
+        ("loader_batches", args.loader_batches),
+    ):
+        if value is not None:
+            setattr(s, attr, value)
+    if args.batch_cifar:
+        s.batch["cifar"] = args.batch_cifar
+    if args.batch_imagenet:
+        s.batch["imagenet"] = args.batch_imagenet
+    if args.epoch_batches is not None:
+        s.epoch_batches = args.epoch_batches or None
+    if args.threads is not None:
+        s.threads = args.threads
+    skipped = [m for m in MODES if m not in s.modes]
+    if skipped and args.modes is None and s.device.type == "cpu" and not s.quick:
+        s.notes.append(
+            f"Modes {', '.join(skipped)} are left out by the CPU default (Inductor takes "
+            "minutes to compile each network for each runner); `--modes all` includes them."
+        )
+    if s.epoch_batches is not None and "epoch" in s.sections:
+        s.notes.append(
+            f"The CIFAR 'epoch' is its first {s.epoch_batches} batches "
+            "(`--epoch-batches 0` runs the whole epoch)."
+        )
+    if s.warmup < 1 or s.steps_per_window < 1 or s.windows < 1 or s.rounds < 1:
+        raise SystemExit("--warmup, --steps, --windows and --rounds must be at least 1")
+    return s
+
+
+# ---------------------------------------------------------------------------------- steps
+
+
+def measure_runner(runner: str, spec: ModelSpec, mode_name: str, settings: Settings):
+    mode = MODES[mode_name]
+    if runner == LIGHTNING:
+        return lightning_steps(spec, mode, settings)
+    if runner == PLAIN and spec.has_torchvision_baseline:
+        model = spec.torchvision(mode.memory_efficient)
+    else:
+        model = spec.ours(mode.memory_efficient)
+    return plain_steps(model, spec, mode, settings)
+
+
+def run_steps(settings: Settings, specs: dict[str, ModelSpec]) -> dict[str, list[StepRow]]:
+    out: dict[str, list[StepRow]] = {}
+    cuda = settings.device.type == "cuda"
+    for key in settings.models:
+        spec = specs[key]
+        runners = runners_of(spec)
+        rows = []
+        for mode_name in settings.modes:
+            row = StepRow(model=key, mode=mode_name, batch=settings.batch[key])
+            for r in range(settings.rounds):
+                order = runners if r % 2 == 0 else runners[::-1]
+                for runner in order:
+                    if runner in row.errors:
+                        continue
+                    torch.manual_seed(0)
+                    t = time.perf_counter()
+                    res, err = guarded(
+                        partial(measure_runner, runner, spec, mode_name, settings),
+                        f"{key} {mode_name} {runner}",
+                    )
+                    release(settings.device)  # also after a failure (e.g. out of memory)
+                    if err:
+                        row.errors[runner] = err
+                        log(f"{key} {mode_name} {runner}: n/a ({err})")
+                        continue
+                    if runner in row.runs:  # a later round: pool the windows
+                        prev = row.runs[runner]
+                        prev.window_ips += res.window_ips
+                        if res.peak_bytes is not None:
+                            prev.peak_bytes = max(prev.peak_bytes or 0, res.peak_bytes)
+                    else:
+                        row.runs[runner] = res
+                    log(
+                        f"{key} {mode_name} {runner} round {r + 1}: {res.images_per_s:.1f} img/s "
+                        f"(first step {res.first_step_s:.2f} s, {time.perf_counter() - t:.0f} s)"
+                    )
+            memory(row, spec, settings, cuda)
+            rows.append(row)
+        out[key] = rows
+    return out
+
+
+def memory(row: StepRow, spec: ModelSpec, settings: Settings, cuda: bool) -> None:
+    mode = MODES[row.mode]
+    if cuda:
+        for runner in (PLAIN, LIGHTNING):
+            run = row.runs.get(runner)
+            if run is not None and run.peak_bytes is not None:
+                row.memory_mib[runner] = run.peak_bytes / 2**20
+        return
+    nets = {LIGHTNING: lambda: spec.ours(mode.memory_efficient)}
+    if spec.has_torchvision_baseline:
+        nets[PLAIN] = lambda: spec.torchvision(mode.memory_efficient)
+    for runner, build in nets.items():
+        torch.manual_seed(0)
+        value, err = guarded(
+            lambda build=build: activation_mib(build(), spec, mode, settings),
+            f"{row.model} {row.mode} activation memory",
+        )
+        if err:
+            row.memory_errors[runner] = err
+        else:
+            row.memory_mib[runner] = value
+    if not spec.has_torchvision_baseline:  # the plain loop trains the same network
+        if LIGHTNING in row.memory_mib:
+            row.memory_mib[PLAIN] = row.memory_mib[LIGHTNING]
+        if LIGHTNING in row.memory_errors:
+            row.memory_errors[PLAIN] = row.memory_errors[LIGHTNING]
+
+
+# -------------------------------------------------------------------------------- loaders
+
+
+def run_loaders(settings: Settings, cifar_root: Path, svhn_root: Path) -> list[LoaderRow]:
+    from densenet_lit.data import DigitsDataModule, SVHNDataModule, loader_throughput
+
+    dev, b, n = settings.device, settings.loader_batch, settings.loader_batches
+    rows: list[LoaderRow] = []
+    worker_counts = sorted({0, settings.loader_workers})
+
+    def add(loader: str, pipeline: str, workers: int, fn) -> None:
+        value, err = guarded(fn, f"loader {loader} {pipeline} workers={workers}")
+        rows.append(LoaderRow(loader, pipeline, workers, b, value, err))
+        log(f"loader {loader} / {pipeline} / {workers} workers: {value or err}")
+
+    ours = "ours: in-memory uint8, on-device normalise/flip/crop"
+    for w in worker_counts:
+        add(
+            "CIFAR-10",
+            ours,
+            w,
+            lambda w=w: loader_throughput(
+                our_cifar10(cifar_root, b, w, augment=True, val_size=0), n, "train", dev
+            ),
+        )
+        add(
+            "CIFAR-10",
+            "torchvision: PIL per image, RandomCrop+Flip+ToTensor+Normalize",
+            w,
+            lambda w=w: plain_loader_throughput(torchvision_loader(cifar_root, b, w, dev), n, dev),
+        )
+    add(
+        "SVHN (train only)",
+        "ours: in-memory uint8, on-device /255",
+        0,
+        lambda: loader_throughput(
+            SVHNDataModule(str(svhn_root), b, val_size=0, use_extra=False), n, "train", dev
+        ),
+    )
+    add(
+        "digits (scikit-learn, real)",
+        "ours: in-memory uint8, on-device normalise/crop",
+        0,
+        lambda: loader_throughput(DigitsDataModule(batch_size=b), n, "train", dev),
+    )
+    return rows
+
+
+# ---------------------------------------------------------------------------------- epoch
+
+
+def run_epochs(
+    settings: Settings,
+    specs: dict[str, ModelSpec],
+    steps: dict[str, list[StepRow]],
+    cifar_root: Path,
+) -> list[EpochRow]:
+    spec = specs["cifar"]
+    step_rows = {r.mode: r for r in steps.get("cifar", [])}
+    rows: list[EpochRow] = []
+    for mode_name in settings.epoch_modes:
+        mode = MODES[mode_name]
+        ref = step_rows.get(mode_name)
+        for fn, runner, pipeline in (
+            (our_epoch, LIGHTNING, OURS_PIPELINE),
+            (plain_epoch, PLAIN, PLAIN_PIPELINE),
+        ):
+            torch.manual_seed(0)
+            result, err = guarded(
+                partial(fn, spec, mode, settings, cifar_root), f"epoch {mode_name} {runner}"
+            )
+            release(settings.device)
+            step_ips = ref.ips(runner) if ref else None
+            rows.append(EpochRow(mode_name, pipeline, result, err, step_ips))
+            if result is not None:
+                log(f"epoch {mode_name} {runner}: {result.images_per_s:.1f} img/s")
+            else:
+                log(f"epoch {mode_name} {runner}: n/a ({err})")
+    return rows
+
+
+# ----------------------------------------------------------------------------------- main
+
+
+def _jsonable(obj):
+    if dataclasses.is_dataclass(obj):
+        data = {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if hasattr(obj, "images_per_s"):
+            data["images_per_s"] = obj.images_per_s
+        return data
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.device):
+        return str(obj)
+    return obj
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Run the suite; return the path of the Markdown report."""
+    args = build_parser().parse_args(argv)
+    settings = settings_from(args)
+    given = sys.argv[1:] if argv is None else list(argv)
+    command = shlex.join(["python", "-m", "densenet_lit.bench", *given])
+    threads, cudnn_benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
+    try:  # process-wide knobs, restored for whoever called main() in-process (tests)
+        if settings.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        report = run(settings, command)
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+    print(report.markdown)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = out / f"bench-{settings.device.type}-{stamp}.md"
+    path.write_text(report.markdown + "\n")
+    path.with_suffix(".json").write_text(json.dumps(report.raw, indent=2) + "\n")
+    log(f"wrote {path} (and {path.with_suffix('.json').name})")
+    return path
+
+
+@dataclasses.dataclass
+class Report:
+    markdown: str
+    raw: dict
+
+
+def run(settings: Settings, command: str) -> Report:
+    specs = model_specs(settings.quick)
+    env = environment(settings.device)
+    log(f"device {env['device']}; sections {','.join(settings.sections)}")
+    start = time.perf_counter()
+    steps: dict[str, list[StepRow]] = {}
+    loaders: list[LoaderRow] = []
+    epochs: list[EpochRow] = []
+    with tempfile.TemporaryDirectory(prefix="densenet-bench-data-") as tmp:
+        cifar_root, svhn_root = Path(tmp) / "cifar10", Path(tmp) / "svhn"
+        if "loaders" in settings.sections or "epoch" in settings.sections:
+            n_test = max(64, settings.cifar_train_images // 5)
+            write_synthetic_cifar10(cifar_root, settings.cifar_train_images, n_test)
+            write_synthetic_svhn(svhn_root, settings.svhn_train_images, 64)
+        if "steps" in settings.sections:
+            steps = run_steps(settings, specs)
+        if "loaders" in settings.sections:
+            loaders = run_loaders(settings, cifar_root, svhn_root)
+        if "epoch" in settings.sections:
+            epochs = run_epochs(settings, specs, steps, cifar_root)
+    elapsed = time.perf_counter() - start
+    env["load average (1/5/15 min) at end"] = load_average()
+    markdown = render(env, settings, specs, steps, loaders, epochs, command, elapsed)
+    raw = {
+        "environment": env,
+        "command": command,
+        "settings": _jsonable(settings),
+        "steps": _jsonable(steps),
+        "loaders": _jsonable(loaders),
+        "epochs": _jsonable(epochs),
+        "elapsed_s": elapsed,
+    }
+    return Report(markdown, raw)
