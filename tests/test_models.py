@@ -136,14 +136,23 @@ def test_keyword_arguments_pass_through_named_models():
 
 def test_dropout_after_every_convolution_but_the_first():
     model = densenet_cifar(10, 4, drop_rate=0.2)  # one bottleneck layer per block
-    convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    drops = [name for name, m in model.named_modules() if isinstance(m, nn.Dropout)]
-    # stem (no dropout), 3 layers x 2 convs, 2 transitions
-    assert len(convs) == 1 + 3 * 2 + 2
-    assert len(drops) == len(convs) - 1
+    calls = []  # (module name, input, output) in execution order
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d | nn.Dropout):
+            m.register_forward_hook(lambda m, i, o, name=name: calls.append((name, i[0], o)))
     x = torch.randn(4, 3, 32, 32)
     model.train()
-    assert not torch.equal(model(x), model(x))
+    first = model(x)
+    convs = [c for c in calls if "conv" in c[0]]
+    # stem, 3 layers x 2 convolutions, 2 transitions
+    assert len(convs) == 1 + 3 * 2 + 2
+    followed = {}
+    for (name, _, out), (next_name, next_in, _) in zip(calls, calls[1:], strict=False):
+        followed[name] = "drop" in next_name and next_in is out
+    assert followed["features.conv0"] is False
+    assert [c[0] for c in convs[1:] if not followed.get(c[0])] == []
+    assert [m.p for n, m in model.named_modules() if isinstance(m, nn.Dropout)] == [0.2] * 8
+    assert not torch.equal(first, model(x))
     model.eval()
     assert torch.equal(model(x), model(x))
 
@@ -300,5 +309,3 @@ def test_torch_compile_gives_the_same_outputs():
         expected = model(x)
         compiled = torch.compile(model)
         torch.testing.assert_close(compiled(x), expected, rtol=1e-4, atol=1e-5)
-    # the compiled wrapper shares the parameters and saves no _orig_mod. keys from the network
-    assert all(not k.startswith("_orig_mod.") for k in model.state_dict())
