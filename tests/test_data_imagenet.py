@@ -1,13 +1,15 @@
 """ImageNet data module over JPEGs in class folders."""
 
+import shutil
 from types import SimpleNamespace
 
 import pytest
 import torch
 from fake_data import write_imagenet
+from lightning.pytorch import LightningModule, Trainer
 from PIL import Image
 
-from densenet_lit.data import ImageNetDataModule
+from densenet_lit.data import DataError, DatasetNotFoundError, ImageNetDataModule
 from densenet_lit.data.imagenet import MEAN, PCA_EIGVAL, PCA_EIGVEC, STD, Lighting, train_transform
 
 
@@ -94,3 +96,88 @@ def test_workers_pinned_memory_and_persistence(imagenet_dir):
     assert loader.pin_memory == torch.cuda.is_available()
     dm.trainer = SimpleNamespace(num_devices=64, world_size=1, training=True)
     assert dm.default_num_workers() == 1  # CPUs shared among the node's devices, at least 1
+
+
+# --- evaluation without train/ --------------------------------------------------------------
+@pytest.fixture
+def val_only_dir(tmp_path):
+    """ImageNet with val/ only, as for evaluating weights trained elsewhere."""
+    classes = write_imagenet(tmp_path, n_classes=3, n_per_class=1, n_val_per_class=2)
+    shutil.rmtree(tmp_path / "train")
+    return tmp_path, classes
+
+
+def eval_only(root, **kw):
+    kw = {"batch_size": 2, "train_crop": 32, "eval_resize": 36, "eval_crop": 32, **kw}
+    return ImageNetDataModule(data_dir=str(root), num_workers=0, **kw)
+
+
+@pytest.mark.parametrize("stage", ["test", "predict", "validate"])
+def test_evaluation_needs_only_val(val_only_dir, stage):
+    root, classes = val_only_dir
+    dm = eval_only(root)
+    dm.setup(stage)
+    assert dm.classes == classes and len(dm.test_set) == 6 and dm.train_set is None
+    loader = {"test": dm.test_dataloader, "predict": dm.predict_dataloader}.get(
+        stage, dm.val_dataloader
+    )()
+    images, labels = next(iter(loader))
+    assert images.shape == (2, 3, 32, 32) and labels.tolist() == [0, 0]
+
+
+def test_trainer_tests_and_validates_without_train(val_only_dir):
+    root, _ = val_only_dir
+
+    class CountImages(LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.seen = {"validate": 0, "test": 0}
+
+        def validation_step(self, batch, _):
+            self.seen["validate"] += len(batch[0])
+
+        def test_step(self, batch, _):
+            self.seen["test"] += len(batch[0])
+
+    model, dm = CountImages(), eval_only(root)
+    trainer = Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.validate(model, datamodule=dm)
+    trainer.test(model, datamodule=dm)
+    assert model.seen == {"validate": 6, "test": 6}
+
+
+def test_fit_still_requires_train(val_only_dir):
+    root, _ = val_only_dir
+    dm = eval_only(root)
+    dm.setup("test")  # fine without train/ ...
+    with pytest.raises(DatasetNotFoundError) as err:
+        dm.setup("fit")  # ... but training needs it, even after an evaluation setup
+    assert str(root / "train") in str(err.value)
+
+
+def test_held_out_validation_requires_train(val_only_dir):
+    root, _ = val_only_dir
+    with pytest.raises(DatasetNotFoundError) as err:
+        eval_only(root, val_size=2).setup("validate")  # the held-out images come from train/
+    assert str(root / "train") in str(err.value)
+    eval_only(root, val_size=2).setup("test")  # the test set is val/ all the same
+
+
+def test_missing_val_is_named_for_evaluation(val_only_dir):
+    root, _ = val_only_dir
+    shutil.rmtree(root / "val")
+    with pytest.raises(DatasetNotFoundError) as err:
+        eval_only(root).setup("test")
+    msg = str(err.value)
+    assert str(root / "val") in msg and "needs only val/" in msg
+    assert str(root / "train") not in msg.split("Expected layout")[0]  # not listed as missing
+
+
+def test_evaluation_still_checks_train_and_val_classes_agree(tmp_path):
+    write_imagenet(tmp_path, n_classes=2, n_per_class=1, n_val_per_class=1)
+    (tmp_path / "train" / "n99999999").mkdir()
+    with pytest.raises(DataError) as err:
+        eval_only(tmp_path).setup("test")
+    assert "n99999999" in str(err.value) and "same class folders" in str(err.value)

@@ -156,6 +156,9 @@ class ImageNetDataModule(BaseDataModule):
     By default (``val_size: 0``) the validation loop also runs on ``val/``, as in
     fb.resnet.torch; do not select checkpoints on it. ``val_size > 0`` instead holds out
     that many training images (seeded) as a separate validation set.
+
+    Only fit (and validate with ``val_size > 0``) needs ``train/``; test, predict and
+    validate with ``val_size: 0`` need only ``val/``, e.g. to evaluate pretrained weights.
     """
 
     def __init__(
@@ -172,7 +175,8 @@ class ImageNetDataModule(BaseDataModule):
     ):
         """
         Args:
-            data_dir: Folder holding train/ and val/, each with one folder per class (wnid).
+            data_dir: Folder holding train/ and val/, each with one folder per class (wnid);
+                evaluation needs only val/.
             batch_size: Global batch size, split evenly over all devices (paper: 256).
             train_crop: Side of the random-size training crop.
             eval_resize: Shorter side after resizing for evaluation.
@@ -225,16 +229,37 @@ class ImageNetDataModule(BaseDataModule):
             devices = max(1, torch.cuda.device_count())
         return min(16, max(1, cpu_count() // devices))
 
-    def _check_layout(self) -> list[str]:
-        """Check the folders and return the class names; DataError on any layout problem."""
-        train, val = self.root / "train", self.root / "val"
-        missing = [p for p in (train, val) if not p.is_dir()]
+    def needs_train(self, stage: str | None) -> bool:
+        """Whether ``stage`` reads ``train/``: fit, and validation on a held-out split of it.
+
+        Evaluation (test, predict, and validate with ``val_size: 0``) reads ``val/`` only, so
+        that weights trained elsewhere (e.g. torchvision's) can be evaluated without the
+        training images.
+        """
+        return stage in (None, "fit") or (stage == "validate" and self.val_size > 0)
+
+    def _missing_folders(self, need_train: bool) -> list[Path]:
         if not self.root.is_dir():
-            missing = [self.root]
+            return [self.root]
+        wanted = [self.root / "train"] if need_train else []
+        return [p for p in (*wanted, self.root / "val") if not p.is_dir()]
+
+    def _check_layout(self, need_train: bool) -> list[str]:
+        """Check the folders and return the class names; DataError on any layout problem.
+
+        ``val/`` is always required; ``train/`` only when ``need_train``. When both hold
+        class folders they must hold the same ones, whether or not ``train/`` is used.
+        """
+        train, val = self.root / "train", self.root / "val"
+        missing = self._missing_folders(need_train)
         if missing:
-            raise not_found("ImageNet", self.root, missing, self.layout(), HOW_TO_GET)
-        train_classes, val_classes = _class_dirs(train), _class_dirs(val)
-        if not train_classes:
+            how_to_get = HOW_TO_GET
+            if not need_train:
+                how_to_get += " Evaluation (validate, test, predict) needs only val/."
+            raise not_found("ImageNet", self.root, missing, self.layout(), how_to_get)
+        train_classes = _class_dirs(train) if train.is_dir() else []
+        val_classes = _class_dirs(val)
+        if need_train and not train_classes:
             raise DataError(
                 f"Wrong ImageNet layout: '{train}' has no class folders.\n"
                 f"Expected layout:\n{self.layout()}\n{HOW_TO_GET}"
@@ -248,7 +273,7 @@ class ImageNetDataModule(BaseDataModule):
                 "train/ (e.g. with the valprep.sh script of soumith/imagenetloader.torch).\n"
                 f"Expected layout:\n{self.layout()}"
             )
-        if train_classes != val_classes:
+        if train_classes and train_classes != val_classes:
             only_train = sorted(set(train_classes) - set(val_classes))
             only_val = sorted(set(val_classes) - set(train_classes))
             raise DataError(
@@ -256,17 +281,23 @@ class ImageNetDataModule(BaseDataModule):
                 f"class folders. Only in train/: {len(only_train)} {only_train[:5]}; "
                 f"only in val/: {len(only_val)} {only_val[:5]}."
             )
-        return train_classes
+        return val_classes
 
     def setup(self, stage: str | None = None) -> None:
-        if not self.classes:
-            self.classes = self._check_layout()
+        need_train = self.needs_train(stage)
+        if not self.classes or (need_train and self.train_set is None):
+            # checked again when an evaluation-only setup is followed by fit
+            self.classes = self._check_layout(need_train)
         class_to_idx = {c: i for i, c in enumerate(self.classes)}
         eval_tf = eval_transform(self.eval_resize, self.eval_crop)
         if self.test_set is None:
             val_dir = self.root / "val"
             self.test_set = ImageListDataset(val_dir, *scan_split(val_dir, class_to_idx), eval_tf)
-        if stage in (None, "fit", "validate") and self.train_set is None:
+        if not need_train:
+            if self.val_size == 0:
+                self.val_set = self.test_set
+            return
+        if self.train_set is None:
             train_dir = self.root / "train"
             paths, labels = scan_split(train_dir, class_to_idx)
             if self.val_size:
