@@ -13,18 +13,27 @@ What it adds to Lightning's CLI:
 * Logging goes to a CSV file and to W&B (project ``densenet-lit``, grouped and tagged by data
   set and model, the whole config in the run's config). Without an API key or network the W&B
   run is offline, and one line says how to ``wandb sync`` it; ``WANDB_MODE`` is respected.
-* ``--ckpt_path`` resumes: ``last`` picks the newest ``last.ckpt`` of the same experiment,
-  a run directory picks its ``last.ckpt``. The resumed run writes into a new run directory.
-  Model arguments that differ from the checkpoint's are an error, not silently replaced.
+* ``--ckpt_path`` resumes: ``last`` picks the newest ``last.ckpt`` (or SLURM requeue
+  checkpoint) of the same experiment, a run directory picks its newest one. ``fit`` continues
+  in the run directory of the checkpoint. Model arguments that differ from the checkpoint's
+  are an error, not silently replaced; so are a checkpoint that cannot be read (truncated,
+  not a checkpoint) and one whose weights do not fit the network (another model or data set).
+* Fault tolerance: SIGTERM or SIGUSR1 saves a checkpoint and stops with a line saying how to
+  resume (exit status 128 + signal, see :class:`~densenet_lit.callbacks.PreemptionCheckpoint`);
+  a requeued SLURM job resumes from its requeue checkpoint by itself; a NaN or infinite loss
+  stops training naming the step and the last good checkpoint
+  (:class:`~densenet_lit.callbacks.FiniteLossGuard`); W&B failures are warnings.
 * ``--run.test_after_fit true`` tests at the end of ``fit`` (the paper's final runs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import netrc
 import os
 import secrets
+import shlex
 import sys
 import threading
 import warnings
@@ -37,14 +46,22 @@ import torch
 import yaml
 from jsonargparse import Namespace
 from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter as CSVExperimentWriter
+from lightning.pytorch.strategies import ParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
-from densenet_lit.callbacks import FiniteLossGuard, RunCheckpoint, ThroughputMonitor
+from densenet_lit.callbacks import (
+    FiniteLossGuard,
+    Preempted,
+    PreemptionCheckpoint,
+    RunCheckpoint,
+    ThroughputMonitor,
+)
 from densenet_lit.module import RUNTIME_ARGS, DenseNetModule, model_key
 
 WANDB_PROJECT = "densenet-lit"
@@ -54,6 +71,9 @@ SHARED_CONFIG_DIRS = ("overlays", "defaults")
 # Key of a config file naming the files it builds on (expanded by this CLI, see config_chain).
 EXTENDS_KEY = "extends"
 
+# Seconds finishing a W&B run may take before the process moves on (without network,
+# wandb.finish() can wait for its uploads until the job is killed).
+WANDB_FINISH_TIMEOUT = 120.0
 # W&B runs started in this process, finished (and their sync hint printed) by main().
 _OPEN_WANDB: list[WandbLogger] = []
 # The run directory this process chose last; a value of RUN_DIR_ENV equal to it was set by us
@@ -61,7 +81,11 @@ _OPEN_WANDB: list[WandbLogger] = []
 _RUN_DIR_SET_HERE: list[str] = []
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointError(ValueError):
+    """A checkpoint given to ``--ckpt_path`` cannot be used: unreadable, or not this model's."""
+
+
+class CheckpointMismatchError(CheckpointError):
     """The model arguments given differ from those stored in the checkpoint."""
 
 
@@ -183,12 +207,51 @@ def adopt_run_dir(path: Path) -> Path:
 
 
 def run_dir_of(ckpt_path: str | os.PathLike) -> Path | None:
-    """The run directory holding a checkpoint (``<run>/checkpoints/x.ckpt``), if it is one."""
+    """The run directory holding a checkpoint, if it is one: ``<run>/checkpoints/x.ckpt`` or
+    a SLURM requeue checkpoint ``<run>/hpc_ckpt_<n>.ckpt``."""
     path = Path(ckpt_path)
-    run_dir = path.parent.parent
-    if path.parent.name == "checkpoints" and any(run_dir.glob("config*.yaml")):
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    if (path.parent.name == "checkpoints" or path.name.startswith("hpc_ckpt_")) and any(
+        run_dir.glob("config*.yaml")
+    ):
         return run_dir
     return None
+
+
+def resumable_checkpoints(run_dir: Path) -> list[Path]:
+    """The checkpoints of a run directory to continue from, newest first: ``last*.ckpt`` and
+    Lightning's SLURM requeue checkpoints ``hpc_ckpt_<n>.ckpt``."""
+    files = [*run_dir.glob("checkpoints/last*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
+    return sorted((f for f in files if f.is_file()), key=lambda f: -f.stat().st_mtime)
+
+
+def newer_requeue_checkpoint(ckpt_path: str) -> str:
+    """``ckpt_path``, or the newest SLURM requeue checkpoint of its run saved after it.
+
+    A requeued SLURM job re-runs its command line: when that names a checkpoint, the requeue
+    checkpoint saved since in the same run directory holds the latest state and wins. (Without
+    --ckpt_path, Lightning itself resumes a SLURM job from its requeue checkpoint.)
+    """
+    run_dir = run_dir_of(ckpt_path) if Path(ckpt_path).is_file() else None
+    if run_dir is None:
+        return ckpt_path
+    given = Path(ckpt_path).stat().st_mtime
+    newer = [p for p in run_dir.glob("hpc_ckpt_*.ckpt") if p.stat().st_mtime > given]
+    if not newer:
+        return ckpt_path
+    latest = str(max(newer, key=lambda p: p.stat().st_mtime))
+    rank_zero_info(f"Requeued SLURM job: resuming from {latest} instead of {ckpt_path}")
+    return latest
+
+
+def slurm_requeued() -> bool:
+    """Whether this process is a SLURM job that was requeued (after preemption or a time-limit
+    signal): SLURM counts the restarts in ``SLURM_RESTART_COUNT``."""
+    try:
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+        return False
+    return restarts > 0 and SLURMEnvironment.detect()
 
 
 def unique_path(path: Path) -> Path:
@@ -205,7 +268,8 @@ def resolve_ckpt_path(ckpt_path: str | None, root: Path, experiment: str) -> str
     if not ckpt_path or ckpt_path in ("best", "hpc") or ckpt_path.startswith("registry:"):
         return ckpt_path
     if ckpt_path == "last":
-        candidates = list((root / experiment).glob("*/checkpoints/last*.ckpt"))
+        runs = [d for d in (root / experiment).glob("*") if d.is_dir()]
+        candidates = [c for d in runs for c in resumable_checkpoints(d)]
         if not candidates:
             raise FileNotFoundError(
                 f"--ckpt_path last: no run of experiment {experiment!r} under "
@@ -215,17 +279,85 @@ def resolve_ckpt_path(ckpt_path: str | None, root: Path, experiment: str) -> str
         return str(max(candidates, key=lambda p: p.stat().st_mtime))
     path = Path(ckpt_path)
     if path.is_dir():
-        last = path / "checkpoints" / "last.ckpt"
-        if not last.is_file():
-            last = path / "last.ckpt"
-        if not last.is_file():
+        candidates = resumable_checkpoints(path)
+        if not candidates and (path / "last.ckpt").is_file():
+            candidates = [path / "last.ckpt"]
+        if not candidates:
             raise FileNotFoundError(
                 f"--ckpt_path {ckpt_path}: a directory without checkpoints/last.ckpt."
             )
-        return str(last)
+        return str(candidates[0])
     if not path.is_file():
         raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint file.")
     return ckpt_path
+
+
+def _other_checkpoints(path: Path) -> list[Path]:
+    """Checkpoints beside ``path`` (its run), newest first, to suggest instead of it."""
+    run_dir = run_dir_of(path) or path.parent
+    files = {*run_dir.glob("checkpoints/*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")}
+    files |= set(path.parent.glob("*.ckpt"))
+    others = [f for f in files if f.is_file() and f.resolve() != path.resolve()]
+    return sorted(others, key=lambda f: -f.stat().st_mtime)
+
+
+def read_checkpoint(ckpt_path: str | os.PathLike) -> dict[str, Any]:
+    """Load a Lightning checkpoint on the CPU; :class:`CheckpointError` when it cannot be read
+    (truncated by a kill while saving, damaged, not a checkpoint) or holds no weights.
+
+    The file is memory-mapped, so only what is looked at is read.
+    """
+    path = Path(ckpt_path)
+    try:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)  # old format
+    except Exception as err:
+        others = _other_checkpoints(path)
+        if others:
+            listed = "\n".join(f"  {p}" for p in others[:5])
+            what_to_do = (
+                f"Resume from another checkpoint of the run instead (newest first):\n{listed}"
+            )
+        else:
+            what_to_do = (
+                "There is no other checkpoint beside it: start a new run without --ckpt_path."
+            )
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"Cannot read the checkpoint {path} ({reason}). It is truncated or damaged (a run "
+            f"killed while saving leaves such a file) or it is not a PyTorch checkpoint. "
+            f"{what_to_do}"
+        ) from err
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(
+            f"{path} is not a Lightning checkpoint of this project (it holds no 'state_dict'). "
+            "--ckpt_path takes a checkpoint written by `python -m densenet_lit fit` (a "
+            "checkpoints/*.ckpt of a run); to start from torchvision ImageNet weights use "
+            "--model.pretrained instead."
+        )
+    return ckpt
+
+
+def compare_state_shapes(
+    stored: dict[str, tuple[int, ...]], model: dict[str, tuple[int, ...]]
+) -> list[str]:
+    """How a checkpoint's weights (name -> shape) differ from a model's: one line per problem."""
+    problems = [
+        f"{k}: checkpoint {list(shape)}, this model {list(model[k])}"
+        for k, shape in stored.items()
+        if k in model and tuple(model[k]) != tuple(shape)
+    ]
+    missing = [k for k in model if k not in stored]
+    unexpected = [k for k in stored if k not in model]
+    for label, keys in (("not in the checkpoint", missing), ("not in this model", unexpected)):
+        if keys:
+            shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+            problems.append(f"{len(keys)} weights {label}: {shown}")
+    return problems
 
 
 def compare_with_checkpoint(given: dict[str, Any], stored: dict[str, Any]) -> dict[str, tuple]:
@@ -390,15 +522,47 @@ def make_wandb_logger(
         return None
 
 
-def finish_wandb() -> None:
-    """Finish the W&B runs of this process and print how to upload the offline ones."""
-    while _OPEN_WANDB:
-        logger = _OPEN_WANDB.pop()
-        sync_dir = getattr(logger, "_sync_dir", None)
+def _finish_within(logger: WandbLogger, timeout: float) -> bool:
+    """``logger.experiment.finish()`` in a daemon thread; False if it took longer than
+    ``timeout`` seconds (it then goes on in the background) or failed (a warning says why)."""
+    failed: list[BaseException] = []
+
+    def finish() -> None:
         try:
             logger.experiment.finish()
         except Exception as err:
-            rank_zero_warn(f"W&B did not finish cleanly: {err!r}")
+            failed.append(err)
+
+    thread = threading.Thread(target=finish, name="wandb-finish", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if failed:
+        rank_zero_warn(f"W&B did not finish cleanly: {failed[0]!r}")
+        return False
+    return not thread.is_alive()
+
+
+def finish_wandb() -> None:
+    """Finish the W&B runs of this process and print how to upload the offline ones.
+
+    Finishing waits for W&B's uploads; without network that can take until the job is killed,
+    so it is given :data:`WANDB_FINISH_TIMEOUT` seconds. The run's data stays in its directory
+    either way, for ``wandb sync``.
+    """
+    while _OPEN_WANDB:
+        logger = _OPEN_WANDB.pop()
+        sync_dir = getattr(logger, "_sync_dir", None)
+        if not _finish_within(logger, WANDB_FINISH_TIMEOUT):
+            run_dir = sync_dir
+            if run_dir is None:
+                with contextlib.suppress(Exception):
+                    run_dir = Path(logger.experiment.dir).parent
+            rank_zero_warn(
+                f"W&B did not finish within {WANDB_FINISH_TIMEOUT:.0f} s (no network?); "
+                "training is not affected. What was not uploaded is kept"
+                + (f" in {run_dir}; upload it later with: wandb sync {run_dir}" if run_dir else ".")
+            )
+            continue
         if sync_dir is not None:
             print(
                 f"W&B run saved offline ({logger._mode_reason}); upload it with: "
@@ -455,11 +619,13 @@ class DenseNetCLI(LightningCLI):
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("parser_kwargs", {"prog": "python -m densenet_lit"})
         kwargs.setdefault(
-            "trainer_defaults", {"callbacks": [ThroughputMonitor(), FiniteLossGuard()]}
+            "trainer_defaults",
+            {"callbacks": [ThroughputMonitor(), FiniteLossGuard(), PreemptionCheckpoint()]},
         )
         self.run_dir: Path | None = None
         self.resume_dir: Path | None = None
         self.experiment: str | None = None
+        self._ckpt_shapes: dict[str, tuple[int, ...]] | None = None
         super().__init__(DenseNetModule, LightningDataModule, args=args, **kwargs)
 
     # parser -----------------------------------------------------------------------------
@@ -518,16 +684,23 @@ class DenseNetCLI(LightningCLI):
         self.experiment = experiment_name(cfg.get("config"), cfg.run.name)
         self.root = Path(cfg.trainer.default_root_dir or "runs")
         ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), self.root, self.experiment)
+        if sub == "fit" and ckpt_path and slurm_requeued():
+            ckpt_path = newer_requeue_checkpoint(ckpt_path)
         cfg.ckpt_path = ckpt_path
         self.resume_dir = None
+        self._ckpt_shapes = None
         if ckpt_path and Path(ckpt_path).is_file():
             self._check_checkpoint(ckpt_path, cfg.model)
             if sub == "fit":
                 self.resume_dir = run_dir_of(ckpt_path)
 
     def _check_checkpoint(self, ckpt_path: str, model_cfg: Namespace) -> None:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint(ckpt_path)
+        self._ckpt_shapes = {
+            k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if hasattr(v, "shape")
+        }
         stored = dict(ckpt.get("hyper_parameters", {}))
+        del ckpt
         given = model_cfg.as_dict() if isinstance(model_cfg, Namespace) else dict(model_cfg)
         differ = compare_with_checkpoint(given, stored)
         if differ:
@@ -542,6 +715,49 @@ class DenseNetCLI(LightningCLI):
                 "ignored. Use the checkpoint's values (pass the config it was trained with"
                 f"{hint_text}), or start a new run without --ckpt_path."
             )
+
+    def _check_checkpoint_fits(self) -> None:
+        """Before Lightning loads ``--ckpt_path``: do its weights fit the network built?"""
+        if self._ckpt_shapes is None or self.model is None:
+            return
+        model = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+        problems = compare_state_shapes(self._ckpt_shapes, model)
+        if problems:
+            ckpt_path = self._get(self.config, "ckpt_path")
+            rows = "\n".join(f"  {p}" for p in problems[:8])
+            raise CheckpointMismatchError(
+                f"The checkpoint {ckpt_path} does not fit this network:\n{rows}\nIt was "
+                "trained with another model or data set (num_classes and in_channels come from "
+                "the data module). Use the config it was trained with (config.yaml in its run "
+                "directory), or start a new run without --ckpt_path."
+            )
+
+    def before_fit(self) -> None:
+        self._check_checkpoint_fits()
+        self._check_sync_batchnorm()
+
+    def _check_sync_batchnorm(self) -> None:
+        cfg = self._get(self.config_init, "trainer", default={})
+        strategy = self.trainer.strategy
+        if (
+            cfg.get("sync_batchnorm")
+            and isinstance(strategy, ParallelStrategy)
+            and strategy.root_device.type == "cpu"
+        ):
+            raise ValueError(
+                "trainer.sync_batchnorm=true needs GPUs: PyTorch's SyncBatchNorm does not run on "
+                "the CPU (DDP refuses it). Remove --trainer.sync_batchnorm for CPU runs; each "
+                "process then normalises with the statistics of its own part of the batch."
+            )
+
+    def before_validate(self) -> None:
+        self._check_checkpoint_fits()
+
+    def before_test(self) -> None:
+        self._check_checkpoint_fits()
+
+    def before_predict(self) -> None:
+        self._check_checkpoint_fits()
 
     def _parse_ckpt_path(self) -> None:
         # Lightning would replace the model arguments by the checkpoint's without a word;
@@ -622,15 +838,63 @@ class DenseNetCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
 
 
+def resume_command(args: Any, ckpt_path: str) -> str | None:
+    """The command line that continues a stopped run: ``args`` with ``--ckpt_path`` set."""
+    if args is None:
+        args = sys.argv[1:]
+    if not isinstance(args, list | tuple):
+        return None
+    out, skip = [], False
+    for arg in map(str, args):
+        if skip:
+            skip = False
+        elif arg == "--ckpt_path":
+            skip = True
+        elif not arg.startswith("--ckpt_path="):
+            out.append(arg)
+    return shlex.join(["python", "-m", "densenet_lit", *out, "--ckpt_path", ckpt_path])
+
+
+def _explain_preemption(stop: Preempted, args: Any) -> None:
+    lines = [str(stop)]
+    if SLURMEnvironment.detect():
+        lines.append(
+            "A requeued SLURM job (sbatch --requeue) resumes from it by itself, in the same run "
+            "directory. To continue by hand:"
+        )
+    else:
+        lines.append("Continue the run with:")
+    command = resume_command(args, stop.ckpt_path)
+    lines.append(f"  {command}" if command else f"  ... fit --ckpt_path {stop.ckpt_path}")
+    lines.append(f"(exit status {stop.code}: 128 + {stop.signal_name})")
+    if rank_zero_only.rank == 0:
+        print("\n".join(lines), file=sys.stderr, flush=True)
+
+
 def run(args: Any = None) -> DenseNetCLI:
     """Run the CLI in-process and return it (``args`` as on the command line, e.g.
-    ``["fit", "--config", "experiments/imagenet121.yaml"]``)."""
+    ``["fit", "--config", "experiments/imagenet121.yaml"]``).
+
+    A run stopped by a preemption signal raises :class:`~densenet_lit.callbacks.Preempted`
+    (a ``SystemExit`` with status 128 + signal) after printing how to resume it.
+    """
     with warnings.catch_warnings():
         # The in-memory 32x32 data sets gather whole batches with one index op: no workers
         # needed, so Lightning's advice to add some is noise.
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        # validate/test/predict --ckpt_path: the checkpoint callback's state is not needed
+        warnings.filterwarnings(
+            "ignore", message=r".*callbacks used to create the checkpoint need to be provided.*"
+        )
+        # fit --ckpt_path continues in the checkpoint's run directory on purpose
+        warnings.filterwarnings(
+            "ignore", message=r"Checkpoint directory .* exists and is not empty"
+        )
         try:
             return DenseNetCLI(args=args)
+        except Preempted as stop:
+            _explain_preemption(stop, args)
+            raise
         finally:
             finish_wandb()
 

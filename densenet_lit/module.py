@@ -6,14 +6,17 @@ can be set from YAML (``model.init_args`` is not needed: ``model: {depth: 40, ..
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
+from torch.utils.data import RandomSampler, Sampler
 from torchmetrics.classification import MulticlassAccuracy
 
 from densenet_lit.models import MODEL_NAMES, build_model, load_torchvision_weights
@@ -78,6 +81,58 @@ def cosine_factor(step: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * t / total_steps))
 
 
+# ------------------------------------------------------------------------------ randomness
+_MASK64 = (1 << 64) - 1
+
+
+def training_seed() -> int | None:
+    """The seed of ``seed_everything`` (Lightning keeps it in ``PL_GLOBAL_SEED``), or None."""
+    value = os.environ.get("PL_GLOBAL_SEED")
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
+def mix_seed(*values: int) -> int:
+    """A 63-bit seed from a tuple of integers (SplitMix64 steps): neighbouring tuples such as
+    ``(seed, rank, 7)`` and ``(seed, rank, 8)`` give unrelated random streams."""
+    state = 0
+    for value in values:
+        z = ((state ^ (value & _MASK64)) + 0x9E3779B97F4A7C15) & _MASK64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        state = z ^ (z >> 31)
+    return state >> 1
+
+
+class _SkipFirst(Sampler):
+    """The indices of ``sampler`` without the first ``count``: the rest of an epoch that was
+    interrupted after ``count`` samples. ``len()`` stays the whole epoch's, as Lightning
+    counts the batches already done itself."""
+
+    def __init__(self, sampler: Sampler, count: int) -> None:
+        self.sampler = sampler
+        self.count = count
+
+    def __len__(self) -> int:
+        return len(self.sampler)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(iter(self.sampler), self.count, None)
+
+
+def _train_loaders(trainer: Any) -> list[Any]:
+    loaders = trainer.train_dataloader
+    if loaders is None:
+        return []
+    if isinstance(loaders, dict):
+        return list(loaders.values())
+    if isinstance(loaders, list | tuple):
+        return list(loaders)
+    return [loaders]
+
+
 class DenseNetModule(LightningModule):
     """DenseNet trained with cross-entropy and SGD as in Huang et al. (CVPR 2017).
 
@@ -95,7 +150,9 @@ class DenseNetModule(LightningModule):
         num_classes: classifier outputs; the CLI links it from the data module.
         in_channels: input channels; the CLI links it from the data module.
         memory_efficient: recompute concatenation/BN/ReLU in the backward pass.
-        pretrained: path of a torchvision ImageNet weight file to initialise the network from.
+        pretrained: path of a torchvision ImageNet weight file to initialise the network from
+            at the start of fit/validate/test (not the classifier when ``num_classes`` is not
+            1000); a checkpoint given with ``ckpt_path`` takes precedence.
 
     Recipe (defaults are the paper's):
         lr, momentum, nesterov, dampening, weight_decay: SGD; weight decay applies to every
@@ -115,6 +172,16 @@ class DenseNetModule(LightningModule):
         channels_last: run the network in the channels-last memory format.
         compile: ``torch.compile`` the network (not the LightningModule); checkpoints keep the
             plain parameter names, so they load into uncompiled models.
+
+    Randomness (when a seed is set, as ``seed_everything`` in every config does): the order of
+    the training images in epoch ``e`` is the permutation drawn with seed ``seed + e`` (as
+    Lightning's ``DistributedSampler`` draws it under DDP), and the augmentation and dropout of
+    the ``n``-th training batch use the global torch RNG seeded from ``(seed, rank, n)`` just
+    before that batch is fetched. So the randomness of a step depends on nothing before it:
+    a run resumed from a checkpoint, at an epoch boundary or (for loaders without worker
+    processes) in the middle of an epoch, draws exactly what the uninterrupted run draws.
+    Under DDP every rank augments with its own stream. (Augmentation in loader worker
+    processes, as for ImageNet, draws from the workers' own RNGs instead.)
     """
 
     def __init__(
@@ -154,8 +221,7 @@ class DenseNetModule(LightningModule):
             in_channels=in_channels,
             memory_efficient=memory_efficient,
         )
-        if pretrained:
-            load_torchvision_weights(self.model, pretrained)
+        self._pretrained_loaded = False
         if schedule not in ("step", "cosine"):
             raise ValueError(f"schedule={schedule!r}: expected 'step' or 'cosine'.")
         check_milestones(milestones)
@@ -177,6 +243,22 @@ class DenseNetModule(LightningModule):
         self.__dict__["_compiled_model"] = None
 
     # ----------------------------------------------------------------------------- forward
+    def setup(self, stage: str) -> None:
+        """Initialise from ``pretrained`` once, before Lightning restores any ``ckpt_path``.
+
+        Loading here rather than in ``__init__`` keeps checkpoints self-contained: resuming,
+        testing or ``load_from_checkpoint`` never need the weight file again, and a restored
+        checkpoint (loaded after ``setup``) wins over the pretrained weights. With a number of
+        classes other than ImageNet's 1000, the classifier keeps its fresh initialisation
+        (transfer learning).
+        """
+        pretrained = self.hparams.get("pretrained")
+        if pretrained and not self._pretrained_loaded:
+            load_torchvision_weights(
+                self.model, pretrained, exclude_classifier=self.hparams.num_classes != 1000
+            )
+            self._pretrained_loaded = True
+
     def configure_model(self) -> None:
         if self.hparams.compile and self.__dict__["_compiled_model"] is None:
             self.__dict__["_compiled_model"] = torch.compile(self.model)
@@ -203,7 +285,9 @@ class DenseNetModule(LightningModule):
             error5(logits, y)
             self.log(f"{stage}/error_top5", error5, on_step=False, on_epoch=True, batch_size=n)
         if on_step:
-            self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=n)
+            self.log(
+                "train/loss_step", loss, on_step=True, on_epoch=False, batch_size=n, sync_dist=True
+            )
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -220,6 +304,68 @@ class DenseNetModule(LightningModule):
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         x = batch[0] if isinstance(batch, list | tuple) else batch
         return self(x).softmax(dim=-1)
+
+    # -------------------------------------------------------------------------- randomness
+    # The RNG is re-seeded at every point after which the next training batch is fetched and
+    # augmented, so nothing drawn elsewhere (sanity check, validation loaders, a restart)
+    # shifts the random numbers of a training step.
+    def on_train_start(self) -> None:
+        fit_loop = self.trainer.fit_loop
+        done = 0
+        if fit_loop.restarting and fit_loop.restarted_mid_epoch:
+            done = fit_loop.epoch_loop.batch_progress.current.processed
+        self._prepare_epoch_order(skip_batches=done)
+        self._seed_next_batch()
+
+    def on_train_epoch_start(self) -> None:
+        self._prepare_epoch_order()
+        self._seed_next_batch()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._seed_next_batch()
+
+    def on_validation_end(self) -> None:
+        trainer = self.trainer
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._seed_next_batch()  # validation inside an epoch (val_check_interval)
+
+    def _seed_next_batch(self) -> None:
+        """Seed the global torch RNG (CPU and devices), which draws the augmentation (applied
+        on the device by the data module) and dropout of the next training batch, from
+        ``(seed, rank, number of training batches before it)``."""
+        seed = training_seed()
+        if seed is not None:
+            n = self.trainer.fit_loop.epoch_loop.batch_progress.total.ready
+            torch.manual_seed(mix_seed(seed, self.trainer.global_rank, n))
+
+    def _prepare_epoch_order(self, skip_batches: int = 0) -> None:
+        """Fix this epoch's order of training images; skip those already trained on when the
+        run resumes in the middle of an epoch.
+
+        Single-device loaders that shuffle with a ``RandomSampler`` get a generator seeded with
+        ``seed + epoch``; Lightning's ``DistributedSampler`` (DDP) already draws so. Loaders
+        get their own generator for the seed of their worker processes, so that starting an
+        iterator does not draw from the global RNG. The skip works where the loader fetches
+        lazily (no worker processes); Lightning warns when it cannot resume a loader's order.
+        """
+        seed = training_seed()
+        if seed is None:
+            return
+        epoch, rank = self.current_epoch, self.trainer.global_rank
+        for loader in _train_loaders(self.trainer):
+            if hasattr(loader, "generator"):
+                loader.generator = torch.Generator().manual_seed(mix_seed(seed, rank, epoch, 1))
+            batch_sampler = getattr(loader, "batch_sampler", None)
+            sampler = getattr(batch_sampler, "sampler", None)
+            if sampler is None:
+                continue
+            if isinstance(sampler, _SkipFirst):  # the resumed epoch is over
+                sampler = batch_sampler.sampler = sampler.sampler
+            if isinstance(sampler, RandomSampler) and not sampler.replacement:
+                sampler.generator = torch.Generator().manual_seed(seed + epoch)
+            if skip_batches and getattr(loader, "num_workers", 0) == 0:
+                skip = skip_batches * batch_sampler.batch_size
+                batch_sampler.sampler = _SkipFirst(sampler, skip)
 
     # --------------------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> dict[str, Any]:

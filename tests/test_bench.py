@@ -9,9 +9,25 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.cli import LightningCLI
+from PIL import Image
 
 from densenet_lit.bench import main
+from densenet_lit.bench.common import MODES, default_settings, model_specs
 from densenet_lit.bench.epoch import busy_range, merged_length
+from densenet_lit.bench.loaders import write_synthetic_imagenet
+from densenet_lit.bench.steps import (
+    RepeatBatch,
+    cli_callbacks,
+    make_module,
+    random_batch,
+    trainer_kwargs,
+)
+from densenet_lit.cli import DenseNetCLI, RunCSVLogger
+from densenet_lit.data import ImageNetDataModule
 
 QUICK_MODES = ("fp32", "channels_last", "bf16-mixed", "memory_efficient")
 
@@ -87,6 +103,10 @@ def test_loader_and_epoch_tables(quick_report):
     assert ("CIFAR-10", "torchvision", "0") in names
     assert any(n[0].startswith("SVHN") for n in names)
     assert any(n[0].startswith("digits") for n in names)
+    (imagenet,) = [r for r in loaders if r["loader"].startswith("ImageNet")]
+    assert "500x375 JPEGs" in imagenet["loader"] and imagenet["pipeline"].startswith("ours")
+    # the data module's own default worker count, as a training run would use it
+    assert int(imagenet["workers"]) == ImageNetDataModule().resolved_num_workers >= 1
     assert all(number(r["img/s"]) > 0 for r in loaders)
 
     epochs = table_after(report, "### CIFAR-10 epoch")
@@ -124,6 +144,53 @@ def test_compile_modes_run_on_cpu(tmp_path):
         assert not cell.startswith("n/a"), f"compile mode, {column}: {cell}"
         assert number(cell) > 0
     assert "### Data loaders" not in path.read_text()
+
+
+def test_synthetic_imagenet_is_photo_sized_and_loads(tmp_path):
+    write_synthetic_imagenet(tmp_path, n_train=20, n_classes=4)
+    train = sorted((tmp_path / "train").rglob("*.JPEG"))
+    val = sorted((tmp_path / "val").rglob("*.JPEG"))
+    assert (len(train), len(val)) == (20, 4)
+    with Image.open(train[0]) as image:
+        assert image.format == "JPEG" and image.size == (500, 375)
+    kib = sum(p.stat().st_size for p in train) / len(train) / 1024
+    assert 80 < kib < 150, f"{kib:.0f} KiB per file; an ImageNet JPEG averages about 110 KB"
+    dm = ImageNetDataModule(data_dir=str(tmp_path), batch_size=4, num_workers=0)
+    dm.setup("fit")
+    assert len(dm.classes) == 4 and len(dm.train_set) == 20
+    assert dm.train_set[0][0].shape == (3, 224, 224)
+
+
+def test_cli_callbacks_are_the_ones_the_cli_adds():
+    """The step benchmark's callbacks are DenseNetCLI's trainer_defaults (same classes, order)."""
+    captured: dict = {}
+
+    class Capture(LightningCLI):  # stands in for LightningCLI: records what DenseNetCLI passes
+        def __init__(self, *args, **kwargs):
+            captured.update(kwargs)
+
+    class Probe(DenseNetCLI, Capture):
+        pass
+
+    Probe(args=[])
+    cli_defaults = captured["trainer_defaults"]["callbacks"]
+    assert [type(c) for c in cli_callbacks()] == [type(c) for c in cli_defaults]
+
+
+def test_lightning_side_runs_with_the_cli_callbacks_and_csv_logger(tmp_path):
+    settings = default_settings(torch.device("cpu"), quick=True)
+    spec, mode = model_specs(quick=True)["cifar"], MODES["fp32"]
+    batch = random_batch(spec, 4, settings.device)
+    trainer = Trainer(max_steps=3, **trainer_kwargs(settings, mode, str(tmp_path)))
+    trainer.fit(make_module(spec, mode), train_dataloaders=RepeatBatch(*batch))
+    assert trainer.global_step == 3
+    kinds = [type(c) for c in trainer.callbacks]
+    assert kinds == [type(c) for c in cli_callbacks()]  # and nothing else
+    assert not any(isinstance(c, ModelCheckpoint | ProgressBar) for c in trainer.callbacks)
+    assert isinstance(trainer.logger, RunCSVLogger) and len(trainer.loggers) == 1
+    metrics = (tmp_path / "metrics.csv").read_text()  # the logger wrote, like a CLI run's
+    assert "perf/images_per_sec" in metrics  # ThroughputMonitor ran and logged
+    assert not list(tmp_path.rglob("*.ckpt"))
 
 
 def test_rejects_unknown_modes_and_models():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -192,33 +191,6 @@ def test_test_after_fit_writes_test_metrics(tmp_path):
     metrics = (c.run_dir / "metrics.csv").read_text()
     assert "test/error" in metrics and "val/error" in metrics and "train/loss" in metrics
     assert list((c.run_dir / "checkpoints").glob("best-*.ckpt"))
-
-
-@pytest.mark.slow
-def test_ddp_processes_share_one_run_dir(tmp_path):
-    """Two CPU processes (Lightning's DDP launcher re-runs the command): one run directory,
-    one config, one W&B run, and the global batch split over the processes."""
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != cli.RUN_DIR_ENV}
-    env["WANDB_MODE"] = "offline"
-    args = digits_args(tmp_path, "--run.name", "ddp", "--run.wandb", "true")
-    args += ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "densenet_lit", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run_dir,) = run_dirs(tmp_path / "runs")
-    assert sorted(p.name for p in run_dir.glob("config*.yaml")) == ["config.yaml"]
-    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert proc.stdout.count("wandb sync") == 1
 
 
 # ------------------------------------------------------------------------------ resume

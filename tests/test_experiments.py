@@ -11,7 +11,7 @@ import pytest
 import yaml
 from fake_data import write_cifar10, write_cifar100, write_imagenet, write_svhn
 
-from densenet_lit.cli import main, run
+from densenet_lit.cli import EXTENDS_KEY, config_chain, main, run
 from densenet_lit.module import DenseNetModule
 from densenet_lit.paper import CIFAR_MODELS, IMAGENET_MODELS
 
@@ -230,19 +230,49 @@ def test_imagenet_config_runs_fit_with_its_own_network(name, fake_data, tmp_path
 
 
 # ------------------------------------------------------------------------------ overlays
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists are values, not descended into."""
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def overlay_settings(overlay: Path) -> dict[str, object]:
+    """The dotted keys an overlay sets, with those of the files it extends (later files win)."""
+    merged: dict[str, object] = {}
+    for path in config_chain(overlay):
+        merged.update(flatten(yaml.safe_load(path.read_text()) or {}))
+    merged.pop(EXTENDS_KEY, None)
+    return merged
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.stem)
 def test_overlay_composes_on_a_run(overlay, capsys):
-    base = resolved(capsys, EXPERIMENTS / "imagenet161.yaml")
-    cfg = resolved(capsys, EXPERIMENTS / "imagenet161.yaml", overlay)
-    callbacks = [c["class_path"] for c in cfg["trainer"]["callbacks"]]
-    assert callbacks[0] == "densenet_lit.callbacks.RunCheckpoint"  # not dropped
-    assert cfg["model"]["arch"] == "densenet161"  # the run is untouched
-    assert cfg["data"]["init_args"]["batch_size"] == 128  # the global batch is kept
-    overrides = yaml.safe_load(overlay.read_text())
-    for key, value in overrides.get("trainer", {}).items():
-        if not key.endswith("+"):
-            assert cfg["trainer"][key] in (value, float(value) if isinstance(value, int) else value)
-    assert cfg != base, "the overlay changes nothing"
+    base = flatten(resolved(capsys, EXPERIMENTS / "imagenet161.yaml"))
+    cfg = flatten(resolved(capsys, EXPERIMENTS / "imagenet161.yaml", overlay))
+    settings = overlay_settings(overlay)
+    appended = settings.pop("trainer.callbacks+", [])
+    for key, value in settings.items():
+        assert cfg[key] == value, f"{key}: resolved {cfg[key]!r}, the overlay sets {value!r}"
+    # Exactly the keys the overlay sets to a new value differ from the run, nothing else
+    # (the run's network, its global batch and its checkpoint callback included).
+    expected = {key for key, value in settings.items() if base.get(key) != value}
+    if appended:
+        expected.add("trainer.callbacks")
+    changed = {key for key in base.keys() | cfg.keys() if base.get(key) != cfg.get(key)}
+    assert changed == expected
+    assert changed, "the overlay changes nothing"
+    # callbacks+ appends to the run's callbacks: RunCheckpoint stays first
+    callbacks = cfg["trainer.callbacks"]
+    assert callbacks[: len(base["trainer.callbacks"])] == base["trainer.callbacks"]
+    added = callbacks[len(base["trainer.callbacks"]) :]
+    assert [c["class_path"] for c in added] == [c["class_path"] for c in appended]
+    for got, wanted in zip(added, appended, strict=True):
+        assert got["init_args"].items() >= wanted.get("init_args", {}).items()
 
 
 def test_fast_overlay_settings(capsys):

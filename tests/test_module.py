@@ -82,13 +82,28 @@ def test_memory_efficient_flag_reaches_the_network():
     assert not DenseNetModule(**TINY).model.memory_efficient
 
 
-def test_pretrained_loads_torchvision_weights(tmp_path):
+def test_pretrained_weights_load_at_setup_and_checkpoints_do_not_need_them(tmp_path):
     source = DenseNetModule(arch="densenet121", num_classes=1000)
     path = tmp_path / "densenet121.pth"
     torch.save(source.model.state_dict(), path)
-    module = DenseNetModule(arch="densenet121", num_classes=1000, pretrained=str(path))
     key = "features.conv0.weight"
-    assert torch.equal(module.model.state_dict()[key], source.model.state_dict()[key])
+    module = DenseNetModule(arch="densenet121", num_classes=1000, pretrained=str(path))
+    assert not torch.equal(module.model.state_dict()[key], source.model.state_dict()[key])
+    module.setup("fit")
+    for name, value in source.model.state_dict().items():
+        assert torch.equal(module.model.state_dict()[name], value), name
+    # transfer learning: 10 classes keep a fresh classifier, every other weight is loaded
+    transfer = DenseNetModule(arch="densenet121", num_classes=10, pretrained=str(path))
+    transfer.setup("fit")
+    assert torch.equal(transfer.model.state_dict()[key], source.model.state_dict()[key])
+    assert transfer.model.classifier.out_features == 10
+    # a checkpoint restores its own weights without the (deleted) weight file
+    trainer = Trainer(accelerator="cpu", logger=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    path.unlink()
+    restored = DenseNetModule.load_from_checkpoint(tmp_path / "m.ckpt")
+    assert torch.equal(restored.model.state_dict()[key], source.model.state_dict()[key])
 
 
 # ------------------------------------------------------------------------------- metrics

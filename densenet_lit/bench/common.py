@@ -194,6 +194,8 @@ class Settings:
     loader_workers: int  # the "many workers" setting of the loader comparison
     cifar_train_images: int
     svhn_train_images: int
+    imagenet_train_images: int  # synthetic JPEGs, reread while timing
+    imagenet_loader_batches: int  # JPEG decoding: hundreds of times slower than in-memory
     epoch_modes: list[str]
     epoch_batches: int | None  # None = the whole epoch
     epoch_workers: int  # workers of the torchvision per-image baseline
@@ -222,6 +224,8 @@ def default_settings(device: torch.device, quick: bool) -> Settings:
             loader_workers=min(2, cpus),
             cifar_train_images=256,
             svhn_train_images=128,
+            imagenet_train_images=32,
+            imagenet_loader_batches=2,
             epoch_modes=["fp32"],
             epoch_batches=3,
             epoch_workers=min(2, cpus),
@@ -244,6 +248,8 @@ def default_settings(device: torch.device, quick: bool) -> Settings:
             loader_workers=workers,
             cifar_train_images=50_000,
             svhn_train_images=73_257,
+            imagenet_train_images=320,
+            imagenet_loader_batches=200,
             epoch_modes=["fp32", "fast"],
             epoch_batches=None,
             epoch_workers=workers,
@@ -267,6 +273,8 @@ def default_settings(device: torch.device, quick: bool) -> Settings:
         loader_workers=workers,
         cifar_train_images=50_000,
         svhn_train_images=20_000,
+        imagenet_train_images=320,
+        imagenet_loader_batches=50,
         epoch_modes=["fp32"],
         epoch_batches=8,
         epoch_workers=workers,

@@ -1,7 +1,8 @@
 """A CIFAR-10 training epoch end to end: loader plus model, ours against the plain recipe.
 
 Ours: :class:`~densenet_lit.data.CIFAR10DataModule` (uint8 batches from memory, augmented on
-the device) and :class:`~densenet_lit.module.DenseNetModule` in a Lightning ``Trainer``.
+the device) and :class:`~densenet_lit.module.DenseNetModule` in a Lightning ``Trainer`` set up
+as in :mod:`densenet_lit.bench.steps` (the CLI's default callbacks and CSV logger).
 Plain: ``torchvision.datasets.CIFAR10`` with per-image PIL transforms in a ``DataLoader``
 with worker processes, and the hand-written loop of :mod:`densenet_lit.bench.steps` on the
 same network. Both sides first run ``warmup`` steps on a random batch (compilation, cuDNN
@@ -137,9 +138,8 @@ def our_epoch(spec: ModelSpec, mode: Mode, settings: Settings, data_root: Path) 
             marks["end"] = now(dev)
 
     with tempfile.TemporaryDirectory(prefix="densenet-bench-") as root:
-        kwargs = trainer_kwargs(settings, mode, root)
         x, y = random_batch(spec, batch_size, dev)
-        Trainer(max_steps=settings.warmup, **kwargs).fit(
+        Trainer(max_steps=settings.warmup, **trainer_kwargs(settings, mode, root)).fit(
             module, train_dataloaders=RepeatBatch(x, y)
         )
         del x, y
@@ -147,8 +147,7 @@ def our_epoch(spec: ModelSpec, mode: Mode, settings: Settings, data_root: Path) 
             max_epochs=1,
             limit_train_batches=n_batches,
             limit_val_batches=0,
-            callbacks=[EpochTimer()],
-            **kwargs,
+            **trainer_kwargs(settings, mode, root, [EpochTimer()]),
         )
         trainer.fit(module, datamodule=datamodule)
     done = trainer.fit_loop.epoch_loop.batch_progress.total.completed

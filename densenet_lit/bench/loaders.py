@@ -3,6 +3,8 @@
 No data set can be downloaded where the suite runs, and the loaders' speed does not depend
 on what the pixels show, so the suite writes random uint8 images in CIFAR-10's python-pickle
 layout and SVHN's .mat layout into a temporary folder. The scikit-learn digits are real.
+ImageNet is JPEG files in class folders, whose decoding cost does depend on the content, so
+those are smooth random pictures of a typical ImageNet photo's size and file size.
 
 The baseline is what a torchvision user writes: ``torchvision.datasets.CIFAR10`` (one PIL
 image per sample) with ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip()``,
@@ -71,6 +73,44 @@ def write_synthetic_svhn(root: Path, n_train: int, n_test: int, seed: int = 0) -
         x = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)
         y = rng.integers(1, 11, size=(n, 1)).astype(np.uint8)
         scipy.io.savemat(str(root / f"{split}_32x32.mat"), {"X": x, "y": y})
+    return root
+
+
+IMAGENET_SIZE = (375, 500)  # (height, width): ImageNet's most common size (average ~400x350)
+
+
+def synthetic_photo(rng: np.random.Generator, size: tuple[int, int] = IMAGENET_SIZE):
+    """A random RGB picture that compresses like a photo: a smooth field plus fine noise.
+
+    Pure noise would make a 500x375 JPEG of about 170 KB that decodes slower than a photo,
+    and a flat colour one of a few KB; an upscaled 64x48 random image with +-30 of noise
+    comes to about 110 KB at quality 90, the average size of an ImageNet training JPEG.
+    """
+    from PIL import Image
+
+    height, width = size
+    coarse = rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
+    smooth = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
+    pixels = np.asarray(smooth, dtype=np.int16)
+    pixels = pixels + rng.integers(-30, 31, size=pixels.shape, dtype=np.int16)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def write_synthetic_imagenet(
+    root: Path, n_train: int, n_classes: int = 8, size=IMAGENET_SIZE, seed: int = 0
+) -> Path:
+    """``<root>/{train,val}/<wnid>/*.JPEG``: ``n_train`` training photos over ``n_classes``
+    class folders, and one validation photo per class (the layout the data module checks)."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    per_class = np.array_split(np.arange(n_train), n_classes)
+    for c in range(n_classes):
+        wnid = f"n{1440764 + c:08d}"
+        for split, n in (("train", len(per_class[c])), ("val", 1)):
+            folder = root / split / wnid
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(n):
+                synthetic_photo(rng, size).save(folder / f"{wnid}_{k}.JPEG", quality=90)
     return root
 
 
@@ -152,3 +192,10 @@ def our_cifar10(root: Path, batch_size: int, workers: int | None, **kwargs):
     return CIFAR10DataModule(
         data_dir=str(root), batch_size=batch_size, num_workers=workers, **kwargs
     )
+
+
+def our_imagenet(root: Path, batch_size: int):
+    """ImageNetDataModule as a training run builds it: default worker count and crops."""
+    from densenet_lit.data import ImageNetDataModule
+
+    return ImageNetDataModule(data_dir=str(root), batch_size=batch_size)

@@ -2,10 +2,11 @@
 
 Both sides train on one random batch that already sits on the device, so only the step is
 timed (forward, loss, backward, SGD-Nesterov update, and on the Lightning side everything
-the Trainer and the module do around it: hooks, logging, metrics). Timing starts after
-``warmup`` steps (compilation and cuDNN autotuning happen there), is taken in
-``windows`` windows of ``steps_per_window`` steps, each closed by a device synchronisation,
-and the median window is reported.
+the Trainer and the module do around it: hooks, logging, metrics). The Trainer is the one a
+``python -m densenet_lit fit`` run builds, with the CLI's default callbacks and CSV logger, but
+without checkpoints, progress bar and W&B. Timing starts after ``warmup`` steps (compilation
+and cuDNN autotuning happen there), is taken in ``windows`` windows of ``steps_per_window``
+steps, each closed by a device synchronisation, and the median window is reported.
 """
 
 from __future__ import annotations
@@ -183,13 +184,30 @@ def make_module(spec: ModelSpec, mode: Mode, memory_efficient: bool | None = Non
     return module
 
 
-def trainer_kwargs(settings: Settings, mode: Mode, root: str) -> dict:
+def cli_callbacks() -> list:
+    """New instances of the callbacks ``DenseNetCLI`` gives every run (its trainer_defaults).
+
+    densenet_lit.cli has no function that returns them, so the classes are named here;
+    tests/test_bench.py checks that they are the ones the CLI adds. The CLI's checkpoint
+    callback (RunCheckpoint) is not one of them, and the benchmark saves no checkpoints.
+    """
+    from densenet_lit.callbacks import FiniteLossGuard, PreemptionCheckpoint, ThroughputMonitor
+
+    return [ThroughputMonitor(), FiniteLossGuard(), PreemptionCheckpoint()]
+
+
+def trainer_kwargs(settings: Settings, mode: Mode, root: str, callbacks=()) -> dict:
+    """A CLI run's Trainer: its default callbacks after ``callbacks``, its CSV logger in
+    ``root``; no checkpoints, progress bar, model summary or sanity validation."""
+    from densenet_lit.cli import RunCSVLogger
+
     cuda = settings.device.type == "cuda"
     return {
         "accelerator": "gpu" if cuda else "cpu",
         "devices": 1,
         "precision": mode.precision,
-        "logger": False,
+        "logger": RunCSVLogger(root),
+        "callbacks": [*callbacks, *cli_callbacks()],
         "enable_checkpointing": False,
         "enable_progress_bar": False,
         "enable_model_summary": False,
@@ -221,8 +239,7 @@ def lightning_steps(spec: ModelSpec, mode: Mode, settings: Settings) -> StepResu
     with tempfile.TemporaryDirectory(prefix="densenet-bench-") as root:
         trainer = Trainer(
             max_steps=timer.total_steps,
-            callbacks=[_lightning_timer_callback(timer)],
-            **trainer_kwargs(settings, mode, root),
+            **trainer_kwargs(settings, mode, root, [_lightning_timer_callback(timer)]),
         )
         trainer.fit(module, train_dataloaders=RepeatBatch(x, y))
     if len(timer.result.window_ips) != settings.windows:

@@ -27,11 +27,14 @@ from densenet_lit.bench.common import (
 )
 from densenet_lit.bench.epoch import OURS_PIPELINE, PLAIN_PIPELINE, our_epoch, plain_epoch
 from densenet_lit.bench.loaders import (
+    IMAGENET_SIZE,
     LoaderRow,
     our_cifar10,
+    our_imagenet,
     plain_loader_throughput,
     torchvision_loader,
     write_synthetic_cifar10,
+    write_synthetic_imagenet,
     write_synthetic_svhn,
 )
 from densenet_lit.bench.report import (
@@ -92,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, help="plain/Lightning alternations")
     p.add_argument("--epoch-modes", type=_csv(tuple(MODES)), help="modes of the CIFAR epoch")
     p.add_argument("--epoch-batches", type=int, help="batches of the CIFAR epoch (0 = whole epoch)")
-    p.add_argument("--loader-batches", type=int, help="timed batches per loader")
+    p.add_argument(
+        "--loader-batches",
+        type=int,
+        help="timed batches per loader (default CPU 100, GPU 300; ImageNet CPU 50, GPU 200)",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -122,6 +129,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         ("rounds", args.rounds),
         ("epoch_modes", args.epoch_modes),
         ("loader_batches", args.loader_batches),
+        ("imagenet_loader_batches", args.loader_batches),
     ):
         if value is not None:
             setattr(s, attr, value)
@@ -236,7 +244,9 @@ def memory(row: StepRow, spec: ModelSpec, settings: Settings, cuda: bool) -> Non
 # -------------------------------------------------------------------------------- loaders
 
 
-def run_loaders(settings: Settings, cifar_root: Path, svhn_root: Path) -> list[LoaderRow]:
+def run_loaders(
+    settings: Settings, cifar_root: Path, svhn_root: Path, imagenet_root: Path
+) -> list[LoaderRow]:
     from densenet_lit.data import DigitsDataModule, SVHNDataModule, loader_throughput
 
     dev, b, n = settings.device, settings.loader_batch, settings.loader_batches
@@ -277,6 +287,13 @@ def run_loaders(settings: Settings, cifar_root: Path, svhn_root: Path) -> list[L
         "ours: in-memory uint8, on-device normalise/crop",
         0,
         lambda: loader_throughput(DigitsDataModule(batch_size=b), n, "train", dev),
+    )
+    imagenet = our_imagenet(imagenet_root, b)
+    add(
+        f"ImageNet (synthetic {IMAGENET_SIZE[1]}x{IMAGENET_SIZE[0]} JPEGs)",
+        "ours: decode + fb.resnet.torch augmentation per image in workers (default count)",
+        imagenet.resolved_num_workers,
+        lambda: loader_throughput(imagenet, settings.imagenet_loader_batches, "train", dev),
     )
     return rows
 
@@ -375,14 +392,17 @@ def run(settings: Settings, command: str) -> Report:
     epochs: list[EpochRow] = []
     with tempfile.TemporaryDirectory(prefix="densenet-bench-data-") as tmp:
         cifar_root, svhn_root = Path(tmp) / "cifar10", Path(tmp) / "svhn"
+        imagenet_root = Path(tmp) / "imagenet"
         if "loaders" in settings.sections or "epoch" in settings.sections:
             n_test = max(64, settings.cifar_train_images // 5)
             write_synthetic_cifar10(cifar_root, settings.cifar_train_images, n_test)
             write_synthetic_svhn(svhn_root, settings.svhn_train_images, 64)
+        if "loaders" in settings.sections:
+            write_synthetic_imagenet(imagenet_root, settings.imagenet_train_images)
         if "steps" in settings.sections:
             steps = run_steps(settings, specs)
         if "loaders" in settings.sections:
-            loaders = run_loaders(settings, cifar_root, svhn_root)
+            loaders = run_loaders(settings, cifar_root, svhn_root, imagenet_root)
         if "epoch" in settings.sections:
             epochs = run_epochs(settings, specs, steps, cifar_root)
     elapsed = time.perf_counter() - start

@@ -62,17 +62,23 @@ def _read_state_dict(source: Mapping[str, Tensor] | str | os.PathLike) -> Mappin
 
 
 def load_torchvision_weights(
-    model: DenseNet, state_dict_or_path: Mapping[str, Tensor] | str | os.PathLike
+    model: DenseNet,
+    state_dict_or_path: Mapping[str, Tensor] | str | os.PathLike,
+    exclude_classifier: bool = False,
 ) -> DenseNet:
     """Load a torchvision densenet121/161/169/201 state dict (or weight file) into ``model``.
 
     Old and new torchvision key names are accepted. Every tensor must find its place with the
     same shape; otherwise a ValueError lists what does not fit (usually the wrong model, e.g.
-    densenet169 weights for a densenet121). Returns ``model``.
+    densenet169 weights for a densenet121). With ``exclude_classifier`` the classifier keeps
+    its own weights (transfer to another number of classes). Returns ``model``.
     """
     source = _read_state_dict(state_dict_or_path)
     state = {torchvision_key(k): v for k, v in source.items()}
     own = model.state_dict()
+    if exclude_classifier:
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+        own = {k: v for k, v in own.items() if not k.startswith("classifier.")}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)

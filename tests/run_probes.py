@@ -1,0 +1,102 @@
+"""Callbacks the fault-tolerance and DDP tests add to real runs (``--trainer.callbacks+=``).
+
+They are imported by class path, in-process (``tests/`` is on ``sys.path`` under pytest) and
+in the training subprocesses (the tests put ``tests/`` on ``PYTHONPATH``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+
+class SignalAt(Callback):
+    """Send signals to this process at the end of chosen global steps, ``{step: "SIGTERM"}``
+    (a preemption at a chosen point: the handler runs as for a signal from outside)."""
+
+    def __init__(self, signals: dict[int, str]) -> None:
+        self.signals = {int(step): getattr(signal, name) for step, name in signals.items()}
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        signum = self.signals.get(trainer.global_step)
+        if signum is not None and trainer.is_global_zero:
+            os.kill(os.getpid(), signum)
+
+
+class Heartbeat(Callback):
+    """Write the global step to ``$PROBE_DIR/step_rank<r>`` after every training batch, so that
+    a test can wait until a training subprocess is well inside training before signalling it,
+    and see where each DDP rank stopped."""
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        out = Path(os.environ["PROBE_DIR"])
+        out.mkdir(parents=True, exist_ok=True)
+        name = f"step_rank{trainer.global_rank}"
+        (out / f"{name}.tmp").write_text(str(trainer.global_step))
+        os.replace(out / f"{name}.tmp", out / name)
+
+
+class RankProbe(Callback):
+    """Record, per DDP rank, in ``$PROBE_DIR``: the batch sizes each training step saw, the
+    logged metrics and the whole state (weights and buffers) at the end of fit."""
+
+    def __init__(self) -> None:
+        self.batch_sizes: list[int] = []
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.batch_sizes.append(int(batch[0].shape[0]))
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        out = Path(os.environ["PROBE_DIR"])
+        out.mkdir(parents=True, exist_ok=True)
+        rank = trainer.global_rank
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+        torch.save(state, out / f"state_rank{rank}.pt")
+        sync_bn = [type(m).__name__ for m in pl_module.modules() if "BatchNorm" in type(m).__name__]
+        info = {
+            "rank": rank,
+            "world_size": trainer.world_size,
+            "batch_sizes": self.batch_sizes,
+            "global_step": trainer.global_step,
+            "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+            "norm_layers": sorted(set(sync_bn)),
+            "val_samples": len(trainer.val_dataloaders.sampler)
+            if trainer.val_dataloaders is not None
+            else 0,
+        }
+        (out / f"rank{rank}.json").write_text(json.dumps(info, indent=1))
+
+
+class PoisonAt(Callback):
+    """Make training go bad at global step ``step``: ``what="data"`` puts a NaN into the batch
+    about to be trained on (a corrupt image), ``what="weights"`` makes a weight infinite right
+    after that step (a step that overflowed)."""
+
+    def __init__(self, step: int, what: str = "data") -> None:
+        self.step = step
+        self.what = what
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.what == "data" and trainer.global_step == self.step:
+            batch[0][0].fill_(float("nan"))
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.what == "weights" and trainer.global_step == self.step:
+            with torch.no_grad():
+                next(pl_module.parameters()).view(-1)[0] = float("inf")

@@ -1,0 +1,171 @@
+"""DDP with two CPU processes (gloo), launched the way users launch it: one run directory,
+the paper's global batch split over the ranks, identical weights and metrics on every rank,
+metrics reduced over the whole validation set, and a preemption that stops every rank at the
+same step."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from densenet_lit import cli
+from densenet_lit.callbacks import Preempted
+from densenet_lit.cli import run
+
+TESTS = Path(__file__).resolve().parent
+GLOBAL_BATCH = 32
+
+
+def ddp_args(root: Path, name: str, *extra: str, devices: int = 2) -> list[str]:
+    return [
+        "fit",
+        "--data",
+        "densenet_lit.data.DigitsDataModule",
+        "--data.init_args.batch_size",
+        str(GLOBAL_BATCH),
+        "--data.init_args.image_size",
+        "16",
+        "--model.depth",
+        "10",
+        "--model.growth_rate",
+        "4",
+        "--seed_everything",
+        "5",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        str(devices),
+        "--trainer.strategy",
+        "ddp" if devices > 1 else "auto",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "4",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
+        "--run.name",
+        name,
+        *extra,
+    ]
+
+
+def launch(
+    args: list[str], cwd: Path, probe: Path, **env_extra: str
+) -> subprocess.CompletedProcess:
+    """``python -m densenet_lit ...`` as a user runs it; Lightning starts the second rank."""
+    env = {k: v for k, v in os.environ.items() if k != cli.RUN_DIR_ENV}
+    env.update(PYTHONPATH=str(TESTS), PROBE_DIR=str(probe), **env_extra)
+    return subprocess.run(
+        [sys.executable, "-m", "densenet_lit", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_ddp_processes_share_one_run_dir_and_agree(tmp_path):
+    """Two processes (Lightning's DDP launcher re-runs the command) with the memory-efficient
+    network: one run directory, one config, one W&B run; each rank loads half of the global
+    batch; both end with the same weights, buffers and logged metrics; the validation error
+    is the one of the whole validation set."""
+    probe = tmp_path / "probe"
+    args = ddp_args(tmp_path / "runs", "ddp", "--run.wandb", "true")
+    args += ["--model.memory_efficient", "true", "--trainer.callbacks+=run_probes.RankProbe"]
+    proc = launch(args, tmp_path, probe, WANDB_MODE="offline")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    (run_dir,) = (tmp_path / "runs" / "ddp").iterdir()
+    assert sorted(p.name for p in run_dir.glob("config*.yaml")) == ["config.yaml"]
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert proc.stdout.count("wandb sync") == 1
+
+    ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    states = [torch.load(probe / f"state_rank{r}.pt") for r in (0, 1)]
+    for info in ranks:
+        assert info["world_size"] == 2 and info["global_step"] == 4
+        # the paper's global batch is kept: each of the 2 ranks loads half of it
+        assert info["batch_sizes"] == [GLOBAL_BATCH // 2] * 4
+    assert sum(info["batch_sizes"][0] for info in ranks) == GLOBAL_BATCH
+    # the ranks hold the same network, and logged the same (reduced) metrics
+    assert states[0].keys() == states[1].keys()
+    assert [k for k in states[0] if not torch.equal(states[0][k], states[1][k])] == []
+    assert ranks[0]["metrics"] == ranks[1]["metrics"]
+    assert {"train/loss", "train/loss_step", "train/error", "val/error", "val/loss"} <= set(
+        ranks[0]["metrics"]
+    )
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert all(torch.equal(saved[k], states[0][k]) for k in saved)
+
+    # val/error of DDP is over the whole validation set: each rank saw a different half ...
+    assert [info["val_samples"] for info in ranks] == [90, 90]  # 180 validation images
+    # ... and the error equals that of one process validating the saved weights on all of it
+    single = run(
+        [
+            "validate",
+            *ddp_args(tmp_path / "runs", "ddp", "--run.wandb", "false", devices=1)[1:],
+            "--ckpt_path",
+            str(run_dir),
+        ]
+    )
+    metrics = single.trainer.callback_metrics
+    assert float(metrics["val/error"]) == pytest.approx(ranks[0]["metrics"]["val/error"], abs=1e-4)
+    assert float(metrics["val/loss"]) == pytest.approx(ranks[0]["metrics"]["val/loss"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_preempting_rank_zero_stops_every_rank_at_the_same_step(tmp_path):
+    """SIGTERM reaches rank 0 only (the launching process): the ranks agree to stop after the
+    same step, save one checkpoint and all exit with 143. The run then continues, here on one
+    process with the same global batch."""
+    probe = tmp_path / "probe"
+    args = ddp_args(tmp_path / "runs", "pre", "--run.wandb", "false")
+    args += ["--trainer.callbacks+=run_probes.Heartbeat"]
+    args += [
+        "--trainer.callbacks+=run_probes.SignalAt",
+        "--trainer.callbacks.signals",
+        "{2: SIGTERM}",
+    ]
+    proc = launch(args, tmp_path, probe)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    assert proc.stderr.count("Continue the run with:") == 1  # printed by rank zero only
+    assert [int((probe / f"step_rank{r}").read_text()) for r in (0, 1)] == [2, 2]
+    (run_dir,) = (tmp_path / "runs" / "pre").iterdir()
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=False)["global_step"] == 2
+
+    resumed = run(
+        ddp_args(tmp_path / "runs", "pre", "--run.wandb", "false", "--ckpt_path", "last", devices=1)
+    )
+    assert resumed.run_dir == run_dir and resumed.trainer.global_step == 4
+
+
+def test_sync_batchnorm_on_cpu_is_a_clear_error(tmp_path):
+    """PyTorch's SyncBatchNorm runs on CUDA only (DDP refuses it on the CPU)."""
+    args = ddp_args(tmp_path, "sbn", "--run.wandb", "false", devices=1)
+    args[args.index("--trainer.strategy") + 1] = "ddp"
+    with pytest.raises(ValueError, match="sync_batchnorm=true needs GPUs"):
+        run([*args, "--trainer.sync_batchnorm", "true"])
+
+
+def test_preempted_is_a_clean_exit_with_the_signal_status():
+    stop = Preempted(int(signal.SIGUSR1), "x/last.ckpt", 12, 3)
+    assert isinstance(stop, SystemExit) and stop.code == 138
+    assert (
+        str(stop)
+        == "Stopped by SIGUSR1 at global step 12 (epoch 3); checkpoint saved to x/last.ckpt."
+    )
