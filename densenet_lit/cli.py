@@ -47,7 +47,7 @@ import yaml
 from jsonargparse import Namespace
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
@@ -610,6 +610,12 @@ def dataset_key(datamodule: Any) -> str:
     return name
 
 
+def default_callbacks() -> list[Callback]:
+    """New instances of the callbacks every run gets besides its checkpointing (the benchmark
+    suite uses these too, so that it measures what a CLI run does)."""
+    return [ThroughputMonitor(), FiniteLossGuard(), PreemptionCheckpoint()]
+
+
 class DenseNetCLI(LightningCLI):
     """LightningCLI with run directories, CSV + W&B logging and checked resumption."""
 
@@ -618,10 +624,7 @@ class DenseNetCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("parser_kwargs", {"prog": "python -m densenet_lit"})
-        kwargs.setdefault(
-            "trainer_defaults",
-            {"callbacks": [ThroughputMonitor(), FiniteLossGuard(), PreemptionCheckpoint()]},
-        )
+        kwargs.setdefault("trainer_defaults", {"callbacks": default_callbacks()})
         self.run_dir: Path | None = None
         self.resume_dir: Path | None = None
         self.experiment: str | None = None

@@ -9,12 +9,14 @@ from __future__ import annotations
 import itertools
 import math
 import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import RandomSampler, Sampler
 from torchmetrics.classification import MulticlassAccuracy
@@ -368,6 +370,30 @@ class DenseNetModule(LightningModule):
                 batch_sampler.sampler = _SkipFirst(sampler, skip)
 
     # --------------------------------------------------------------------------- optimiser
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep fractional milestones in step with ``trainer.max_epochs`` on resumption.
+
+        The step scheduler's saved state holds the milestones resolved for the first run's
+        ``max_epochs``; restoring it as is would silently keep them when a resumed run trains
+        for a different number of epochs. They are re-resolved, and a warning says so.
+        """
+        if self.hparams.schedule != "step" or self._trainer is None:
+            return
+        expected = resolve_milestones(self.milestones, self._trainer.max_epochs)
+        for state in checkpoint.get("lr_schedulers", []):
+            if "milestones" not in state:
+                continue
+            stored = sorted(Counter(state["milestones"]).elements())
+            if stored != expected:
+                rank_zero_warn(
+                    f"The checkpoint's step schedule drops the learning rate at epochs {stored}; "
+                    f"with model.milestones={self.milestones} and trainer.max_epochs="
+                    f"{self._trainer.max_epochs} this run drops it at epochs {expected} instead. "
+                    "Resume with the original max_epochs, or give milestones as epoch numbers "
+                    "(>= 1), to keep the first run's schedule."
+                )
+                state["milestones"] = Counter(expected)
+
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         optimizer = torch.optim.SGD(

@@ -216,6 +216,9 @@ def test_resume_continues_and_checks_model_arguments(tmp_path):
     )
     assert resumed.trainer.current_epoch == 2
     assert resumed.config.fit.ckpt_path == str(last)
+    # fractional milestones follow the new max_epochs (0.5, 0.75 of 2 epochs), not the saved 1, 1
+    scheduler = resumed.trainer.lr_scheduler_configs[0].scheduler
+    assert sorted(scheduler.milestones.elements()) == [1, 2]
     # the run continues in its own directory; nothing of it is overwritten
     assert resumed.run_dir == first.run_dir
     assert (first.run_dir / "config.yaml").is_file() and (first.run_dir / "config-1.yaml").is_file()

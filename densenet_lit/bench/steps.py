@@ -185,15 +185,11 @@ def make_module(spec: ModelSpec, mode: Mode, memory_efficient: bool | None = Non
 
 
 def cli_callbacks() -> list:
-    """New instances of the callbacks ``DenseNetCLI`` gives every run (its trainer_defaults).
+    """New instances of the callbacks ``DenseNetCLI`` gives every run. The CLI's checkpoint
+    callback (RunCheckpoint) is not one of them, and the benchmark saves no checkpoints."""
+    from densenet_lit.cli import default_callbacks
 
-    densenet_lit.cli has no function that returns them, so the classes are named here;
-    tests/test_bench.py checks that they are the ones the CLI adds. The CLI's checkpoint
-    callback (RunCheckpoint) is not one of them, and the benchmark saves no checkpoints.
-    """
-    from densenet_lit.callbacks import FiniteLossGuard, PreemptionCheckpoint, ThroughputMonitor
-
-    return [ThroughputMonitor(), FiniteLossGuard(), PreemptionCheckpoint()]
+    return default_callbacks()
 
 
 def trainer_kwargs(settings: Settings, mode: Mode, root: str, callbacks=()) -> dict:
