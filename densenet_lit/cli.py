@@ -82,7 +82,8 @@ _RUN_DIR_SET_HERE: list[str] = []
 
 
 class CheckpointError(ValueError):
-    """A checkpoint given to ``--ckpt_path`` cannot be used: unreadable, or not this model's."""
+    """A checkpoint cannot be used: missing, unreadable (truncated, not a checkpoint), or not
+    this model's. Raised by the CLI's ``--ckpt_path`` and by densenet_lit.analysis alike."""
 
 
 class CheckpointMismatchError(CheckpointError):

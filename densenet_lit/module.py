@@ -24,6 +24,9 @@ from torchmetrics.classification import MulticlassAccuracy
 from densenet_lit.models import MODEL_NAMES, build_model, load_torchvision_weights
 
 CIFAR_ARCH = "densenet_cifar"
+# The network of densenet_cifar when depth/growth_rate/bottleneck/compression are left None:
+# DenseNet-BC (L=100, k=12).
+CIFAR_DEFAULTS = {"depth": 100, "growth_rate": 12, "bottleneck": True, "compression": 0.5}
 # Model arguments that only change how the network runs, not what it computes: they may differ
 # between a checkpoint and the run that resumes it (see densenet_lit.cli).
 RUNTIME_ARGS = frozenset({"memory_efficient", "channels_last", "compile", "pretrained"})
@@ -448,8 +451,8 @@ def build_network(
         "bottleneck": bottleneck,
         "compression": compression,
     }
+    given = {k: v for k, v in cifar_only.items() if v is not None}
     if arch != CIFAR_ARCH:
-        given = {k: v for k, v in cifar_only.items() if v is not None}
         if given:
             keys = ", ".join(f"model.{k}={v}" for k, v in given.items())
             raise ValueError(
@@ -458,14 +461,7 @@ def build_network(
                 f"model.arch={CIFAR_ARCH!r} for a network sized by depth and growth rate."
             )
         return build_model(arch, **kwargs)
-    return build_model(
-        CIFAR_ARCH,
-        depth=100 if depth is None else depth,
-        growth_rate=12 if growth_rate is None else growth_rate,
-        bottleneck=True if bottleneck is None else bottleneck,
-        compression=0.5 if compression is None else compression,
-        **kwargs,
-    )
+    return build_model(CIFAR_ARCH, **{**CIFAR_DEFAULTS, **given}, **kwargs)
 
 
 def model_key(hparams: dict[str, Any]) -> str:
@@ -474,9 +470,8 @@ def model_key(hparams: dict[str, Any]) -> str:
     arch = hparams.get("arch", CIFAR_ARCH)
     if arch != CIFAR_ARCH:
         return arch
-    depth = hparams.get("depth") or 100
-    k = hparams.get("growth_rate") or 12
-    bottleneck = True if hparams.get("bottleneck") is None else hparams["bottleneck"]
-    compression = 0.5 if hparams.get("compression") is None else hparams["compression"]
+    network = {k: v if hparams.get(k) is None else hparams[k] for k, v in CIFAR_DEFAULTS.items()}
+    depth, k = network["depth"], network["growth_rate"]
+    bottleneck, compression = network["bottleneck"], network["compression"]
     variant = ("b" if bottleneck else "") + ("c" if compression < 1 else "")
     return f"densenet_{variant}_{depth}_{k}" if variant else f"densenet_{depth}_{k}"

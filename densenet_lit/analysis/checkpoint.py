@@ -20,12 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from densenet_lit.cli import CheckpointError
 from densenet_lit.models import DenseNet, build_model
 from densenet_lit.models.zoo import MODELS
+from densenet_lit.module import CIFAR_ARCH, CIFAR_DEFAULTS
 
-CIFAR_ARCH = "densenet_cifar"
-# DenseNetModule's defaults for the CIFAR network when an argument is None in the checkpoint.
-CIFAR_DEFAULTS = {"depth": 100, "growth_rate": 12, "bottleneck": True, "compression": 0.5}
 # Arguments of the network that change how it runs, not what it computes.
 _RUNTIME_ONLY = {"memory_efficient"}
 # Arguments of DenseNet that an ImageNet name (densenet121, ...) fixes.
@@ -37,10 +36,6 @@ _IMAGENET_FIXED = {
     "bottleneck",
     "compression",
 }
-
-
-class CheckpointError(ValueError):
-    """A file that is not a usable DenseNet checkpoint (missing, truncated, other content)."""
 
 
 def find_checkpoint(path: str | os.PathLike, which: str = "last") -> Path:
