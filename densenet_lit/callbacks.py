@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -122,6 +123,8 @@ class ThroughputMonitor(Callback):
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self._started is None:
+            if self._cuda(pl_module):
+                torch.cuda.synchronize(pl_module.device)  # once per epoch
             self._started = time.perf_counter()
 
     def on_train_batch_end(
@@ -179,30 +182,99 @@ def slurm_requeue_signal(trainer: Trainer) -> int | None:
 class FiniteLossGuard(Callback):
     """Stop training with an error at the first NaN or infinite training loss.
 
-    The loss is checked before the backward pass, so the optimizer never steps on it and the
-    weights in memory stay those of the last good step. All DDP ranks stop at the same step
-    (one rank's bad batch stops every rank, none is left waiting). The message names the step
-    and the newest checkpoint of the run, to resume from (``--ckpt_path``) after lowering the
-    learning rate or fixing the data. A checkpoint is never written with non-finite weights
-    (a step that was finite can still overflow the weights): saving one is refused with the
-    same error, so the newest checkpoint on disk is always a good one.
+    The message names the step and the newest checkpoint of the run, to resume from
+    (``--ckpt_path``) after lowering the learning rate or fixing the data. All DDP ranks stop
+    at the same step (one rank's bad batch stops every rank, none is left waiting). A
+    checkpoint is never written after a bad step, nor with non-finite weights (a step that was
+    finite can still overflow the weights): saving one is refused with the same error, so the
+    newest checkpoint on disk is always a good one.
+
+    When the loss is checked (``check``):
+        ``"every_step"``: before the backward pass of the same step, so the optimizer never
+            steps on a bad loss. Reading the loss makes the host wait for the step's forward
+            pass, which costs nothing on the CPU but stalls the launch queue of a GPU.
+        ``"deferred"``: the check of step ``n`` is copied to the host without waiting and
+            read when step ``n + 1`` reaches the same point (by then it has long arrived), and
+            before anything is validated, logged at the epoch end or saved. Step ``n`` has
+            then updated the weights in memory, but the run stops before they reach a
+            checkpoint, and the error names step ``n``.
+        ``"auto"`` (default): ``"deferred"`` on CUDA devices, ``"every_step"`` elsewhere.
     """
+
+    def __init__(self, check: str = "auto") -> None:
+        if check not in ("auto", "every_step", "deferred"):
+            raise ValueError(
+                f"FiniteLossGuard(check={check!r}): expected 'auto', 'every_step' or 'deferred'."
+            )
+        self.check = check
+        self._pending: tuple[torch.Tensor, Any, tuple[int, int, int]] | None = None
+
+    def _deferred(self, device: torch.device) -> bool:
+        return self.check == "deferred" or (self.check == "auto" and device.type == "cuda")
 
     def on_before_backward(
         self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor
     ) -> None:
-        finite = bool(torch.isfinite(loss.detach()).all())
-        if trainer.strategy.reduce_boolean_decision(finite, all=True):
+        loss = loss.detach()
+        if not self._deferred(loss.device):
+            finite = bool(torch.isfinite(loss).all())
+            if not trainer.strategy.reduce_boolean_decision(finite, all=True):
+                self._stop(trainer, self._what(float(loss.float().mean()), finite))
             return
-        if finite:
-            what = "The training loss is not finite on another DDP rank "
-        else:
-            what = f"The training loss is {float(loss.detach().float().mean())} "
-        self._stop(trainer, what)
+        self._check_pending(trainer)  # the previous step's, which has arrived by now
+        local = torch.isfinite(loss).all().float()
+        everywhere = local.clone()
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            # the minimum over the ranks, queued on the device. Not strategy.reduce: Lightning
+            # puts a barrier before it, which makes the host wait under NCCL.
+            dist.all_reduce(everywhere, op=dist.ReduceOp.MIN)
+        values = torch.stack([loss.float().mean(), local, everywhere])
+        event = None
+        if values.device.type == "cuda":
+            host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            host.copy_(values, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            values = host
+        self._pending = (values, event, self._position(trainer))
+
+    def _check_pending(self, trainer: Trainer) -> None:
+        """Read the deferred check of the last step (waiting for it if needed); stop if bad."""
+        if self._pending is None:
+            return
+        values, event, position = self._pending
+        self._pending = None
+        if event is not None:
+            event.synchronize()
+        loss, local, everywhere = (float(v) for v in values.cpu())
+        if not everywhere:
+            self._stop(trainer, self._what(loss, bool(local)), position)
+
+    @staticmethod
+    def _what(loss: float, finite_here: bool) -> str:
+        if finite_here:
+            return "The training loss is not finite on another DDP rank "
+        return f"The training loss is {loss} "
+
+    # every point after which the last step's loss could reach metrics or a checkpoint
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._check_pending(trainer)
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._check_pending(trainer)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._check_pending(trainer)
+
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        self._pending = None
 
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
+        self._check_pending(trainer)
         state = {
             k: v
             for k, v in (checkpoint.get("state_dict") or {}).items()
@@ -219,15 +291,22 @@ class FiniteLossGuard(Callback):
             shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
             self._stop(trainer, f"The weights hold NaN or infinite values ({shown}) ")
 
-    def _stop(self, trainer: Trainer, what: str) -> None:
+    @staticmethod
+    def _position(trainer: Trainer) -> tuple[int, int, int]:
+        """(global step, epoch, batch in the epoch) of the step being trained."""
         batch = trainer.fit_loop.epoch_loop.batch_progress.current.ready - 1
+        return trainer.global_step, trainer.current_epoch, batch
+
+    def _stop(
+        self, trainer: Trainer, what: str, position: tuple[int, int, int] | None = None
+    ) -> None:
+        step, epoch, batch = position or self._position(trainer)
         files = checkpoint_files(trainer)
         last = str(files[-1]) if files else "none saved yet"
         raise FloatingPointError(
-            f"{what}at global step {trainer.global_step} (epoch {trainer.current_epoch}, "
-            f"batch {batch}); training stopped, no checkpoint was written. Last good checkpoint: "
-            f"{last}. Resume from it with --ckpt_path after lowering the learning rate or "
-            "checking the data."
+            f"{what}at global step {step} (epoch {epoch}, batch {batch}); training stopped, no "
+            f"checkpoint was written. Last good checkpoint: {last}. Resume from it with "
+            "--ckpt_path after lowering the learning rate or checking the data."
         )
 
 

@@ -584,14 +584,14 @@ class RunConfigSaver(SaveConfigCallback):
         run_dir = Path(trainer.default_root_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         path = unique_path(run_dir / self.config_filename)
-        self.parser.save(self.config, str(path), skip_none=False, overwrite=False)
+        self.parser.save(self.config, str(path), skip_unset=False, overwrite=False)
         rank_zero_info(f"Run directory: {run_dir} (config: {path.name})")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 try:
                     import yaml
 
-                    resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+                    resolved = yaml.safe_load(self.parser.dump(self.config, skip_unset=False))
                     resolved.pop("config", None)
                     resolved.pop(EXTENDS_KEY, None)
                     logger.experiment.config.update(resolved, allow_val_change=True)
@@ -800,6 +800,11 @@ class DenseNetCLI(LightningCLI):
         ):
             # runs without an experiment config also keep last.ckpt (and the best by val/error)
             cfg["callbacks"] = [*callbacks, RunCheckpoint()]
+        # a default callback the user configured (`--trainer.callbacks+=FiniteLossGuard
+        # --trainer.callbacks.check every_step`) replaces the default instance
+        given = {type(c) for c in callbacks}
+        defaults = self.trainer_defaults.get("callbacks") or []
+        self.trainer_defaults["callbacks"] = [c for c in defaults if type(c) not in given]
         return super().instantiate_trainer(**kwargs)
 
     def _make_loggers(self, run: Namespace) -> list[Logger]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
@@ -16,7 +17,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import RandomSampler, Sampler
 from torchmetrics.classification import MulticlassAccuracy
@@ -33,10 +34,23 @@ RUNTIME_ARGS = frozenset({"memory_efficient", "channels_last", "compile", "pretr
 
 
 class ClassificationError(MulticlassAccuracy):
-    """Top-k error in percent: ``100 * (1 - accuracy)``, accuracy over all samples (micro)."""
+    """Top-k error in percent: ``100 * (1 - accuracy)``, accuracy over all samples (micro).
 
-    def __init__(self, num_classes: int, top_k: int = 1, **kwargs: Any) -> None:
-        super().__init__(num_classes=num_classes, top_k=top_k, average="micro", **kwargs)
+    torchmetrics' input validation is off by default: it counts the distinct targets with
+    ``torch.unique``, which makes the host wait for the GPU at every update, and the module
+    computes ``cross_entropy`` on the same targets first, which rejects out-of-range labels.
+    """
+
+    def __init__(
+        self, num_classes: int, top_k: int = 1, validate_args: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(
+            num_classes=num_classes,
+            top_k=top_k,
+            average="micro",
+            validate_args=validate_args,
+            **kwargs,
+        )
 
     def compute(self) -> Tensor:
         return 100.0 * (1.0 - super().compute())
@@ -127,6 +141,29 @@ class _SkipFirst(Sampler):
         return itertools.islice(iter(self.sampler), self.count, None)
 
 
+class _WithSampleSeeds(Sampler):
+    """The indices of ``sampler`` paired with a seed for each sample's augmentation, from
+    ``(seed, position in the epoch)``; for data sets with ``accepts_sample_seeds``."""
+
+    def __init__(self, sampler: Sampler, seed: int) -> None:
+        self.sampler = sampler
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.sampler)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for position, index in enumerate(self.sampler):
+            yield index, mix_seed(self.seed, position)
+
+
+def _unwrapped(sampler: Any) -> Any:
+    """The loader's own sampler under the wrappers of an earlier epoch."""
+    while isinstance(sampler, _SkipFirst | _WithSampleSeeds):
+        sampler = sampler.sampler
+    return sampler
+
+
 def _train_loaders(trainer: Any) -> list[Any]:
     loaders = trainer.train_dataloader
     if loaders is None:
@@ -182,11 +219,13 @@ class DenseNetModule(LightningModule):
     the training images in epoch ``e`` is the permutation drawn with seed ``seed + e`` (as
     Lightning's ``DistributedSampler`` draws it under DDP), and the augmentation and dropout of
     the ``n``-th training batch use the global torch RNG seeded from ``(seed, rank, n)`` just
-    before that batch is fetched. So the randomness of a step depends on nothing before it:
-    a run resumed from a checkpoint, at an epoch boundary or (for loaders without worker
-    processes) in the middle of an epoch, draws exactly what the uninterrupted run draws.
-    Under DDP every rank augments with its own stream. (Augmentation in loader worker
-    processes, as for ImageNet, draws from the workers' own RNGs instead.)
+    before that batch is fetched. Data sets that augment each image in loader worker
+    processes (ImageNet; ``accepts_sample_seeds``) get a seed for every image instead, from
+    ``(seed, rank, epoch, position in the epoch)``, so the augmentation of an image does not
+    depend on the worker that decodes it, nor on the number of workers. So the randomness of
+    a step depends on nothing before it: a run resumed from a checkpoint, at an epoch
+    boundary or in the middle of an epoch, draws exactly what the uninterrupted run draws.
+    Under DDP every rank augments with its own stream.
     """
 
     def __init__(
@@ -266,7 +305,9 @@ class DenseNetModule(LightningModule):
 
     def configure_model(self) -> None:
         if self.hparams.compile and self.__dict__["_compiled_model"] is None:
-            self.__dict__["_compiled_model"] = torch.compile(self.model)
+            # static shapes: training batches all have one size (drop_last); each other size
+            # (the last validation batch) gets its own graph rather than a dynamic one for all
+            self.__dict__["_compiled_model"] = torch.compile(self.model, dynamic=False)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.hparams.channels_last and x.dim() == 4:
@@ -297,7 +338,10 @@ class DenseNetModule(LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss = self._shared_step(batch, "train")
-        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        # Filled on the device: a Python float given to self.log becomes torch.tensor(value,
+        # device=...), a blocking copy that makes the host wait for the GPU at every step.
+        lr = torch.full((), self.optimizers().param_groups[0]["lr"], device=self.device)
+        self.log("lr", lr, on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -319,7 +363,17 @@ class DenseNetModule(LightningModule):
         done = 0
         if fit_loop.restarting and fit_loop.restarted_mid_epoch:
             done = fit_loop.epoch_loop.batch_progress.current.processed
+            if training_seed() is not None:
+                # Lightning warns next that the loader cannot resume; the order is resumed here
+                warnings.filterwarnings(
+                    "ignore", message=r"You're resuming from a checkpoint that ended before"
+                )
+                rank_zero_info(
+                    f"Resuming in the middle of epoch {self.current_epoch}: skipping its first "
+                    f"{done} batches, in the order of the interrupted run."
+                )
         self._prepare_epoch_order(skip_batches=done)
+        self._restart_worker_loaders()
         self._seed_next_batch()
 
     def on_train_epoch_start(self) -> None:
@@ -344,14 +398,13 @@ class DenseNetModule(LightningModule):
             torch.manual_seed(mix_seed(seed, self.trainer.global_rank, n))
 
     def _prepare_epoch_order(self, skip_batches: int = 0) -> None:
-        """Fix this epoch's order of training images; skip those already trained on when the
-        run resumes in the middle of an epoch.
+        """Fix this epoch's order of training images and the seeds of their augmentation;
+        skip those already trained on when the run resumes in the middle of an epoch.
 
         Single-device loaders that shuffle with a ``RandomSampler`` get a generator seeded with
         ``seed + epoch``; Lightning's ``DistributedSampler`` (DDP) already draws so. Loaders
         get their own generator for the seed of their worker processes, so that starting an
-        iterator does not draw from the global RNG. The skip works where the loader fetches
-        lazily (no worker processes); Lightning warns when it cannot resume a loader's order.
+        iterator does not draw from the global RNG.
         """
         seed = training_seed()
         if seed is None:
@@ -361,16 +414,41 @@ class DenseNetModule(LightningModule):
             if hasattr(loader, "generator"):
                 loader.generator = torch.Generator().manual_seed(mix_seed(seed, rank, epoch, 1))
             batch_sampler = getattr(loader, "batch_sampler", None)
-            sampler = getattr(batch_sampler, "sampler", None)
+            sampler = _unwrapped(getattr(batch_sampler, "sampler", None))
             if sampler is None:
                 continue
-            if isinstance(sampler, _SkipFirst):  # the resumed epoch is over
-                sampler = batch_sampler.sampler = sampler.sampler
             if isinstance(sampler, RandomSampler) and not sampler.replacement:
                 sampler.generator = torch.Generator().manual_seed(seed + epoch)
-            if skip_batches and getattr(loader, "num_workers", 0) == 0:
-                skip = skip_batches * batch_sampler.batch_size
-                batch_sampler.sampler = _SkipFirst(sampler, skip)
+            elif callable(getattr(sampler, "set_epoch", None)):
+                sampler.set_epoch(epoch)  # Lightning sets it too, but after a restart's first fetch
+            order = sampler
+            if getattr(getattr(loader, "dataset", None), "accepts_sample_seeds", False):
+                order = _WithSampleSeeds(order, mix_seed(seed, rank, epoch, 2))
+            if skip_batches:
+                order = _SkipFirst(order, skip_batches * batch_sampler.batch_size)
+            batch_sampler.sampler = order
+
+    def _restart_worker_loaders(self) -> None:
+        """Make the first epoch of this process fetch in the order just prepared.
+
+        The Trainer starts the training loader's iterator before ``on_train_start``; a loader
+        without worker processes has fetched nothing yet, but one with workers has already
+        asked them for its first batches, in the order of the samplers as they were. Starting
+        the iterator again (persistent workers are kept) discards those batches.
+        """
+        if training_seed() is None:
+            return
+        if not any(getattr(dl, "num_workers", 0) > 0 for dl in _train_loaders(self.trainer)):
+            return
+        fetcher = getattr(self.trainer.fit_loop, "_data_fetcher", None)  # Lightning 2.x
+        if fetcher is None:
+            rank_zero_warn(
+                "Cannot restart the training loader's worker processes (this Lightning version "
+                "has no fit_loop._data_fetcher): the first epoch's order of images may differ "
+                "from a run resumed at the same point."
+            )
+            return
+        iter(fetcher)
 
     # --------------------------------------------------------------------------- optimiser
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -84,13 +84,16 @@ class PoisonAt(Callback):
     about to be trained on (a corrupt image), ``what="weights"`` makes a weight infinite right
     after that step (a step that overflowed)."""
 
-    def __init__(self, step: int, what: str = "data") -> None:
+    def __init__(self, step: int, what: str = "data", rank: int | None = None) -> None:
         self.step = step
         self.what = what
+        self.rank = rank  # None: every rank
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
         if self.what == "data" and trainer.global_step == self.step:
             batch[0][0].fill_(float("nan"))
 

@@ -112,6 +112,23 @@ def test_expand_config_args_keeps_order():
     assert out[-2:] == ["--extends", "null"]
 
 
+def test_a_configured_default_callback_replaces_the_default(tmp_path):
+    from densenet_lit.callbacks import FiniteLossGuard, PreemptionCheckpoint, ThroughputMonitor
+
+    guard = ["--trainer.callbacks+=densenet_lit.callbacks.FiniteLossGuard"]
+    guard += ["--trainer.callbacks.check", "every_step"]
+    c = run(digits_args(tmp_path, *guard, "--trainer.fast_dev_run", "true"))
+    kinds = [type(cb) for cb in c.trainer.callbacks]
+    guards = [cb for cb in c.trainer.callbacks if isinstance(cb, FiniteLossGuard)]
+    assert [g.check for g in guards] == ["every_step"]
+    # the other defaults stay
+    assert kinds.count(ThroughputMonitor) == 1 and kinds.count(PreemptionCheckpoint) == 1
+    default = run(digits_args(tmp_path, "--trainer.fast_dev_run", "true"))
+    assert [cb.check for cb in default.trainer.callbacks if isinstance(cb, FiniteLossGuard)] == [
+        "auto"
+    ]
+
+
 def test_later_configs_win_and_overlays_keep_base_callbacks(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(

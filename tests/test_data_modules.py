@@ -352,3 +352,21 @@ def test_batch_transform_and_throughput_on_cuda(cifar10_dir):
     flipped = window_offsets(out.cpu(), F.pad(normed.flip(-1), (4, 4, 4, 4)))
     assert all(p is not None or f is not None for p, f in zip(plain, flipped, strict=True))
     assert loader_throughput(dm, num_batches=5, device="cuda") > 0
+
+
+@pytest.mark.gpu
+def test_batch_transform_on_cuda_never_waits_for_the_gpu(cifar10_dir):
+    """Normalising and augmenting a batch on the GPU only queues work: no host wait (after
+    the first batch, which copies the normalisation statistics to the device once)."""
+    root, _ = cifar10_dir
+    dm = attach(cifar10(root, batch_size=64, val_size=0), training=True)
+    images, labels = next(iter(dm.train_dataloader()))
+    batch = (images.cuda(), labels.cuda())
+    dm.on_after_batch_transfer(batch, 0)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            dm.on_after_batch_transfer(batch, 0)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

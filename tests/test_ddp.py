@@ -154,6 +154,27 @@ def test_preempting_rank_zero_stops_every_rank_at_the_same_step(tmp_path):
     assert resumed.run_dir == run_dir and resumed.trainer.global_step == 4
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("check", ["every_step", "deferred"])
+def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path, check):
+    """A NaN image in rank 1's batch of step 2: both ranks stop with the error naming step 2
+    (rank 0's says the loss is bad on another rank), and nothing is saved after it."""
+    probe = tmp_path / "probe"
+    args = ddp_args(tmp_path / "runs", "nan", "--run.wandb", "false")
+    args += ["--trainer.callbacks+=run_probes.PoisonAt", "--trainer.callbacks.step", "2"]
+    args += ["--trainer.callbacks.rank", "1"]
+    args += ["--trainer.callbacks+=FiniteLossGuard", "--trainer.callbacks.check", check]
+    proc = launch(args, tmp_path, probe)
+    assert proc.returncode != 0
+    assert "FloatingPointError: The training loss is nan at global step 2" in proc.stderr
+    assert (
+        "FloatingPointError: The training loss is not finite on another DDP rank at global "
+        "step 2" in proc.stderr
+    )
+    (run_dir,) = (tmp_path / "runs" / "nan").iterdir()
+    assert not list(run_dir.rglob("*.ckpt"))  # the first checkpoint would come at epoch end
+
+
 def test_sync_batchnorm_on_cpu_is_a_clear_error(tmp_path):
     """PyTorch's SyncBatchNorm runs on CUDA only (DDP refuses it on the CPU)."""
     args = ddp_args(tmp_path, "sbn", "--run.wandb", "false", devices=1)

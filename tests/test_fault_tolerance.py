@@ -282,16 +282,29 @@ def test_requeued_slurm_job_resumes_from_its_requeue_checkpoint(tmp_path, monkey
 
 
 # ------------------------------------------------------------------------ non-finite loss
-@pytest.mark.parametrize("what", ["data", "weights"])
-def test_non_finite_values_stop_training_naming_the_step_and_checkpoint(tmp_path, what):
-    """A NaN image at step 7 (epoch 1) or an infinite weight after step 10 (the last of
-    epoch 1, saved at its end): training stops with an error naming the step and the last
-    good checkpoint, which is never overwritten with the bad weights."""
-    step = 7 if what == "data" else 2 * BATCHES
+@pytest.mark.parametrize(
+    "what, check, step",
+    [
+        ("data", "every_step", 7),
+        ("data", "deferred", 7),  # found at the next step
+        ("data", "deferred", 2 * BATCHES - 1),  # the last of epoch 1: found at its end
+        ("weights", "every_step", 2 * BATCHES),  # the last of epoch 1, saved at its end
+    ],
+)
+def test_non_finite_values_stop_training_naming_the_step_and_checkpoint(
+    tmp_path, what, check, step
+):
+    """A NaN image or an infinite weight after a step: training stops with an error naming
+    the step and the last good checkpoint, which is never overwritten with the bad weights.
+    Checked every step, the optimizer never steps on the NaN; deferred (the GPU default), the
+    check of a step is read at the next one or before the epoch's checkpoint, whichever
+    comes first."""
     poison = ["--trainer.callbacks+=run_probes.PoisonAt", "--trainer.callbacks.step", str(step)]
     poison += ["--trainer.callbacks.what", what]
+    guard = ["--trainer.callbacks+=densenet_lit.callbacks.FiniteLossGuard"]
+    guard += ["--trainer.callbacks.check", check]
     with pytest.raises(FloatingPointError) as error:
-        run(tiny_args(tmp_path, "nan", *poison))
+        run(tiny_args(tmp_path, "nan", *poison, *guard))
     (run_dir,) = (tmp_path / "nan").iterdir()
     last = run_dir / "checkpoints" / "last.ckpt"
     message = str(error.value)
@@ -306,7 +319,12 @@ def test_non_finite_values_stop_training_naming_the_step_and_checkpoint(tmp_path
     assert saved["global_step"] == BATCHES  # the end of epoch 0
     assert all(v.isfinite().all() for v in saved["state_dict"].values() if v.is_floating_point())
     trained = [int(r["step"]) for r in metric_rows(run_dir) if r["train/loss_step"]]
-    assert max(trained) < step  # no step was trained on the NaN
+    if check == "every_step":
+        assert max(trained) < step  # no step was trained on the NaN
+    else:
+        assert max(trained) == step  # the bad step trained, and nothing after it
+    epochs = [int(r["epoch"]) for r in metric_rows(run_dir) if r.get("train/loss")]
+    assert epochs == [0]  # no epoch average over a bad step was logged
 
 
 # ---------------------------------------------------------------------- bad checkpoints
@@ -440,3 +458,88 @@ def test_every_experiment_keeps_a_last_checkpoint():
                 assert kept[0]["init_args"] == {"monitor": None, "save_top_k": 0}
             else:
                 assert "monitor" not in (kept[0].get("init_args") or {})  # val/error
+
+
+# ------------------------------------------------------------ loaders with worker processes
+IMAGENET_BATCHES = 6  # 24 training images in batches of 4
+
+
+def imagenet_args(root: Path, data_dir: Path, name: str, workers: int, *extra: str) -> list[str]:
+    """A tiny network on a tiny ImageNet whose images are decoded and augmented per image in
+    ``workers`` loader processes (0: in the training process)."""
+    return [
+        "fit",
+        "--data",
+        "densenet_lit.data.ImageNetDataModule",
+        "--data.data_dir",
+        str(data_dir),
+        "--data.batch_size",
+        "4",
+        "--data.train_crop",
+        "16",
+        "--data.eval_resize",
+        "18",
+        "--data.eval_crop",
+        "16",
+        "--data.num_workers",
+        str(workers),
+        "--model.depth",
+        "10",
+        "--model.growth_rate",
+        "4",
+        "--model.milestones",
+        "[2]",
+        "--seed_everything",
+        "3",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.deterministic",
+        "true",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
+        "--run.wandb",
+        "false",
+        "--run.test_after_fit",
+        "false",
+        "--run.name",
+        name,
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_worker_loaders_resume_exactly_and_augment_independently_of_workers(tmp_path):
+    """ImageNet's loader decodes and augments each image in worker processes: the run with 2
+    workers equals the run with none (each image's augmentation is seeded by its place in the
+    epoch, not drawn from a worker's RNG), and a run with 2 workers interrupted in the middle
+    of epoch 1 and resumed equals the uninterrupted one."""
+    from fake_data import write_imagenet
+
+    data = tmp_path / "imagenet"
+    write_imagenet(data, n_classes=3, n_per_class=8, n_val_per_class=2, size=(20, 24))
+    runs = tmp_path / "runs"
+    two = run(imagenet_args(runs, data, "two", 2))
+    assert two.trainer.global_step == 2 * IMAGENET_BATCHES
+    none = run(imagenet_args(runs, data, "none", 0))
+    assert_same_state(final_state(none), final_state(two))
+
+    mid_epoch = IMAGENET_BATCHES + 2
+    signals = ["--trainer.callbacks+=run_probes.SignalAt"]
+    signals += ["--trainer.callbacks.signals", f"{{{mid_epoch}: SIGTERM}}"]
+    with pytest.raises(Preempted) as stopped:
+        run(imagenet_args(runs, data, "cut", 2, *signals))
+    saved = torch.load(stopped.value.ckpt_path, map_location="cpu", weights_only=False)
+    assert saved["global_step"] == mid_epoch
+    resumed = run(imagenet_args(runs, data, "cut", 2, "--ckpt_path", "last"))
+    assert resumed.trainer.global_step == 2 * IMAGENET_BATCHES
+    assert_same_state(final_state(resumed), final_state(two))

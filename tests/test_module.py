@@ -288,6 +288,58 @@ def test_compiled_network_trains_and_checkpoints_load_uncompiled(tmp_path):
     assert torch.allclose(plain.eval()(x), module.eval()(x), atol=1e-4)
 
 
+def test_finite_loss_guard_rejects_an_unknown_check():
+    from densenet_lit.callbacks import FiniteLossGuard
+
+    with pytest.raises(ValueError, match="check='sometimes'.*'auto', 'every_step' or 'deferred'"):
+        FiniteLossGuard(check="sometimes")
+
+
+@pytest.mark.gpu
+def test_training_steps_on_cuda_never_wait_for_the_gpu(tmp_path):
+    """Between logging steps, a training step in a Trainer with the CLI's callbacks queues its
+    GPU work without a device-to-host synchronisation (none of `.item()`, a blocking copy,
+    `torch.unique`, ...), so the host runs ahead of the GPU as in a plain PyTorch loop."""
+    import warnings
+
+    from lightning.pytorch import Callback
+
+    from densenet_lit.cli import default_callbacks
+
+    class WatchSyncs(Callback):
+        def __init__(self):
+            self.records = []
+            self._catcher = None
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 3:  # after the first steps (optimizer state, cuDNN autotuning)
+                self._catcher = warnings.catch_warnings(record=True)
+                self.records = self._catcher.__enter__()
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == 8:
+                torch.cuda.set_sync_debug_mode("default")
+                self._catcher.__exit__(None, None, None)
+
+    watch = WatchSyncs()
+    module = DenseNetModule(**TINY, num_classes=4)
+    trainer = _trainer(
+        tmp_path,
+        accelerator="gpu",
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=10,
+        limit_val_batches=0,
+        log_every_n_steps=1000,
+        callbacks=[*default_callbacks(), watch],
+    )
+    trainer.fit(module, datamodule=_Random(n=80))
+    syncs = [f"{w.filename}:{w.lineno}" for w in watch.records if "synchroniz" in str(w.message)]
+    assert not syncs, f"host waited for the GPU at: {syncs}"
+
+
 def test_nonfinite_loss_stops_training(tmp_path):
     from densenet_lit.callbacks import FiniteLossGuard
 

@@ -111,7 +111,14 @@ class ImageListDataset(Dataset):
 
     Paths are kept as one numpy byte-string array, not a list of Python strings, so that
     forked workers do not copy a million refcounted objects page by page.
+
+    An item is ``dataset[i]``, or ``dataset[(i, seed)]``: the transform then draws its random
+    numbers from the torch RNG seeded with ``seed`` (the caller's RNG state is left as it
+    was). ``DenseNetModule`` passes such seeds for training (``accepts_sample_seeds``), so
+    that an image's augmentation does not depend on which worker process decodes it.
     """
+
+    accepts_sample_seeds = True
 
     def __init__(self, root: Path, relpaths: np.ndarray, labels: np.ndarray, transform: Callable):
         self.root = str(root)
@@ -122,9 +129,15 @@ class ImageListDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        i, seed = key if isinstance(key, tuple) else (key, None)
         path = os.path.join(self.root, self.relpaths[i].decode())
-        return self.transform(load_rgb(path)), int(self.labels[i])
+        image = load_rgb(path)
+        if seed is None:
+            return self.transform(image), int(self.labels[i])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(image), int(self.labels[i])
 
 
 def _class_dirs(split_dir: Path) -> list[str]:

@@ -49,6 +49,8 @@ def loader_throughput(
     for _ in range(warmup_batches):
         datamodule.transform_batch(_to(next(stream), device), train=split == "train")
     n_images = 0
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the warm-up batches are not timed
     start = time.perf_counter()
     for _ in range(num_batches):
         images, _ = datamodule.transform_batch(_to(next(stream), device), train=split == "train")

@@ -8,6 +8,7 @@ over images). Randomness comes from the global torch RNG of the batch's device, 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -21,9 +22,20 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
             f"normalize expects a uint8 batch straight from the loader, got {images.dtype} "
             "(was the batch transformed twice?)"
         )
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    mean_t, std_t = _channel_stats(tuple(mean), tuple(std), images.device)
     return (images.float() - mean_t) / std_t
+
+
+@functools.lru_cache(maxsize=32)
+def _channel_stats(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mean`` and ``std`` as ``[1, C, 1, 1]`` tensors on ``device``, made once: copying host
+    values to a GPU with ``torch.tensor(..., device=...)`` makes the host wait for the GPU's
+    queue, at every batch."""
+    return tuple(
+        torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1).to(device) for v in (mean, std)
+    )
 
 
 def random_hflip(images: torch.Tensor, p: float = 0.5) -> torch.Tensor:

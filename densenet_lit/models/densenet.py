@@ -95,6 +95,7 @@ class DenseLayer(nn.Module):
                 *features,
                 use_reentrant=False,
                 context_fn=self._recompute_contexts,
+                preserve_rng_state=False,  # no randomness inside: dropout comes after it
             )
         else:
             out = self._first_conv(*features)
