@@ -6,30 +6,50 @@ measured number is a positive number, not how large it is.
 
 from __future__ import annotations
 
+import importlib
+import itertools
 import json
+import re
+import shlex
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger
 from PIL import Image
 
+from densenet_lit.bench import epoch as bench_epoch
 from densenet_lit.bench import main
+from densenet_lit.bench import suite as bench_suite
 from densenet_lit.bench.common import MODES, default_settings, model_specs
-from densenet_lit.bench.epoch import busy_range, merged_length
+from densenet_lit.bench.epoch import (
+    OURS_PIPELINE,
+    BusyMeter,
+    EpochResult,
+    busy_range,
+    merged_length,
+)
 from densenet_lit.bench.loaders import write_synthetic_imagenet
+from densenet_lit.bench.report import EpochRow, epoch_section, loader_keeps_up, targets
 from densenet_lit.bench.steps import (
     RepeatBatch,
     cli_callbacks,
+    csv_logger,
     make_module,
     random_batch,
     trainer_kwargs,
 )
+from densenet_lit.bench.suite import build_parser
 from densenet_lit.cli import DenseNetCLI, RunCSVLogger
 from densenet_lit.data import ImageNetDataModule
 
 QUICK_MODES = ("fp32", "channels_last", "bf16-mixed", "memory_efficient")
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
 def number(text: str) -> float:
@@ -66,6 +86,8 @@ def test_quick_run_writes_report_and_json(quick_report):
     raw = json.loads(path.with_suffix(".json").read_text())
     assert set(raw) >= {"environment", "steps", "loaders", "epochs", "settings"}
     assert raw["settings"]["device"] == "cpu"
+    assert raw["complete"] is True and raw["error"] is None
+    assert not list(path.parent.glob("*.partial.json"))  # the final JSON replaced it
 
 
 @pytest.mark.slow
@@ -218,6 +240,210 @@ def test_number_helper_reads_report_cells():
         number("n/a")
 
 
+# ------------------------------------------------------- the CLI's absence (no jsonargparse)
+
+
+def block_cli_import(monkeypatch):
+    """Make ``import densenet_lit.cli`` fail as it does where jsonargparse is not installed."""
+    monkeypatch.setitem(sys.modules, "jsonargparse", None)
+    monkeypatch.delitem(sys.modules, "densenet_lit.cli", raising=False)
+
+
+def test_without_jsonargparse_the_bench_builds_the_same_callbacks(monkeypatch, tmp_path):
+    expected = [type(c) for c in cli_callbacks()]  # densenet_lit.cli's default_callbacks()
+    block_cli_import(monkeypatch)
+    with pytest.raises(ImportError):
+        importlib.import_module("densenet_lit.cli")
+    assert [type(c) for c in cli_callbacks()] == expected
+    logger = csv_logger(str(tmp_path))
+    assert type(logger) is CSVLogger and Path(logger.log_dir) == tmp_path
+
+
+def tiny_run(out: Path, sections: str = "steps") -> list[str]:
+    """Arguments of the smallest run through main(): one tiny model, one mode, one step."""
+    return [
+        *("--quick", "--device", "cpu", "--models", "cifar", "--modes", "fp32"),
+        *("--sections", sections, "--warmup", "1", "--steps", "1", "--windows", "1"),
+        *("--rounds", "1", "--out", str(out)),
+    ]
+
+
+@pytest.mark.slow
+def test_quick_run_without_jsonargparse_completes_and_says_so(monkeypatch, tmp_path):
+    block_cli_import(monkeypatch)
+    path = main(tiny_run(tmp_path))
+    report = path.read_text()
+    notes = [line for line in report.splitlines() if line.startswith("- note:")]
+    assert any("densenet_lit.cli could not be imported" in n for n in notes)
+    assert "and a plain `CSVLogger` (see the note above)" in report
+    (row,) = table_after(report, "### tiny DenseNet-BC")
+    assert number(row["plain loop img/s"]) > 0 and number(row["Lightning img/s"]) > 0
+
+
+# ------------------------------------------------------------------ results are never lost
+
+
+@pytest.mark.slow
+def test_json_is_written_even_when_rendering_fails(monkeypatch, tmp_path, capsys):
+    def broken_render(*args, **kwargs):
+        raise ZeroDivisionError("a bug in the report")
+
+    monkeypatch.setattr(bench_suite, "render", broken_render)
+    path = main(tiny_run(tmp_path))
+    raw = json.loads(path.with_suffix(".json").read_text())
+    assert raw["complete"] is True
+    assert raw["steps"]["cifar"][0]["runs"]["lightning"]["images_per_s"] > 0
+    assert "Rendering this report failed" in path.read_text()
+    assert "ZeroDivisionError: a bug in the report" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.partial.json"))
+
+
+@pytest.mark.slow
+def test_partial_json_after_each_section_survives_a_kill(monkeypatch, tmp_path):
+    seen: dict = {}
+
+    def killed_in_the_epoch(settings, specs, steps, cifar_root, rows, save):
+        (partial,) = tmp_path.glob("*.partial.json")  # written before the next section began
+        seen.update(json.loads(partial.read_text()))
+        raise KeyboardInterrupt  # what a time limit's signal looks like to the suite
+
+    monkeypatch.setattr(bench_suite, "run_epochs", killed_in_the_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        main(tiny_run(tmp_path, sections="steps,epoch"))
+    assert seen["complete"] is False
+    assert seen["steps"]["cifar"][0]["runs"]["lightning"]["images_per_s"] > 0
+    (partial,) = tmp_path.glob("*.partial.json")
+    raw = json.loads(partial.read_text())
+    assert raw["error"] == "KeyboardInterrupt" and raw["steps"] == seen["steps"]
+    assert not list(tmp_path.glob("*.md"))
+
+
+# ------------------------------------------------------------------------- GPU busy meter
+
+
+class FakeProfiler:
+    """Stands in for ``torch.profiler.profile``: fails where told, else returns ``events``."""
+
+    def __init__(self, events=(), fail: str | None = None):
+        self._events, self.fail, self.running = list(events), fail, False
+
+    def start(self):
+        if self.fail == "start":
+            raise RuntimeError("CUPTI_ERROR_NOT_INITIALIZED")
+        self.running = True
+
+    def stop(self):
+        self.running = False
+
+    def events(self):
+        if self.fail == "events":
+            raise RuntimeError("kineto trace could not be parsed")
+        return self._events
+
+
+def gpu_event(start_us: float, end_us: float, device=torch.autograd.DeviceType.CUDA):
+    return SimpleNamespace(
+        device_type=device, time_range=SimpleNamespace(start=start_us, end=end_us)
+    )
+
+
+def meter_with(monkeypatch, profiler: FakeProfiler) -> BusyMeter:
+    """A BusyMeter as on a GPU, with ``profiler`` and a clock advancing 0.5 s per reading."""
+    monkeypatch.setattr(torch.profiler, "profile", lambda **kwargs: profiler)
+    clock = itertools.count(0.0, 0.5)
+    monkeypatch.setattr(bench_epoch, "now", lambda device: next(clock))
+    meter = BusyMeter(torch.device("cpu"))
+    meter.enabled = True  # a CPU meter is off; the logic is the same as on CUDA
+    return meter
+
+
+def test_busy_meter_merges_gpu_intervals_after_the_window(monkeypatch):
+    events = [gpu_event(0, 150_000), gpu_event(100_000, 250_000)]
+    events.append(gpu_event(0, 500_000, torch.autograd.DeviceType.CPU))  # host events: ignored
+    profiler = FakeProfiler(events)
+    meter = meter_with(monkeypatch, profiler)
+    meter.start()
+    meter.stop()
+    assert not profiler.running and meter.busy is None  # nothing parsed inside the window
+    assert meter.finish() == pytest.approx(0.5)  # 250 ms of 500 ms
+    assert meter.error is None and meter.window_s == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("fail", ["start", "events", "no GPU events"])
+def test_busy_meter_failure_gives_none_not_zero(monkeypatch, capsys, fail):
+    meter = meter_with(monkeypatch, FakeProfiler([], fail=fail))
+    meter.start()
+    meter.stop()
+    fields = bench_epoch.window_fields(meter, 20)
+    assert fields["busy"] is None and fields["busy_batches"] == 0
+    assert fields["busy_error"] and fields["window_batches"] == 20 and fields["window_s"] > 0
+    assert "GPU busy is n/a" in capsys.readouterr().err
+
+
+def test_epoch_images_per_s_leaves_out_the_profiled_window():
+    kwargs = {"pipeline": OURS_PIPELINE, "mode": "fp32", "workers": 0, "batch": 64}
+    whole = EpochResult(**kwargs, batches=100, seconds=10.0)
+    assert whole.images_per_s == pytest.approx(640)
+    profiled = EpochResult(**kwargs, batches=100, seconds=10.0, window_batches=20, window_s=4.0)
+    assert profiled.images_per_s == pytest.approx(64 * 80 / 6.0)
+    only_window = EpochResult(**kwargs, batches=20, seconds=4.0, window_batches=20, window_s=4.0)
+    assert only_window.images_per_s == pytest.approx(320)
+
+
+# ---------------------------------------------------------------- the loader target on a GPU
+
+
+def test_loader_target_is_judged_by_the_ratio_with_gpu_busy_beside_it():
+    assert loader_keeps_up(0.96) is True and loader_keeps_up(0.9) is False
+    assert loader_keeps_up(None) is None
+    settings = default_settings(torch.device("cuda"), quick=False)  # no CUDA call made
+    specs = model_specs(quick=False)
+    kwargs = {"pipeline": OURS_PIPELINE, "mode": "fp32", "workers": 0, "batch": 64}
+    # a launch-bound step: the loader keeps up, yet the GPU is busy only 60% of the time
+    busy = EpochResult(**kwargs, batches=781, seconds=10.0, busy=0.6, busy_batches=20)
+    failed = EpochResult(**kwargs, batches=781, seconds=10.0, busy_error="profiler start failed")
+    epochs = [
+        EpochRow("fp32", OURS_PIPELINE, busy, None, busy.images_per_s / 0.98),
+        EpochRow("fast", OURS_PIPELINE, failed, None, failed.images_per_s / 0.5),
+    ]
+    rows = targets({}, epochs, specs, settings)
+    assert [r[0].split(" (")[0] for r in rows] == [
+        "CIFAR loader never the bottleneck",
+        "GPU busy > 95% of a CIFAR epoch",
+    ] * 2
+    assert "0.98x" in rows[0][1] and rows[0][2] == "met"
+    assert rows[1][1].startswith("60.0%") and rows[1][2] == "NOT met"
+    assert "0.50x" in rows[2][1] and rows[2][2] == "NOT met"
+    assert rows[3][1] == "n/a (profiler start failed)" and rows[3][2] == "n/a"
+    table = "\n".join(epoch_section(epochs, settings))
+    assert "60.0% (20 batches)" in table and "n/a (profiler start failed)" in table
+    assert "0.98x" in table
+
+
+def test_documented_commands_use_real_options():
+    """Every ``python -m densenet_lit.bench`` line of docs/benchmarks.md parses."""
+    commands = re.findall(r"^python -m densenet_lit\.bench(.*)$", DOCS.read_text(), re.M)
+    assert len(commands) >= 8
+    parser = build_parser()
+    for command in commands:
+        argv = shlex.split(command.split("#")[0].replace("$OUT", "/tmp/out"))
+        parser.parse_args(argv)  # SystemExit on an unknown option or value
+
+
+@pytest.mark.gpu
+def test_busy_meter_measures_real_gpu_work():
+    dev = torch.device("cuda")
+    meter = BusyMeter(dev)
+    x = torch.randn(2048, 2048, device=dev)
+    meter.start()
+    for _ in range(20):
+        x = torch.tanh(x @ x)
+    meter.stop()
+    busy = meter.finish()
+    assert meter.error is None, meter.error
+    assert 0 < busy <= 1 and meter.window_s > 0
+
+
 @pytest.mark.gpu
 @pytest.mark.slow
 def test_quick_run_on_cuda_reports_peak_memory_and_gpu_busy(tmp_path):
@@ -233,3 +459,5 @@ def test_quick_run_on_cuda_reports_peak_memory_and_gpu_busy(tmp_path):
         busy = float(row["GPU busy"].split("%")[0])
         assert 0 < busy <= 100
     assert all(r["verdict"] in ("met", "NOT met") for r in table_after(report, "### Targets"))
+    assert "- fp32 math: torch.backends.cudnn.allow_tf32=" in report
+    assert json.loads(path.with_suffix(".json").read_text())["complete"] is True

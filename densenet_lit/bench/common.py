@@ -199,7 +199,7 @@ class Settings:
     epoch_modes: list[str]
     epoch_batches: int | None  # None = the whole epoch
     epoch_workers: int  # workers of the torchvision per-image baseline
-    busy_window: int  # batches of the epoch the GPU profiler watches
+    busy_window: int  # batches of the epoch the GPU profiler watches (left out of its img/s)
     sections: list[str] = field(default_factory=lambda: ["steps", "loaders", "epoch"])
     threads: int | None = None  # torch intra-op threads (None: torch's default)
     notes: list[str] = field(default_factory=list)
@@ -229,7 +229,7 @@ def default_settings(device: torch.device, quick: bool) -> Settings:
             epoch_modes=["fp32"],
             epoch_batches=3,
             epoch_workers=min(2, cpus),
-            busy_window=2,
+            busy_window=1,  # of 3 batches: the two outside it give the epoch's images/s
             threads=1,  # tiny models gain nothing from more, and 1 is steady on busy machines
         )
     if device.type == "cuda":
@@ -253,7 +253,7 @@ def default_settings(device: torch.device, quick: bool) -> Settings:
             epoch_modes=["fp32", "fast"],
             epoch_batches=None,
             epoch_workers=workers,
-            busy_window=100,
+            busy_window=20,  # short: the profiler slows the host, and its trace takes long to parse
         )
     # CPU: small batches and few steps so that the default run takes minutes on 2 cores.
     # Compiling a DenseNet with Inductor on CPU takes minutes per network and runner, so the
@@ -366,7 +366,7 @@ def environment(device: torch.device) -> dict[str, str]:
             dev += f", cuDNN {torch.backends.cudnn.version()}"
     else:
         dev = f"CPU ({torch.get_num_threads()} torch threads)"
-    return {
+    env = {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.node()}: {platform.platform()}",
         "cpu": f"{cpu_name()}, {cpu_count()} usable cores",
@@ -375,5 +375,19 @@ def environment(device: torch.device) -> dict[str, str]:
         "torchvision": torchvision.__version__,
         "lightning": lightning.__version__,
         "device": dev,
-        "load average (1/5/15 min) at start": load_average(),
     }
+    if device.type == "cuda":
+        env["fp32 math"] = fp32_math()
+    env["load average (1/5/15 min) at start"] = load_average()
+    return env
+
+
+def fp32_math() -> str:
+    """What "fp32" means on this GPU: cuDNN convolutions in TF32 (torch's default) or not."""
+    return (
+        f"torch.backends.cudnn.allow_tf32={torch.backends.cudnn.allow_tf32} (fp32 convolutions "
+        f"{'in TF32 on Ampere and newer' if torch.backends.cudnn.allow_tf32 else 'in full fp32'}), "
+        f"torch.backends.cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32} "
+        f"(float32_matmul_precision '{torch.get_float32_matmul_precision()}'), "
+        f"torch.backends.cudnn.benchmark={torch.backends.cudnn.benchmark}"
+    )

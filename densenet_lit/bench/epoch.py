@@ -11,17 +11,22 @@ start-up included.
 
 On a GPU, the profiler watches ``busy_window`` batches in the middle of the epoch and
 reports the fraction of that wall time in which GPU kernels or copies ran ("GPU busy").
+The profiler slows the host while it records, so the epoch's images/s leaves that window
+out (its batches and its time, profiler start and stop included); its trace is parsed only
+after the epoch's end mark. A profiler that fails makes GPU busy n/a, never the epoch row.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from densenet_lit.bench.common import Mode, ModelSpec, Settings, now, release
+from densenet_lit.bench.common import Mode, ModelSpec, Settings, now, release, short_error
 from densenet_lit.bench.loaders import our_cifar10, torchvision_loader
 from densenet_lit.bench.steps import (
     PlainTrainer,
@@ -43,13 +48,20 @@ class EpochResult:
     workers: int
     batch: int
     batches: int
-    seconds: float
+    seconds: float  # the whole epoch, profiled window included
     busy: float | None = None  # GPU busy fraction of the profiled window
     busy_batches: int = 0
+    busy_error: str | None = None  # why GPU busy is missing on a GPU (the profiler failed)
+    window_batches: int = 0  # batches of the profiled window, left out of images_per_s
+    window_s: float = 0.0  # its wall time, profiler start and stop included
 
     @property
     def images_per_s(self) -> float:
-        return self.batch * self.batches / self.seconds
+        """Images/s of the epoch outside the profiled window (the whole epoch without one)."""
+        batches, seconds = self.batches - self.window_batches, self.seconds - self.window_s
+        if batches <= 0 or seconds <= 0:  # the window was the whole epoch
+            batches, seconds = self.batches, self.seconds
+        return self.batch * batches / seconds
 
 
 def merged_length(intervals: list[tuple[float, float]]) -> float:
@@ -65,31 +77,107 @@ def merged_length(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-class BusyMeter:
-    """Fraction of wall time with GPU activity between :meth:`start` and :meth:`stop`."""
+def warn(msg: str) -> None:
+    print(f"[bench] warning: {msg}", file=sys.stderr, flush=True)
 
-    def __init__(self, device: torch.device):
+
+_profiler_warm = False
+
+
+def warm_up_profiler(device: torch.device) -> None:
+    """Profile one tiny CUDA op, once per process: CUPTI's start-up (up to seconds) then
+    happens here instead of inside the first timed epoch. Failures are left to BusyMeter."""
+    global _profiler_warm
+    if _profiler_warm or device.type != "cuda":
+        return
+    _profiler_warm = True
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            torch.ones(8, device=device).mul_(2)
+            torch.cuda.synchronize(device)
+        prof.events()
+    except Exception as err:
+        warn(f"profiler warm-up failed ({short_error(err)})")
+
+
+class BusyMeter:
+    """Fraction of wall time with GPU activity between :meth:`start` and :meth:`stop`.
+
+    ``start`` and ``stop`` run inside the timed epoch and only switch the profiler on and off;
+    :meth:`finish` parses the trace (lazy in torch: seconds for a few hundred thousand events)
+    and must come after the epoch's end mark. ``window_s`` is the window's wall time with the
+    profiler's start and stop, which the epoch's images/s leaves out. Any profiler failure
+    leaves ``busy`` None with a warning and ``error`` saying why; the epoch goes on.
+    """
+
+    def __init__(self, device: torch.device, enabled: bool = True):
         self.device = device
+        self.enabled = enabled and device.type == "cuda"
         self.profiler = None
         self.busy: float | None = None
+        self.error: str | None = None
+        self.window_s = 0.0
+        self._outer_start = self._start = self._wall_s = None
+        if self.enabled:
+            warm_up_profiler(device)
+
+    def _fail(self, step: str, err: BaseException) -> None:
+        self.error = f"profiler {step} failed: {short_error(err)}"
+        self.profiler = None
+        warn(f"{self.error}; the epoch is still timed, GPU busy is n/a")
 
     def start(self) -> None:
+        if not self.enabled:
+            return
         from torch.profiler import ProfilerActivity, profile
 
-        self.profiler = profile(activities=[ProfilerActivity.CUDA])
-        self.profiler.__enter__()
-        self.t0 = now(self.device)
+        self._outer_start = now(self.device)
+        try:
+            profiler = profile(activities=[ProfilerActivity.CUDA])
+            profiler.start()
+        except Exception as err:
+            self._fail("start", err)
+            return
+        self.profiler = profiler
+        self._start = now(self.device)
 
     def stop(self) -> None:
-        wall_us = (now(self.device) - self.t0) * 1e6
-        self.profiler.__exit__(None, None, None)
-        intervals = [
-            (e.time_range.start, e.time_range.end)
-            for e in self.profiler.events()
-            if e.device_type == torch.autograd.DeviceType.CUDA
-        ]
-        self.busy = min(1.0, merged_length(intervals) / wall_us) if wall_us > 0 else None
+        if self._outer_start is None:
+            return
+        if self.profiler is not None:
+            self._wall_s = now(self.device) - self._start
+            try:
+                self.profiler.stop()
+            except Exception as err:
+                self._fail("stop", err)
+        self.window_s = now(self.device) - self._outer_start
+
+    def finish(self) -> float | None:
+        """Parse the trace into ``busy`` (after the timed epoch); None if it cannot be had."""
+        if self.profiler is not None and self._wall_s is None:  # the epoch ended too early
+            with contextlib.suppress(Exception):
+                self.profiler.stop()
+            self._fail("window", RuntimeError("the epoch ended inside the profiled window"))
+        if self.profiler is None or not self._wall_s:
+            return self.busy
+        try:
+            intervals = [
+                (e.time_range.start, e.time_range.end)
+                for e in self.profiler.events()
+                if e.device_type == torch.autograd.DeviceType.CUDA
+            ]
+        except Exception as err:
+            self._fail("parsing", err)
+            return None
         self.profiler = None
+        if not intervals:  # CUPTI not working: no GPU activity recorded at all
+            self.error = "profiler recorded no GPU activity"
+            warn(f"{self.error}; GPU busy is n/a")
+            return None
+        self.busy = min(1.0, merged_length(intervals) / (self._wall_s * 1e6))
+        return self.busy
 
 
 def busy_range(n_batches: int, window: int) -> tuple[int, int]:
@@ -97,6 +185,20 @@ def busy_range(n_batches: int, window: int) -> tuple[int, int]:
     window = min(window, n_batches)
     first = (n_batches - window) // 2
     return first, first + window
+
+
+def window_fields(meter: BusyMeter, window_batches: int) -> dict:
+    """The EpochResult fields of the profiled window; parses the trace (after the epoch)."""
+    if not meter.enabled:
+        return {}
+    busy = meter.finish()
+    return {
+        "busy": busy,
+        "busy_batches": window_batches if busy is not None else 0,
+        "busy_error": meter.error,
+        "window_batches": window_batches if meter.window_s > 0 else 0,
+        "window_s": meter.window_s,
+    }
 
 
 def epoch_batch_count(n_available: int, settings: Settings) -> int:
@@ -119,7 +221,7 @@ def our_epoch(spec: ModelSpec, mode: Mode, settings: Settings, data_root: Path) 
     datamodule.setup("fit")
     n_batches = epoch_batch_count(len(datamodule.train_set) // batch_size, settings)
     first, last = busy_range(n_batches, settings.busy_window if dev.type == "cuda" else 0)
-    meter = BusyMeter(dev)
+    meter = BusyMeter(dev, enabled=last > first)
     marks: dict[str, float] = {}
 
     class EpochTimer(Callback):
@@ -127,11 +229,11 @@ def our_epoch(spec: ModelSpec, mode: Mode, settings: Settings, data_root: Path) 
             marks["start"] = now(dev)
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if batch_idx == first and last > first:
+            if batch_idx == first:
                 meter.start()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if batch_idx == last - 1 and last > first:
+            if batch_idx == last - 1:
                 meter.stop()
 
         def on_train_epoch_end(self, trainer, pl_module):
@@ -158,8 +260,7 @@ def our_epoch(spec: ModelSpec, mode: Mode, settings: Settings, data_root: Path) 
         batch=batch_size,
         batches=done,
         seconds=marks["end"] - marks["start"],
-        busy=meter.busy,
-        busy_batches=last - first if meter.busy is not None else 0,
+        **window_fields(meter, last - first),
     )
     del trainer, module, datamodule
     release(dev)
@@ -175,7 +276,7 @@ def plain_epoch(spec: ModelSpec, mode: Mode, settings: Settings, data_root: Path
     loader = torchvision_loader(data_root, batch_size, settings.epoch_workers, dev)
     n_batches = epoch_batch_count(len(loader), settings)
     first, last = busy_range(n_batches, settings.busy_window if dev.type == "cuda" else 0)
-    meter = BusyMeter(dev)
+    meter = BusyMeter(dev, enabled=last > first)
     trainer = PlainTrainer(spec.ours(False), mode, dev)
     x, y = random_batch(spec, batch_size, dev)
     for _ in range(settings.warmup):
@@ -184,11 +285,11 @@ def plain_epoch(spec: ModelSpec, mode: Mode, settings: Settings, data_root: Path
     done = 0
     start = now(dev)
     for i, (x, y) in enumerate(loader):
-        if i == first and last > first:
+        if i == first:
             meter.start()
         trainer.step(x.to(dev, non_blocking=True), y.to(dev, non_blocking=True))
         done += 1
-        if i == last - 1 and last > first:
+        if i == last - 1:
             meter.stop()
         if done == n_batches:
             break
@@ -200,8 +301,7 @@ def plain_epoch(spec: ModelSpec, mode: Mode, settings: Settings, data_root: Path
         batch=batch_size,
         batches=done,
         seconds=seconds,
-        busy=meter.busy,
-        busy_batches=last - first if meter.busy is not None else 0,
+        **window_fields(meter, last - first),
     )
     del trainer, loader
     release(dev)

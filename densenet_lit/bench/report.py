@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from densenet_lit.bench.common import MODES, ModelSpec, Settings, median
 from densenet_lit.bench.epoch import EpochResult
 from densenet_lit.bench.loaders import LoaderRow
-from densenet_lit.bench.steps import StepResult, cli_callbacks
+from densenet_lit.bench.steps import StepResult, cli_callbacks, load_cli
 
 PLAIN, PLAIN_OURS, LIGHTNING = "plain", "plain_ours", "lightning"
 NA = "n/a"
+LOADER_RATIO_TARGET = 0.95  # epoch images/s over step-alone images/s: the loader keeps up
+BUSY_TARGET = 0.95  # the issue's "GPU busy > 95% of a CIFAR epoch"
 
 
 @dataclass
@@ -41,6 +43,23 @@ class EpochRow:
     result: EpochResult | None
     error: str | None
     step_ips: float | None  # the same side's step-only images/s in this mode and batch
+
+    @property
+    def vs_step(self) -> float | None:
+        """Epoch images/s over step-alone images/s (1x: the loader costs nothing)."""
+        if self.result is None or not self.step_ips:
+            return None
+        return self.result.images_per_s / self.step_ips
+
+
+def loader_keeps_up(vs_step: float | None) -> bool | None:
+    """The loader is not the bottleneck when the epoch runs at >= 0.95x the step alone.
+
+    This, not GPU busy, decides the loader target: an eager DenseNet-BC-100 step at batch 64
+    is bound by kernel launches (about 2,200 per step), so the GPU idles between kernels and
+    stays below 95% busy even with a loader that costs nothing.
+    """
+    return None if vs_step is None else vs_step >= LOADER_RATIO_TARGET
 
 
 # --------------------------------------------------------------------------------- format
@@ -147,11 +166,13 @@ def epoch_section(rows: list[EpochRow], settings: Settings) -> list[str]:
         if r is None:
             body.append([row.pipeline, row.mode, "", "", "", cell("", row.error), "", ""])
             continue
-        vs = r.images_per_s / row.step_ips if row.step_ips else None
+        vs = row.vs_step
         if r.busy is not None:
             busy = f"{100 * r.busy:.1f}% ({r.busy_batches} batches)"
+        elif settings.device.type != "cuda":
+            busy = NA + " (CPU)"
         else:
-            busy = NA + (" (CPU)" if settings.device.type != "cuda" else "")
+            busy = f"{NA} ({r.busy_error or 'not profiled'})"
         body.append(
             [
                 r.pipeline,
@@ -226,13 +247,30 @@ def targets(
         r = row.result
         if r is None or not row.pipeline.startswith("ours"):
             continue
-        if r.busy is not None:
-            measured, ok = f"GPU busy {100 * r.busy:.1f}% ({row.mode})", r.busy > 0.95
-        else:
-            vs = r.images_per_s / row.step_ips if row.step_ips else None
-            measured = f"epoch / step-alone throughput {ratio(vs)} ({row.mode}); no GPU to profile"
-            ok = None if vs is None else vs >= 0.95
-        out.append(["CIFAR loader never the bottleneck (GPU busy > 95%)", measured, verdict(ok)])
+        vs = row.vs_step
+        measured = f"epoch / step-alone images/s {ratio(vs)} ({row.mode})"
+        if vs is None:
+            measured += f"; no step-alone {row.mode} figure (run the steps section too)"
+        out.append(
+            [
+                "CIFAR loader never the bottleneck "
+                f"(epoch >= {LOADER_RATIO_TARGET:.2f}x step alone)",
+                measured,
+                verdict(loader_keeps_up(vs)),
+            ]
+        )
+        if gpu:
+            if r.busy is not None:
+                busy, ok = f"{100 * r.busy:.1f}% ({row.mode})", r.busy > BUSY_TARGET
+            else:
+                busy, ok = f"{NA} ({r.busy_error or 'not profiled'})", None
+            out.append(
+                [
+                    "GPU busy > 95% of a CIFAR epoch (launch-bound steps stay below it)",
+                    busy,
+                    verdict(ok),
+                ]
+            )
     return out
 
 
@@ -241,6 +279,12 @@ def targets(
 
 def cli_callback_names() -> str:
     return ", ".join(f"`{type(c).__name__}`" for c in cli_callbacks())
+
+
+def csv_logger_words() -> str:
+    if load_cli() is not None:
+        return "its CSV logger"
+    return "a plain `CSVLogger` (see the note above)"
 
 
 def render(
@@ -270,9 +314,9 @@ def render(
         lines.append(
             "Images/s of forward + loss + backward + SGD-Nesterov update on a batch already on "
             "the device. Lightning: `DenseNetModule` in `Trainer` (hooks, logging and metrics "
-            f"included) with the CLI's default callbacks ({cli_callback_names()}) and its CSV "
-            "logger, without checkpoints, progress bar or W&B. Ratios above 1x mean faster "
-            "(or, for memory, more)."
+            f"included) with the CLI's default callbacks ({cli_callback_names()}) and "
+            f"{csv_logger_words()}, without checkpoints, progress bar or W&B. Ratios above 1x "
+            "mean faster (or, for memory, more)."
         )
         if cpu:
             lines.append(
@@ -315,6 +359,12 @@ def render(
             f"{specs['cifar'].title}. 'vs step alone' divides by the same side's step-only "
             "images/s in the same mode (1x: the loader costs nothing)."
         )
+        if not cpu:
+            lines.append(
+                "GPU busy: the share of the profiled batches' wall time with GPU kernels or "
+                "copies running (torch.profiler). Those batches, slowed by the profiler, are "
+                "left out of img/s; 'time s' is the whole epoch."
+            )
         lines.append("")
         lines += epoch_section(epochs, settings) + [""]
     rows = targets(steps, epochs, specs, settings)

@@ -4,13 +4,18 @@ Both sides train on one random batch that already sits on the device, so only th
 timed (forward, loss, backward, SGD-Nesterov update, and on the Lightning side everything
 the Trainer and the module do around it: hooks, logging, metrics). The Trainer is the one a
 ``python -m densenet_lit fit`` run builds, with the CLI's default callbacks and CSV logger, but
-without checkpoints, progress bar and W&B. Timing starts after ``warmup`` steps (compilation
-and cuDNN autotuning happen there), is taken in ``windows`` windows of ``steps_per_window``
-steps, each closed by a device synchronisation, and the median window is reported.
+without checkpoints, progress bar and W&B. Where :mod:`densenet_lit.cli` cannot be imported
+(it needs ``jsonargparse``, which a bare GPU machine may lack), the same callbacks come from
+:mod:`densenet_lit.callbacks` and a plain ``CSVLogger`` stands in for the CLI's.
+
+Timing starts after ``warmup`` steps (compilation and cuDNN autotuning happen there), is
+taken in ``windows`` windows of ``steps_per_window`` steps, each closed by a device
+synchronisation, and the median window is reported.
 """
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import warnings
 from contextlib import nullcontext
@@ -20,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densenet_lit.bench.common import Mode, ModelSpec, Settings, median, now, release
+from densenet_lit.bench.common import Mode, ModelSpec, Settings, median, now, release, short_error
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4  # the paper's recipe, on both sides
 
@@ -103,7 +108,9 @@ class PlainTrainer:
         self.optimizer = torch.optim.SGD(
             model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, nesterov=True
         )
-        self.net = torch.compile(model) if mode.compile else model
+        # dynamic=False: otherwise Dynamo's automatic dynamic shapes carry over from the first
+        # network compiled in this process (CIFAR) and give the next one a symbolic-shape graph.
+        self.net = torch.compile(model, dynamic=False) if mode.compile else model
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.mode.channels_last:  # as each batch from a loader would be converted
@@ -184,25 +191,71 @@ def make_module(spec: ModelSpec, mode: Mode, memory_efficient: bool | None = Non
     return module
 
 
+_cli_import_error: str | None = None  # why densenet_lit.cli failed to import, once it has
+
+
+def load_cli():
+    """:mod:`densenet_lit.cli`, or None where it cannot be imported (no ``jsonargparse``)."""
+    global _cli_import_error
+    try:
+        import densenet_lit.cli as cli
+    except ImportError as err:
+        if _cli_import_error is None:
+            print(
+                f"[bench] densenet_lit.cli cannot be imported ({short_error(err)}): using the "
+                "callbacks of densenet_lit.callbacks and a plain CSVLogger instead",
+                file=sys.stderr,
+            )
+        _cli_import_error = short_error(err)
+        return None
+    return cli
+
+
+def cli_fallback_note() -> str | None:
+    """One line for the report's header when the CLI's callbacks and logger are stand-ins."""
+    if load_cli() is not None:
+        return None
+    return (
+        f"densenet_lit.cli could not be imported ({_cli_import_error}), so the Lightning side "
+        "runs the same callbacks imported from densenet_lit.callbacks and a plain "
+        "lightning CSVLogger instead of the CLI's RunCSVLogger."
+    )
+
+
 def cli_callbacks() -> list:
     """New instances of the callbacks ``DenseNetCLI`` gives every run. The CLI's checkpoint
-    callback (RunCheckpoint) is not one of them, and the benchmark saves no checkpoints."""
-    from densenet_lit.cli import default_callbacks
+    callback (RunCheckpoint) is not one of them, and the benchmark saves no checkpoints.
 
-    return default_callbacks()
+    Without :mod:`densenet_lit.cli` (no ``jsonargparse``) the same classes are built here;
+    a test checks that the two lists agree."""
+    cli = load_cli()
+    if cli is not None:
+        return cli.default_callbacks()
+    from densenet_lit.callbacks import FiniteLossGuard, PreemptionCheckpoint, ThroughputMonitor
+
+    return [ThroughputMonitor(), FiniteLossGuard(), PreemptionCheckpoint()]
+
+
+def csv_logger(root: str):
+    """The CLI's CSV logger writing ``metrics.csv`` into ``root`` (a plain CSVLogger writing
+    to the same place without :mod:`densenet_lit.cli`)."""
+    cli = load_cli()
+    if cli is not None:
+        return cli.RunCSVLogger(root)
+    from lightning.pytorch.loggers import CSVLogger
+
+    return CSVLogger(save_dir=root, name="", version="")
 
 
 def trainer_kwargs(settings: Settings, mode: Mode, root: str, callbacks=()) -> dict:
     """A CLI run's Trainer: its default callbacks after ``callbacks``, its CSV logger in
     ``root``; no checkpoints, progress bar, model summary or sanity validation."""
-    from densenet_lit.cli import RunCSVLogger
-
     cuda = settings.device.type == "cuda"
     return {
         "accelerator": "gpu" if cuda else "cpu",
         "devices": 1,
         "precision": mode.precision,
-        "logger": RunCSVLogger(root),
+        "logger": csv_logger(root),
         "callbacks": [*callbacks, *cli_callbacks()],
         "enable_checkpointing": False,
         "enable_progress_bar": False,

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from densenet_lit.bench.common import (
     load_average,
     model_specs,
     release,
+    short_error,
 )
 from densenet_lit.bench.epoch import OURS_PIPELINE, PLAIN_PIPELINE, our_epoch, plain_epoch
 from densenet_lit.bench.loaders import (
@@ -45,7 +49,12 @@ from densenet_lit.bench.report import (
     render,
     runners_of,
 )
-from densenet_lit.bench.steps import activation_mib, lightning_steps, plain_steps
+from densenet_lit.bench.steps import (
+    activation_mib,
+    cli_fallback_note,
+    lightning_steps,
+    plain_steps,
+)
 
 SECTIONS = ("steps", "loaders", "epoch")
 
@@ -171,13 +180,24 @@ def measure_runner(runner: str, spec: ModelSpec, mode_name: str, settings: Setti
     return plain_steps(model, spec, mode, settings)
 
 
-def run_steps(settings: Settings, specs: dict[str, ModelSpec]) -> dict[str, list[StepRow]]:
-    out: dict[str, list[StepRow]] = {}
+def nothing() -> None:
+    pass
+
+
+def run_steps(
+    settings: Settings,
+    specs: dict[str, ModelSpec],
+    out: dict[str, list[StepRow]] | None = None,
+    save: Callable[[], None] = nothing,
+) -> dict[str, list[StepRow]]:
+    """Every model in every mode; rows go into ``out`` as they finish, each followed by
+    ``save()`` (the partial JSON)."""
+    out = {} if out is None else out
     cuda = settings.device.type == "cuda"
     for key in settings.models:
         spec = specs[key]
         runners = runners_of(spec)
-        rows = []
+        rows = out.setdefault(key, [])
         for mode_name in settings.modes:
             row = StepRow(model=key, mode=mode_name, batch=settings.batch[key])
             for r in range(settings.rounds):
@@ -209,7 +229,7 @@ def run_steps(settings: Settings, specs: dict[str, ModelSpec]) -> dict[str, list
                     )
             memory(row, spec, settings, cuda)
             rows.append(row)
-        out[key] = rows
+            save()
     return out
 
 
@@ -245,18 +265,24 @@ def memory(row: StepRow, spec: ModelSpec, settings: Settings, cuda: bool) -> Non
 
 
 def run_loaders(
-    settings: Settings, cifar_root: Path, svhn_root: Path, imagenet_root: Path
+    settings: Settings,
+    cifar_root: Path,
+    svhn_root: Path,
+    imagenet_root: Path,
+    rows: list[LoaderRow] | None = None,
+    save: Callable[[], None] = nothing,
 ) -> list[LoaderRow]:
     from densenet_lit.data import DigitsDataModule, SVHNDataModule, loader_throughput
 
     dev, b, n = settings.device, settings.loader_batch, settings.loader_batches
-    rows: list[LoaderRow] = []
+    rows = [] if rows is None else rows
     worker_counts = sorted({0, settings.loader_workers})
 
     def add(loader: str, pipeline: str, workers: int, fn) -> None:
         value, err = guarded(fn, f"loader {loader} {pipeline} workers={workers}")
         rows.append(LoaderRow(loader, pipeline, workers, b, value, err))
         log(f"loader {loader} / {pipeline} / {workers} workers: {value or err}")
+        save()
 
     ours = "ours: in-memory uint8, on-device normalise/flip/crop"
     for w in worker_counts:
@@ -306,10 +332,12 @@ def run_epochs(
     specs: dict[str, ModelSpec],
     steps: dict[str, list[StepRow]],
     cifar_root: Path,
+    rows: list[EpochRow] | None = None,
+    save: Callable[[], None] = nothing,
 ) -> list[EpochRow]:
     spec = specs["cifar"]
     step_rows = {r.mode: r for r in steps.get("cifar", [])}
-    rows: list[EpochRow] = []
+    rows = [] if rows is None else rows
     for mode_name in settings.epoch_modes:
         mode = MODES[mode_name]
         ref = step_rows.get(mode_name)
@@ -328,6 +356,7 @@ def run_epochs(
                 log(f"epoch {mode_name} {runner}: {result.images_per_s:.1f} img/s")
             else:
                 log(f"epoch {mode_name} {runner}: n/a ({err})")
+            save()
     return rows
 
 
@@ -337,8 +366,9 @@ def run_epochs(
 def _jsonable(obj):
     if dataclasses.is_dataclass(obj):
         data = {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-        if hasattr(obj, "images_per_s"):
-            data["images_per_s"] = obj.images_per_s
+        for derived in ("images_per_s", "vs_step"):  # properties the report shows
+            if hasattr(obj, derived):
+                data[derived] = getattr(obj, derived)
         return data
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -349,47 +379,129 @@ def _jsonable(obj):
     return obj
 
 
+@dataclasses.dataclass
+class Results:
+    """Everything measured so far. Written as ``<name>.partial.json`` after every row, so that
+    a run killed at a time limit leaves its numbers; as ``<name>.json`` at the end."""
+
+    command: str
+    settings: Settings
+    environment: dict[str, str] = dataclasses.field(default_factory=dict)
+    steps: dict[str, list[StepRow]] = dataclasses.field(default_factory=dict)
+    loaders: list[LoaderRow] = dataclasses.field(default_factory=list)
+    epochs: list[EpochRow] = dataclasses.field(default_factory=list)
+    elapsed_s: float | None = None
+    complete: bool = False  # False in a partial file: the run had not finished
+    error: str | None = None  # what stopped the run early, if anything did
+
+    def raw(self) -> dict:
+        return {
+            "environment": self.environment,
+            "command": self.command,
+            "settings": _jsonable(self.settings),
+            "steps": _jsonable(self.steps),
+            "loaders": _jsonable(self.loaders),
+            "epochs": _jsonable(self.epochs),
+            "elapsed_s": self.elapsed_s,
+            "complete": self.complete,
+            "error": self.error,
+        }
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` through a temporary file, so a kill never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> Path:
-    """Run the suite; return the path of the Markdown report."""
+    """Run the suite; return the path of the Markdown report.
+
+    The raw numbers are written first (``.json``, and ``.partial.json`` while running), the
+    Markdown after them: a rendering bug prints its traceback but cannot lose a number.
+    """
     args = build_parser().parse_args(argv)
     settings = settings_from(args)
     given = sys.argv[1:] if argv is None else list(argv)
     command = shlex.join(["python", "-m", "densenet_lit.bench", *given])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = out / f"bench-{settings.device.type}-{stamp}.md"
+    json_path, partial_path = path.with_suffix(".json"), out / f"{path.stem}.partial.json"
+    results = Results(command=command, settings=settings)
+
+    def save() -> None:
+        write_json(partial_path, results.raw())
+
     threads, cudnn_benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
     try:  # process-wide knobs, restored for whoever called main() in-process (tests)
         if settings.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         if settings.threads:
             torch.set_num_threads(settings.threads)
-        report = run(settings, command)
+        run(settings, results, save)
+    except BaseException as err:  # also KeyboardInterrupt: keep what was measured
+        results.error = short_error(err)
+        save()
+        log(f"stopped early ({results.error}); the numbers so far are in {partial_path}")
+        raise
     finally:
         torch.set_num_threads(threads)
         torch.backends.cudnn.benchmark = cudnn_benchmark
-    print(report.markdown)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = out / f"bench-{settings.device.type}-{stamp}.md"
-    path.write_text(report.markdown + "\n")
-    path.with_suffix(".json").write_text(json.dumps(report.raw, indent=2) + "\n")
-    log(f"wrote {path} (and {path.with_suffix('.json').name})")
+    results.complete = True
+    write_json(json_path, results.raw())
+    partial_path.unlink(missing_ok=True)
+    log(f"wrote {json_path}")
+    markdown = render_report(results, json_path.name)
+    path.write_text(markdown + "\n")
+    print(markdown)
+    log(f"wrote {path}")
     return path
 
 
-@dataclasses.dataclass
-class Report:
-    markdown: str
-    raw: dict
+def render_report(results: Results, json_name: str) -> str:
+    """The Markdown report, or, where rendering fails, a short one saying so (traceback
+    printed) that points at the JSON file."""
+    try:
+        return render(
+            results.environment,
+            results.settings,
+            model_specs(results.settings.quick),
+            results.steps,
+            results.loaders,
+            results.epochs,
+            results.command,
+            results.elapsed_s or 0.0,
+        )
+    except Exception:
+        trace = traceback.format_exc()
+        print(trace, file=sys.stderr)
+        log(f"rendering the report failed; the numbers are in {json_name}")
+        return "\n".join(
+            [
+                "## densenet_lit benchmark",
+                "",
+                f"Rendering this report failed; the raw numbers are in `{json_name}`.",
+                "",
+                "```",
+                trace.rstrip(),
+                "```",
+            ]
+        )
 
 
-def run(settings: Settings, command: str) -> Report:
+def run(settings: Settings, results: Results, save: Callable[[], None] = nothing) -> Results:
+    """Run the sections of ``settings`` into ``results``, calling ``save()`` after each row."""
     specs = model_specs(settings.quick)
-    env = environment(settings.device)
-    log(f"device {env['device']}; sections {','.join(settings.sections)}")
+    note = cli_fallback_note()
+    if note:
+        settings.notes.append(note)
+    results.environment = environment(settings.device)
+    log(f"device {results.environment['device']}; sections {','.join(settings.sections)}")
+    save()
     start = time.perf_counter()
-    steps: dict[str, list[StepRow]] = {}
-    loaders: list[LoaderRow] = []
-    epochs: list[EpochRow] = []
     with tempfile.TemporaryDirectory(prefix="densenet-bench-data-") as tmp:
         cifar_root, svhn_root = Path(tmp) / "cifar10", Path(tmp) / "svhn"
         imagenet_root = Path(tmp) / "imagenet"
@@ -400,21 +512,11 @@ def run(settings: Settings, command: str) -> Report:
         if "loaders" in settings.sections:
             write_synthetic_imagenet(imagenet_root, settings.imagenet_train_images)
         if "steps" in settings.sections:
-            steps = run_steps(settings, specs)
+            run_steps(settings, specs, results.steps, save)
         if "loaders" in settings.sections:
-            loaders = run_loaders(settings, cifar_root, svhn_root, imagenet_root)
+            run_loaders(settings, cifar_root, svhn_root, imagenet_root, results.loaders, save)
         if "epoch" in settings.sections:
-            epochs = run_epochs(settings, specs, steps, cifar_root)
-    elapsed = time.perf_counter() - start
-    env["load average (1/5/15 min) at end"] = load_average()
-    markdown = render(env, settings, specs, steps, loaders, epochs, command, elapsed)
-    raw = {
-        "environment": env,
-        "command": command,
-        "settings": _jsonable(settings),
-        "steps": _jsonable(steps),
-        "loaders": _jsonable(loaders),
-        "epochs": _jsonable(epochs),
-        "elapsed_s": elapsed,
-    }
-    return Report(markdown, raw)
+            run_epochs(settings, specs, results.steps, cifar_root, results.epochs, save)
+    results.elapsed_s = time.perf_counter() - start
+    results.environment["load average (1/5/15 min) at end"] = load_average()
+    return results
