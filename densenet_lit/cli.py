@@ -28,15 +28,21 @@ What it adds to Lightning's CLI:
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
+import difflib
+import importlib
+import inspect
 import netrc
 import os
+import re
 import secrets
 import shlex
 import sys
 import threading
 import warnings
+import zipfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -62,7 +68,14 @@ from densenet_lit.callbacks import (
     RunCheckpoint,
     ThroughputMonitor,
 )
-from densenet_lit.module import RUNTIME_ARGS, DenseNetModule, model_key
+from densenet_lit.data.errors import DataError
+from densenet_lit.module import (
+    CIFAR_ARCH,
+    CIFAR_DEFAULTS,
+    RUNTIME_ARGS,
+    DenseNetModule,
+    model_key,
+)
 
 WANDB_PROJECT = "densenet-lit"
 RUN_DIR_ENV = "DENSENET_LIT_RUN_DIR"
@@ -107,6 +120,11 @@ def config_chain(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> list[
             content = yaml.safe_load(f)
     except OSError:
         return [path]  # jsonargparse reports the missing file
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"{path}: not valid YAML{at}: {problem}.") from err
     bases = content.get(EXTENDS_KEY) if isinstance(content, dict) else None
     if bases is None:
         bases = []
@@ -298,7 +316,11 @@ def _other_checkpoints(path: Path) -> list[Path]:
     run_dir = run_dir_of(path) or path.parent
     files = {*run_dir.glob("checkpoints/*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")}
     files |= set(path.parent.glob("*.ckpt"))
-    others = [f for f in files if f.is_file() and f.resolve() != path.resolve()]
+    others = [
+        f
+        for f in files
+        if f.is_file() and f.resolve() != path.resolve() and zipfile.is_zipfile(f)  # torch.save
+    ]
     return sorted(others, key=lambda f: -f.stat().st_mtime)
 
 
@@ -320,9 +342,8 @@ def read_checkpoint(ckpt_path: str | os.PathLike) -> dict[str, Any]:
         others = _other_checkpoints(path)
         if others:
             listed = "\n".join(f"  {p}" for p in others[:5])
-            what_to_do = (
-                f"Resume from another checkpoint of the run instead (newest first):\n{listed}"
-            )
+            where = "of the run" if run_dir_of(path) is not None else "beside it"
+            what_to_do = f"Resume from another checkpoint {where} instead (newest first):\n{listed}"
         else:
             what_to_do = (
                 "There is no other checkpoint beside it: start a new run without --ckpt_path."
@@ -367,6 +388,10 @@ def compare_with_checkpoint(given: dict[str, Any], stored: dict[str, Any]) -> di
     Keys the config does not hold (linked from the data module) and the runtime-only
     arguments (compile, channels_last, memory_efficient, pretrained) are not compared.
     """
+    if given.get("arch", CIFAR_ARCH) == CIFAR_ARCH and stored.get("arch", CIFAR_ARCH) == CIFAR_ARCH:
+        # None means the default network (DenseNet-BC L=100 k=12): None and 100 agree
+        given = {**given, **{k: v for k, v in CIFAR_DEFAULTS.items() if given.get(k, 0) is None}}
+        stored = {**stored, **{k: v for k, v in CIFAR_DEFAULTS.items() if stored.get(k) is None}}
     differ = {}
     for key, ckpt_value in stored.items():
         if key.startswith("_") or key in RUNTIME_ARGS or key not in given:
@@ -617,6 +642,53 @@ def default_callbacks() -> list[Callback]:
     return [ThroughputMonitor(), FiniteLossGuard(), PreemptionCheckpoint()]
 
 
+class DenseNetArgumentParser(LightningArgumentParser):
+    """Lightning's parser, with a one-line usage before an error message (not every option)
+    and a suggestion for a misspelt option."""
+
+    def print_usage(self, file: Any = None) -> None:
+        prog = self.prog.replace(" [options]", "")
+        print(f"usage: {prog} [-h] [--config CONFIG] [options]", file=file or sys.stderr)
+
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        return super().error(message + self._did_you_mean(message), ex)
+
+    def _option_names(self) -> list[str]:
+        names, parsers = [], [self]
+        while parsers:
+            parser = parsers.pop()
+            for action in parser._actions:
+                names.append(action.dest)
+                choices = getattr(action, "choices", None)
+                if isinstance(choices, dict):
+                    parsers += [
+                        c for c in choices.values() if isinstance(c, argparse.ArgumentParser)
+                    ]
+        return names
+
+    def _did_you_mean(self, message: str) -> str:
+        """`` Did you mean 'model.growth_rate'?`` for an option that is not known, if one is
+        close to it; else ''."""
+        option = re.search(
+            r"does not accept option '([\w.]+)'|unrecognized arguments: --([\w.]+)", message
+        )
+        in_class = re.search(r"class_path '([\w.]+)':\s*Option '(\w+)' is not accepted", message)
+        if option:
+            given, known = option.group(1) or option.group(2), self._option_names()
+        elif in_class:
+            given = in_class.group(2)
+            try:
+                module, _, name = in_class.group(1).rpartition(".")
+                cls = getattr(importlib.import_module(module), name)
+                known = list(inspect.signature(cls.__init__).parameters)
+            except Exception:
+                return ""
+        else:
+            return ""
+        close = difflib.get_close_matches(given, known, n=1, cutoff=0.6)
+        return f"\nDid you mean '{close[0]}'?" if close else ""
+
+
 class DenseNetCLI(LightningCLI):
     """LightningCLI with run directories, CSV + W&B logging and checked resumption."""
 
@@ -625,6 +697,7 @@ class DenseNetCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("parser_kwargs", {"prog": "python -m densenet_lit"})
+        kwargs.setdefault("parser_class", DenseNetArgumentParser)
         kwargs.setdefault("trainer_defaults", {"callbacks": default_callbacks()})
         self.run_dir: Path | None = None
         self.resume_dir: Path | None = None
@@ -691,6 +764,14 @@ class DenseNetCLI(LightningCLI):
         if sub == "fit" and ckpt_path and slurm_requeued():
             ckpt_path = newer_requeue_checkpoint(ckpt_path)
         cfg.ckpt_path = ckpt_path
+        test_ckpt = cfg.run.test_ckpt
+        testing = sub == "fit" and cfg.run.test_after_fit
+        if testing and test_ckpt not in (None, "best") and not Path(test_ckpt).is_file():
+            raise FileNotFoundError(
+                f"--run.test_ckpt {test_ckpt}: no such checkpoint file. Give 'best' (the "
+                "checkpoint with the lowest validation error), null (the weights at the end "
+                "of training) or the path of a .ckpt file."
+            )
         self.resume_dir = None
         self._ckpt_shapes = None
         if ckpt_path and Path(ckpt_path).is_file():
@@ -738,7 +819,37 @@ class DenseNetCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._check_checkpoint_fits()
+        self._check_image_size()
+        self._check_global_batch()
         self._check_sync_batchnorm()
+
+    def _check_image_size(self) -> None:
+        """Before any step: can the network take the data's images at all?"""
+        size = getattr(self.datamodule, "image_size", None)
+        network = getattr(self.model, "model", None)
+        if not isinstance(size, int) or not hasattr(network, "feature_map_size"):
+            return
+        if network.feature_map_size(size) < 1:
+            arch = self.model.hparams.get("arch")
+            raise ValueError(
+                f"model.arch={arch!r} cannot take the data's {size}x{size} images: its stem and "
+                f"transitions halve them to nothing. It needs images of at least "
+                f"{network.smallest_image_size()}x{network.smallest_image_size()} (ImageNet: "
+                f"224). For small images use model.arch={CIFAR_ARCH!r}."
+            )
+
+    def _check_global_batch(self) -> None:
+        """The global batch must split evenly over the processes, checked before DDP starts
+        them (the data module checks it again in each process)."""
+        batch_size = getattr(self.datamodule, "batch_size", None)
+        world = self.trainer.world_size
+        if isinstance(batch_size, int) and world > 1 and batch_size % world:
+            lower = batch_size - batch_size % world
+            raise ValueError(
+                f"data.batch_size={batch_size} (the global batch) does not divide evenly over "
+                f"{world} processes (trainer.devices x trainer.num_nodes). Use a multiple of "
+                f"{world}, e.g. {lower or world} or {lower + world}, or another device count."
+            )
 
     def _check_sync_batchnorm(self) -> None:
         cfg = self._get(self.config_init, "trainer", default={})
@@ -756,12 +867,15 @@ class DenseNetCLI(LightningCLI):
 
     def before_validate(self) -> None:
         self._check_checkpoint_fits()
+        self._check_image_size()
 
     def before_test(self) -> None:
         self._check_checkpoint_fits()
+        self._check_image_size()
 
     def before_predict(self) -> None:
         self._check_checkpoint_fits()
+        self._check_image_size()
 
     def _parse_ckpt_path(self) -> None:
         # Lightning would replace the model arguments by the checkpoint's without a word;
@@ -908,9 +1022,56 @@ def run(args: Any = None) -> DenseNetCLI:
             finish_wandb()
 
 
+# Errors a user fixes by changing the command, the config, the data or the checkpoint: main()
+# prints their message alone (the traceback with DENSENET_LIT_TRACEBACK=1).
+USER_ERRORS = (DataError, ValueError, FileNotFoundError, FloatingPointError, yaml.YAMLError)
+TRACEBACK_ENV = "DENSENET_LIT_TRACEBACK"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _raised_in_package(err: BaseException) -> bool:
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(
+        _PACKAGE_DIR
+    )
+
+
+def user_error_message(err: BaseException) -> str:
+    """The message to show for ``err``: that of the innermost exception in its chain raised
+    by densenet_lit itself (jsonargparse wraps an error raised while it builds the data module
+    or the model in its own), else ``err``'s."""
+    chain, current = [], err
+    while current is not None and all(current is not c for c in chain):
+        chain.append(current)
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    ours = [e for e in chain if _raised_in_package(e) and str(e)]
+    chosen = ours[0] if ours else err  # the outermost: it says most in the user's terms
+    return str(chosen) or type(chosen).__name__
+
+
 def main(args: Any = None) -> None:
-    """Entry point of ``python -m densenet_lit`` and the ``densenet-lit`` script."""
-    run(args)
+    """Entry point of ``python -m densenet_lit`` and the ``densenet-lit`` script.
+
+    Like :func:`run`, but a user error (a bad value, missing data, an unusable checkpoint, a
+    diverged run) ends the process with its message and exit status 1, not a traceback.
+    """
+    try:
+        run(args)
+    except USER_ERRORS as err:
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        rank = rank_zero_only.rank  # DDP ranks can fail differently: each says its own
+        print(
+            f"{f'[rank {rank}] ' if rank else ''}error: {user_error_message(err)}\n"
+            f"(run with {TRACEBACK_ENV}=1 for the traceback)",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -538,8 +539,19 @@ def build_network(
                 f"{keys} contradicts it. Remove {'it' if len(given) == 1 else 'them'}, or use "
                 f"model.arch={CIFAR_ARCH!r} for a network sized by depth and growth rate."
             )
+        return _build_named(arch, kwargs)
+    return _build_named(CIFAR_ARCH, {**CIFAR_DEFAULTS, **given, **kwargs})
+
+
+def _build_named(arch: str, kwargs: dict[str, Any]) -> nn.Module:
+    """build_model, with errors about an argument named as in the config (``model.depth=...``)."""
+    try:
         return build_model(arch, **kwargs)
-    return build_model(CIFAR_ARCH, **{**CIFAR_DEFAULTS, **given}, **kwargs)
+    except ValueError as err:
+        message = str(err)
+        if re.match(r"[a-z_]+=", message):
+            raise ValueError(f"model.{message}") from err
+        raise
 
 
 def model_key(hparams: dict[str, Any]) -> str:

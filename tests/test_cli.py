@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from densenet_lit import cli
@@ -316,3 +317,103 @@ def test_wandb_mode_reads_netrc(no_wandb_env, tmp_path, monkeypatch):
     (tmp_path / ".netrc").chmod(0o600)
     monkeypatch.setattr(cli, "_reachable", lambda url, timeout=3.0: True)
     assert wandb_mode()[0] == "online"
+
+
+# ------------------------------------------------------------------------- user errors
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--model.depth", "101"], "error: model.depth=101: a 3-block DenseNet-B/BC"),
+        # raised while jsonargparse builds the data module: its own wrapper is not shown
+        (["--data.init_args.batch_size", "0"], "error: data.batch_size=0: expected a positive"),
+        (["--ckpt_path", "missing.ckpt"], "error: --ckpt_path missing.ckpt: no such checkpoint"),
+    ],
+)
+def test_main_prints_a_user_error_without_traceback(tmp_path, capsys, monkeypatch, extra, message):
+    monkeypatch.delenv(cli.TRACEBACK_ENV, raising=False)
+    with pytest.raises(SystemExit) as stopped:
+        main(digits_args(tmp_path, *extra))
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert f"{cli.TRACEBACK_ENV}=1" in err
+    monkeypatch.setenv(cli.TRACEBACK_ENV, "1")
+    with pytest.raises((ValueError, FileNotFoundError)):
+        main(digits_args(tmp_path, *extra))
+
+
+def test_a_parser_error_shows_one_usage_line_not_every_option(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(digits_args(tmp_path, "--model.depth", "abc"))
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: python -m densenet_lit fit [-h] [--config CONFIG] [options]" in err
+    assert 'Parser key "model.depth"' in err and "Given value: abc" in err
+    assert len(err.splitlines()) < 15 and "--trainer.max_epochs" not in err
+
+
+def test_invalid_yaml_names_the_file_and_the_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  depth: [40\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: not valid YAML \(line 3, column 1\)"):
+        run(digits_args(tmp_path, "--config", str(bad)))
+
+
+def test_a_missing_test_checkpoint_is_an_error_before_training(tmp_path):
+    extra = ["--run.test_after_fit", "true", "--run.test_ckpt", str(tmp_path / "no.ckpt")]
+    with pytest.raises(FileNotFoundError, match="--run.test_ckpt .*no.ckpt: no such checkpoint"):
+        run(digits_args(tmp_path, *extra))
+    assert run_dirs(tmp_path / "runs") == []  # nothing started
+
+
+def test_an_imagenet_network_on_small_images_is_an_error_before_training(tmp_path):
+    extra = ["--model.arch", "densenet121", "--model.depth", "null", "--model.growth_rate", "null"]
+    extra += ["--data.init_args.image_size", "16"]
+    with pytest.raises(ValueError, match=r"densenet121.*16x16 images.*at least 29x29"):
+        run(digits_args(tmp_path, *extra))
+
+
+def test_a_global_batch_that_does_not_split_is_an_error_before_ddp_starts(tmp_path):
+    extra = ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    extra += ["--data.init_args.batch_size", "33"]
+    with pytest.raises(ValueError, match=r"data.batch_size=33 .* 2 processes.* e.g. 32 or 34"):
+        run(digits_args(tmp_path, *extra))
+
+
+def test_default_network_arguments_match_a_checkpoint_that_left_them_unset():
+    stored = {"arch": "densenet_cifar", "depth": None, "bottleneck": None, "lr": 0.1}
+    given = {"arch": "densenet_cifar", "depth": 100, "bottleneck": True, "lr": 0.1}
+    assert cli.compare_with_checkpoint(given, stored) == {}
+    assert cli.compare_with_checkpoint({**given, "depth": 40}, stored) == {"depth": (40, 100)}
+
+
+def test_an_unreadable_checkpoint_suggests_only_readable_ones(tmp_path):
+    ckpts = tmp_path / "runs" / "exp" / "run1" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    torch.save({"state_dict": {}}, ckpts / "good.ckpt")
+    (ckpts / "random.ckpt").write_bytes(bytes(range(256)) * 4)
+    (ckpts / "last.ckpt").write_bytes(b"")
+    with pytest.raises(cli.CheckpointError) as error:
+        cli.read_checkpoint(ckpts / "last.ckpt")
+    message = str(error.value)
+    assert str(ckpts / "good.ckpt") in message and "random.ckpt" not in message
+
+
+@pytest.mark.parametrize(
+    ("where", "suggested"),
+    [
+        ("yaml", "model.growth_rate"),  # a typo in a config file
+        ("flag", "model.growth_rate"),  # a typo on the command line
+        ("init_args", "batch_size"),  # a typo among the data module's arguments
+    ],
+)
+def test_a_misspelt_option_gets_a_suggestion(tmp_path, capsys, where, suggested):
+    extra = {
+        "yaml": ["--config", str(tmp_path / "typo.yaml")],
+        "flag": ["--model.growthrate", "12"],
+        "init_args": ["--data.init_args.batchsize", "12"],
+    }[where]
+    (tmp_path / "typo.yaml").write_text("model:\n  growth: 12\n")
+    with pytest.raises(SystemExit):
+        main(digits_args(tmp_path, *extra))
+    assert f"Did you mean '{suggested}'?" in capsys.readouterr().err

@@ -46,6 +46,16 @@ def test_cifar_missing_file_is_named(tmp_path):
     assert str(tmp_path / "cifar-10-batches-py" / "data_batch_3") in str(err.value)
 
 
+def test_cifar_data_dir_given_as_the_inner_folder_names_its_parent(tmp_path):
+    write_cifar10(tmp_path, n_train=20, n_test=10)
+    inner = tmp_path / "cifar-10-batches-py"
+    msg = setup_error(CIFAR10DataModule(data_dir=str(inner), val_size=2))
+    assert (
+        f"data.data_dir is the 'cifar-10-batches-py' folder itself; give the folder that "
+        f"holds it, '{tmp_path}'" in msg
+    )
+
+
 @pytest.mark.parametrize("damage", ["truncated", "wrong_content", "wrong_shape"])
 def test_cifar_corrupt_file(tmp_path, damage):
     write_cifar100(tmp_path, n_train=20, n_test=10)

@@ -165,11 +165,11 @@ def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path, check):
     args += ["--trainer.callbacks.rank", "1"]
     args += ["--trainer.callbacks+=FiniteLossGuard", "--trainer.callbacks.check", check]
     proc = launch(args, tmp_path, probe)
-    assert proc.returncode != 0
-    assert "FloatingPointError: The training loss is nan at global step 2" in proc.stderr
+    assert proc.returncode == 1
+    assert "[rank 1] error: The training loss is nan at global step 2" in proc.stderr
     assert (
-        "FloatingPointError: The training loss is not finite on another DDP rank at global "
-        "step 2" in proc.stderr
+        "\nerror: The training loss is not finite on another DDP rank at global step 2"
+        in proc.stderr
     )
     (run_dir,) = (tmp_path / "runs" / "nan").iterdir()
     assert not list(run_dir.rglob("*.ckpt"))  # the first checkpoint would come at epoch end

@@ -110,8 +110,24 @@ def test_layer_structure_of_bottleneck_and_plain_layers():
     [(101, True, "100 or 106"), (41, False, "40 or 43"), (3, True, "10"), (99, True, "94 or 100")],
 )
 def test_invalid_depth_names_the_nearest_valid_depths(depth, bottleneck, nearest):
-    with pytest.raises(ValueError, match=rf"depth={depth}.*Nearest valid depths: {nearest}\."):
+    other = "3\\*n \\+ 4" if bottleneck else "6\\*n \\+ 4"  # the other variant's rule
+    with pytest.raises(
+        ValueError, match=rf"depth={depth}.*Nearest valid depths: {nearest} \(.*{other}"
+    ):
         densenet_cifar(depth, 12, bottleneck=bottleneck)
+
+
+@pytest.mark.parametrize(
+    ("make", "smallest"), [(densenet121, 29), (lambda: densenet_cifar(40, 12), 4)]
+)
+def test_smallest_image_size_is_where_the_forward_pass_starts_to_work(make, smallest):
+    net = make().eval()
+    assert net.smallest_image_size() == smallest
+    assert net.feature_map_size(224 if smallest == 29 else 32) == (7 if smallest == 29 else 8)
+    with torch.no_grad():
+        assert net(torch.randn(1, 3, smallest, smallest)).shape == (1, net.classifier.out_features)
+        with pytest.raises(RuntimeError):
+            net(torch.randn(1, 3, smallest - 1, smallest - 1))
 
 
 def test_unknown_architecture_lists_the_known_ones():
@@ -309,3 +325,12 @@ def test_torch_compile_gives_the_same_outputs():
         expected = model(x)
         compiled = torch.compile(model)
         torch.testing.assert_close(compiled(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_memory_report_rejects_a_batch_of_no_images(capsys):
+    from densenet_lit.models import memory
+
+    with pytest.raises(SystemExit) as stopped:
+        memory.main(["--batch-size", "0"])
+    assert stopped.value.code == 2
+    assert "--batch-size 0: expected a positive number of images" in capsys.readouterr().err

@@ -59,7 +59,8 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch
     """Seeded split of ``range(n)`` into (train, validation) index tensors, each sorted."""
     if not 0 <= val_size < n:
         raise ValueError(
-            f"val_size must be in [0, {n}) for a training set of {n} images, got {val_size}"
+            f"data.val_size={val_size}: expected 0 <= val_size < {n}, the number of training "
+            f"images (0 = no validation split; the paper's CIFAR runs hold out 5000)"
         )
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[val_size:].sort().values, perm[:val_size].sort().values
@@ -74,6 +75,13 @@ def require_files(
     if not root.is_dir():
         missing = [root]
     if missing:
+        inner = Path(relative[0]).parts[0] if relative else ""
+        if inner and inner != Path(relative[0]).name and root.name == inner:
+            # data_dir names the folder inside the data set's directory, not the directory
+            how_to_get = (
+                f"data.data_dir is the '{inner}' folder itself; give the folder that holds it, "
+                f"'{root.parent}'. Otherwise: {how_to_get}"
+            )
         raise not_found(name, root, missing, layout, how_to_get)
     return paths
 
@@ -107,9 +115,15 @@ class BaseDataModule(pl.LightningDataModule):
     def __init__(self, batch_size: int, num_workers: int | None, seed: int, val_size: int):
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise ValueError(
+                f"data.batch_size={batch_size}: expected a positive global batch size (the "
+                "paper: 64 for CIFAR and SVHN, 256 for ImageNet)."
+            )
         if val_size < 0:
-            raise ValueError(f"val_size must be >= 0, got {val_size}")
+            raise ValueError(
+                f"data.val_size={val_size}: expected 0 (no validation split) or a positive "
+                "number of training images to hold out."
+            )
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed

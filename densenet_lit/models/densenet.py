@@ -186,6 +186,7 @@ class DenseNet(nn.Module):
 
         self.block_config = tuple(block_config)
         self.growth_rate = growth_rate
+        self.imagenet_stem = imagenet_stem
         self.features = nn.Sequential()
         if imagenet_stem:
             self.features.add_module(
@@ -224,6 +225,24 @@ class DenseNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(channels, num_classes)
         self.reset_parameters()
+
+    def feature_map_size(self, image_size: int) -> int:
+        """Side of the last feature map for ``image_size`` x ``image_size`` inputs; 0 when the
+        stem and the transitions' 2x2 poolings halve such images down to nothing."""
+        size = image_size
+        if self.imagenet_stem:
+            size = (size - 1) // 2 + 1  # 7x7 convolution, stride 2, padding 3
+            size = (size - 1) // 2 + 1  # 3x3 max pooling, stride 2, padding 1
+        for _ in range(len(self.block_config) - 1):
+            size //= 2
+        return size
+
+    def smallest_image_size(self) -> int:
+        """The smallest input side length this network accepts."""
+        size = 1
+        while self.feature_map_size(size) < 1:
+            size += 1
+        return size
 
     def reset_parameters(self) -> None:
         """He initialisation as in the authors' Torch code: N(0, sqrt(2 / (k*k*out)))."""

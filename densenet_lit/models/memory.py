@@ -48,9 +48,14 @@ def compare(arch: str, batch_size: int, image_size: int, **kwargs) -> dict[str, 
 
 
 def main(args: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Activation memory, normal vs memory_efficient")
+    parser = argparse.ArgumentParser(
+        prog="python -m densenet_lit.models.memory",
+        description="Activation memory, normal vs memory_efficient",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     opts = parser.parse_args(args)
+    if opts.batch_size < 1:
+        parser.error(f"--batch-size {opts.batch_size}: expected a positive number of images")
     cases = [
         ("DenseNet-BC (L=100, k=12), 32x32", "densenet_cifar", 32, {"depth": 100, "growth_rate": 12}),
         ("DenseNet-BC (L=190, k=40), 32x32", "densenet_cifar", 32, {"depth": 190, "growth_rate": 40}),

@@ -71,9 +71,15 @@ def cifar_block_length(depth: int, bottleneck: bool) -> int:
     n = max((depth - 4) // step, 1)
     nearest = [4 + step * n, 4 + step * (n + 1)] if depth > 4 + step else [4 + step]
     kind = "DenseNet-B/BC (bottleneck)" if bottleneck else "DenseNet (no bottleneck)"
+    other = (
+        "the plain DenseNet (bottleneck=False) takes 3*n + 4"
+        if bottleneck
+        else "DenseNet-BC (bottleneck=True) takes 6*n + 4"
+    )
     raise ValueError(
         f"depth={depth}: a 3-block {kind} needs depth = {step}*n + 4 with n layers per "
-        f"block. Nearest valid depths: {' or '.join(map(str, nearest))}."
+        f"block. Nearest valid depths: {' or '.join(map(str, nearest))} ({other}; the paper "
+        "uses 40, 100, 250 and 190)."
     )
 
 
