@@ -16,11 +16,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import RandomSampler, Sampler
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from densenet_lit.models import MODEL_NAMES, build_model, load_torchvision_weights
@@ -32,6 +34,8 @@ CIFAR_DEFAULTS = {"depth": 100, "growth_rate": 12, "bottleneck": True, "compress
 # Model arguments that only change how the network runs, not what it computes: they may differ
 # between a checkpoint and the run that resumes it (see densenet_lit.cli).
 RUNTIME_ARGS = frozenset({"memory_efficient", "channels_last", "compile", "pretrained"})
+# Checkpoint key of the running sums of the training metrics (DenseNetModule.on_save_checkpoint)
+TRAIN_SUMS_KEY = "densenet_lit_train_sums"
 
 
 class ClassificationError(MulticlassAccuracy):
@@ -55,6 +59,29 @@ class ClassificationError(MulticlassAccuracy):
 
     def compute(self) -> Tensor:
         return 100.0 * (1.0 - super().compute())
+
+
+class WeightedMean(Metric):
+    """Mean of batch values weighted by batch size, e.g. the epoch's training loss.
+
+    torchmetrics' ``MeanMetric`` copies an integer weight to the device with a blocking copy
+    at every update (and ignores the weight with ``nan_strategy="disable"``); this one adds
+    the Python number on the device.
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("weight", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, value: Tensor, weight: int) -> None:
+        self.total += value.detach().double() * weight
+        self.weight += weight
+
+    def compute(self) -> Tensor:
+        return (self.total / self.weight).float()
 
 
 def check_milestones(milestones: Sequence[float]) -> None:
@@ -283,6 +310,8 @@ class DenseNetModule(LightningModule):
             setattr(self, f"{stage}_error", ClassificationError(num_classes))
             if self.top5:
                 setattr(self, f"{stage}_error_top5", ClassificationError(num_classes, top_k=5))
+        self.train_loss = WeightedMean()
+        self._resumed_train_sums: dict[str, dict[str, Tensor]] | None = None
         # The compiled network is kept outside the module tree (a plain attribute in
         # __dict__), so state_dict and checkpoints only hold `model.*`, never `_orig_mod.`.
         self.__dict__["_compiled_model"] = None
@@ -323,7 +352,14 @@ class DenseNetModule(LightningModule):
         loss = F.cross_entropy(logits, y)
         n = x.shape[0]
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        if on_step:
+            # a metric, so that its running sums can go into a checkpoint (see on_save_checkpoint)
+            self.train_loss(loss, n)
+            self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
+        else:
+            self.log(
+                f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True
+            )
         error = getattr(self, f"{stage}_error")
         error(logits, y)
         self.log(f"{stage}/error", error, on_step=False, on_epoch=True, batch_size=n)
@@ -373,6 +409,7 @@ class DenseNetModule(LightningModule):
                     f"Resuming in the middle of epoch {self.current_epoch}: skipping its first "
                     f"{done} batches, in the order of the interrupted run."
                 )
+        self._restore_train_sums(mid_epoch=done > 0)
         self._prepare_epoch_order(skip_batches=done)
         self._restart_worker_loaders()
         self._seed_next_batch()
@@ -451,14 +488,54 @@ class DenseNetModule(LightningModule):
             return
         iter(fetcher)
 
+    # ------------------------------------------------- epoch means across a resumption
+    def _train_metrics(self) -> dict[str, Metric]:
+        names = ["train_loss", "train_error"] + (["train_error_top5"] if self.top5 else [])
+        return {name: getattr(self, name) for name in names}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the running sums of this epoch's training metrics, summed over the DDP ranks
+        (every rank calls this hook), so that a run resumed in the middle of the epoch logs
+        the epoch means of all its batches, as the uninterrupted run does."""
+        trainer = self._trainer
+        distributed = (
+            trainer is not None
+            and trainer.world_size > 1
+            and dist.is_available()
+            and dist.is_initialized()
+        )
+        sums: dict[str, dict[str, Tensor]] = {}
+        for name, metric in self._train_metrics().items():
+            sums[name] = {}
+            for key, value in metric.metric_state.items():
+                if isinstance(value, Tensor):  # all "sum" states
+                    value = value.detach().clone()
+                    if distributed:
+                        dist.all_reduce(value)
+                    sums[name][key] = value.cpu()
+        checkpoint[TRAIN_SUMS_KEY] = sums
+
+    def _restore_train_sums(self, mid_epoch: bool) -> None:
+        """Resumed in the middle of an epoch: continue its training metrics from the sums of
+        the checkpoint (on rank 0, which then holds those of every rank)."""
+        sums, self._resumed_train_sums = self._resumed_train_sums, None
+        if not sums or not mid_epoch or self.trainer.global_rank != 0:
+            return
+        for name, metric in self._train_metrics().items():
+            for key, value in sums.get(name, {}).items():
+                current = getattr(metric, key)
+                setattr(metric, key, value.to(device=current.device, dtype=current.dtype))
+
     # --------------------------------------------------------------------------- optimiser
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep fractional milestones in step with ``trainer.max_epochs`` on resumption.
+        """Keep fractional milestones in step with ``trainer.max_epochs`` on resumption, and
+        keep the saved sums of the training metrics for :meth:`on_train_start`.
 
         The step scheduler's saved state holds the milestones resolved for the first run's
         ``max_epochs``; restoring it as is would silently keep them when a resumed run trains
         for a different number of epochs. They are re-resolved, and a warning says so.
         """
+        self._resumed_train_sums = checkpoint.get(TRAIN_SUMS_KEY)
         if self.hparams.schedule != "step" or self._trainer is None:
             return
         expected = resolve_milestones(self.milestones, self._trainer.max_epochs)
