@@ -503,3 +503,9 @@ class PreemptionCheckpoint(Callback):
         stop = Preempted(signum, str(path), trainer.global_step, trainer.current_epoch)
         rank_zero_info(f"{stop.signal_name} received: checkpoint saved to {path}; stopping.")
         return stop
+
+
+def default_callbacks() -> list[Callback]:
+    """New instances of the callbacks every CLI run gets besides its checkpointing (the
+    benchmark suite uses these too, so that it measures what a CLI run does)."""
+    return [ThroughputMonitor(), FiniteLossGuard(), PreemptionCheckpoint()]

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import difflib
 import importlib
 import inspect
@@ -39,6 +38,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import sys
 import threading
 import warnings
@@ -51,24 +51,17 @@ from urllib.parse import urlparse
 import torch
 import yaml
 from jsonargparse import Namespace
-from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter as CSVExperimentWriter
+from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.strategies import ParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
-from densenet_lit.callbacks import (
-    FiniteLossGuard,
-    Preempted,
-    PreemptionCheckpoint,
-    RunCheckpoint,
-    ThroughputMonitor,
-)
+from densenet_lit.callbacks import Preempted, RunCheckpoint, default_callbacks
 from densenet_lit.data.errors import DataError
+from densenet_lit.loggers import RunCSVLogger
 from densenet_lit.module import (
     CIFAR_ARCH,
     CIFAR_DEFAULTS,
@@ -406,32 +399,6 @@ def compare_with_checkpoint(given: dict[str, Any], stored: dict[str, Any]) -> di
     return differ
 
 
-# ---------------------------------------------------------------------------------------- CSV
-class _ContinuingWriter(CSVExperimentWriter):
-    """Lightning's CSV writer deletes an existing metrics.csv; this one continues it (a SLURM
-    job that is requeued writes into the same run directory)."""
-
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-                self.metrics_keys = list(next(csv.reader(f), []))
-
-
-class RunCSVLogger(CSVLogger):
-    """CSV logger writing ``metrics.csv`` and ``hparams.yaml`` straight into the run directory."""
-
-    def __init__(self, save_dir: str) -> None:
-        super().__init__(save_dir=save_dir, name="", version="")
-
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> CSVExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
-        return self._experiment
-
-
 # ---------------------------------------------------------------------------------------- W&B
 def _reachable(url: str, timeout: float = 3.0) -> bool:
     """Does the W&B server answer an HTTP request within ``timeout`` seconds?
@@ -634,12 +601,6 @@ def dataset_key(datamodule: Any) -> str:
     if name.startswith("cifar") and getattr(datamodule, "augment", False):
         name += "plus"
     return name
-
-
-def default_callbacks() -> list[Callback]:
-    """New instances of the callbacks every run gets besides its checkpointing (the benchmark
-    suite uses these too, so that it measures what a CLI run does)."""
-    return [ThroughputMonitor(), FiniteLossGuard(), PreemptionCheckpoint()]
 
 
 class DenseNetArgumentParser(LightningArgumentParser):
@@ -1013,13 +974,35 @@ def run(args: Any = None) -> DenseNetCLI:
         warnings.filterwarnings(
             "ignore", message=r"Checkpoint directory .* exists and is not empty"
         )
+        chosen_before = len(_RUN_DIR_SET_HERE)
+        failed = False
         try:
             return DenseNetCLI(args=args)
         except Preempted as stop:
             _explain_preemption(stop, args)
             raise
+        except BaseException:
+            failed = True
+            raise
         finally:
             finish_wandb()
+            if failed and len(_RUN_DIR_SET_HERE) > chosen_before:
+                discard_untrained_run_dir(Path(_RUN_DIR_SET_HERE[-1]))
+
+
+def discard_untrained_run_dir(run_dir: Path) -> None:
+    """Remove the directory of a run that failed before training began (a missing data set,
+    a value rejected at setup), so that retries do not leave a trail of empty runs behind.
+    Kept: any run that got as far as logging its hyperparameters (``hparams.yaml``, written
+    once setup is done), or that wrote metrics or a checkpoint."""
+    if rank_zero_only.rank != 0 or not run_dir.is_dir():
+        return
+    kept = ("hparams.yaml", "metrics.csv")
+    if any(run_dir.rglob("*.ckpt")) or any((run_dir / name).is_file() for name in kept):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        run_dir.parent.rmdir()  # the experiment's folder, if this was its only run
 
 
 # Errors a user fixes by changing the command, the config, the data or the checkpoint: main()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_args import cli_args
 
 from densenet_lit import cli
 from densenet_lit.cli import (
@@ -21,41 +22,21 @@ from densenet_lit.cli import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-DIGITS = "densenet_lit.data.DigitsDataModule"
 
 
 def digits_args(tmp_path: Path, *extra: str, subcommand: str = "fit") -> list[str]:
     """A small, quick run on the bundled digits: 2 batches of 32, tiny DenseNet-BC."""
-    return [
+    return cli_args(
         subcommand,
-        "--data",
-        DIGITS,
-        "--data.init_args.batch_size",
-        "32",
-        "--model.depth",
-        "10",
-        "--model.growth_rate",
-        "4",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "2",
-        "--trainer.limit_val_batches",
-        "2",  # an integer count; 1 would be read as 1.0 = 100%
-        "--trainer.limit_test_batches",
-        "2",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--trainer.default_root_dir",
-        str(tmp_path / "runs"),
-        "--run.wandb",
-        "false",
+        tmp_path / "runs",
         *extra,
-    ]
+        trainer={
+            "max_epochs": 1,
+            "limit_train_batches": 2,
+            "limit_val_batches": 2,  # an integer count; 1 would be read as 1.0 = 100%
+            "limit_test_batches": 2,
+        },
+    )
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -417,3 +398,24 @@ def test_a_misspelt_option_gets_a_suggestion(tmp_path, capsys, where, suggested)
     with pytest.raises(SystemExit):
         main(digits_args(tmp_path, *extra))
     assert f"Did you mean '{suggested}'?" in capsys.readouterr().err
+
+
+def test_a_run_that_fails_before_training_leaves_no_run_directory(tmp_path):
+    """A data set that is not there: no empty run directory is left behind for each retry.
+    A run that got as far as training keeps its directory (see test_fault_tolerance)."""
+    args = [
+        "fit",
+        "--config",
+        str(REPO / "experiments/cifar10_densenet_40_12.yaml"),
+        "--data.data_dir",
+        str(tmp_path / "nowhere"),
+        "--trainer.default_root_dir",
+        str(tmp_path / "runs"),
+        "--run.wandb",
+        "true",  # offline here: its folder goes too
+    ]
+    from densenet_lit.data import DataError
+
+    with pytest.raises(DataError, match="CIFAR-10 not found"):
+        run(args)
+    assert list((tmp_path / "runs").glob("*")) == []

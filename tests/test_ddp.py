@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_args import cli_args
 
 from densenet_lit import cli
 from densenet_lit.callbacks import Preempted
@@ -24,40 +25,24 @@ GLOBAL_BATCH = 32
 
 
 def ddp_args(root: Path, name: str, *extra: str, devices: int = 2) -> list[str]:
-    return [
+    """One epoch of 4 steps on the bundled digits, the global batch split over ``devices``
+    CPU processes; ``--run.wandb`` is left to each test."""
+    return cli_args(
         "fit",
-        "--data",
-        "densenet_lit.data.DigitsDataModule",
-        "--data.init_args.batch_size",
-        str(GLOBAL_BATCH),
-        "--data.init_args.image_size",
-        "16",
-        "--model.depth",
-        "10",
-        "--model.growth_rate",
-        "4",
-        "--seed_everything",
-        "5",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.devices",
-        str(devices),
-        "--trainer.strategy",
-        "ddp" if devices > 1 else "auto",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "4",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--trainer.default_root_dir",
-        str(root),
-        "--run.name",
-        name,
+        root,
         *extra,
-    ]
+        batch_size=GLOBAL_BATCH,
+        data_init={"image_size": 16},
+        seed=5,
+        trainer={
+            "devices": devices,
+            "strategy": "ddp" if devices > 1 else "auto",
+            "max_epochs": 1,
+            "limit_train_batches": 4,
+        },
+        wandb=None,
+        name=name,
+    )
 
 
 def launch(

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from cli_args import TINY_MODEL, flags, trainer_args
 from fake_data import write_cifar10, write_cifar100, write_imagenet, write_svhn
 
 from densenet_lit.cli import EXTENDS_KEY, config_chain, main, run
@@ -19,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 RUNS = sorted(EXPERIMENTS.glob("*.yaml"))
 OVERLAYS = sorted((EXPERIMENTS / "overlays").glob("*.yaml"))
-SHRINK = ["--model.depth", "10", "--model.growth_rate", "4"]
+SHRINK = flags("model.", TINY_MODEL)
 
 # SPEC.md section 2: (global batch, epochs, {epoch: lr}) per recipe; step schedules are
 # checked on both sides of every milestone.
@@ -94,18 +95,8 @@ def data_args(path: Path, data_root: Path) -> list[str]:
 
 
 def quick(tmp_path: Path) -> list[str]:
-    return [
-        "--trainer.fast_dev_run",
-        "true",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--trainer.default_root_dir",
-        str(tmp_path / "runs"),
-    ]
+    """A single batch of each stage (``fast_dev_run``) on a quiet CPU trainer."""
+    return trainer_args(tmp_path / "runs", fast_dev_run=True)
 
 
 # ---------------------------------------------------------------------- the set of runs

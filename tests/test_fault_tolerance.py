@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_args import cli_args
 
 from densenet_lit import cli
 from densenet_lit.callbacks import Preempted
@@ -31,50 +32,24 @@ EPOCHS = 4
 def tiny_args(root: Path, name: str, *extra: str, subcommand: str = "fit") -> list[str]:
     """A deterministic run on the bundled digits: a tiny DenseNet-BC with dropout, the random
     crops of the data module, and the step schedule (lr / 10 at epochs 2 and 3)."""
-    return [
+    return cli_args(
         subcommand,
-        "--data",
-        "densenet_lit.data.DigitsDataModule",
-        "--data.init_args.batch_size",
-        "32",
-        "--data.init_args.image_size",
-        "16",
-        "--model.depth",
-        "10",
-        "--model.growth_rate",
-        "4",
-        "--model.drop_rate",
-        "0.2",
-        "--model.milestones",
-        "[2, 3]",  # epochs, so that a first part run with max_epochs 2 has the same schedule
-        "--seed_everything",
-        "7",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.deterministic",
-        "true",
-        "--trainer.max_epochs",
-        str(EPOCHS),
-        "--trainer.limit_train_batches",
-        str(BATCHES),
-        "--trainer.limit_val_batches",
-        "2",
-        "--trainer.limit_test_batches",
-        "2",
-        "--trainer.log_every_n_steps",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--trainer.default_root_dir",
-        str(root),
-        "--run.wandb",
-        "false",
-        "--run.name",
-        name,
+        root,
         *extra,
-    ]
+        data_init={"image_size": 16},
+        # milestones in epochs, so that a first part run with max_epochs 2 has the same schedule
+        model={"drop_rate": 0.2, "milestones": "[2, 3]"},
+        seed=7,
+        trainer={
+            "deterministic": True,
+            "max_epochs": EPOCHS,
+            "limit_train_batches": BATCHES,
+            "limit_val_batches": 2,
+            "limit_test_batches": 2,
+            "log_every_n_steps": 1,
+        },
+        name=name,
+    )
 
 
 def metric_rows(run_dir: Path) -> list[dict[str, str]]:
@@ -459,54 +434,30 @@ IMAGENET_BATCHES = 6  # 24 training images in batches of 4
 def imagenet_args(root: Path, data_dir: Path, name: str, workers: int, *extra: str) -> list[str]:
     """A tiny network on a tiny ImageNet whose images are decoded and augmented per image in
     ``workers`` loader processes (0: in the training process)."""
-    return [
+    return cli_args(
         "fit",
-        "--data",
-        "densenet_lit.data.ImageNetDataModule",
-        "--data.data_dir",
-        str(data_dir),
-        "--data.batch_size",
-        "4",
-        "--data.train_crop",
-        "16",
-        "--data.eval_resize",
-        "18",
-        "--data.eval_crop",
-        "16",
-        "--data.num_workers",
-        str(workers),
-        "--model.depth",
-        "10",
-        "--model.growth_rate",
-        "4",
-        "--model.milestones",
-        "[2]",
-        "--seed_everything",
-        "3",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.deterministic",
-        "true",
-        "--trainer.max_epochs",
-        "2",
-        "--trainer.limit_val_batches",
-        "1",
-        "--trainer.log_every_n_steps",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--trainer.default_root_dir",
-        str(root),
-        "--run.wandb",
-        "false",
-        "--run.test_after_fit",
-        "false",
-        "--run.name",
-        name,
+        root,
         *extra,
-    ]
+        data="densenet_lit.data.ImageNetDataModule",
+        batch_size=4,
+        data_init={
+            "data_dir": data_dir,
+            "train_crop": 16,
+            "eval_resize": 18,
+            "eval_crop": 16,
+            "num_workers": workers,
+        },
+        model={"milestones": "[2]"},
+        seed=3,
+        trainer={
+            "deterministic": True,
+            "max_epochs": 2,
+            "limit_val_batches": 1,
+            "log_every_n_steps": 1,
+        },
+        run={"test_after_fit": False},
+        name=name,
+    )
 
 
 @pytest.mark.slow

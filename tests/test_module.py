@@ -304,7 +304,7 @@ def test_training_steps_on_cuda_never_wait_for_the_gpu(tmp_path):
 
     from lightning.pytorch import Callback
 
-    from densenet_lit.cli import default_callbacks
+    from densenet_lit.callbacks import default_callbacks
 
     class WatchSyncs(Callback):
         def __init__(self):
@@ -338,6 +338,35 @@ def test_training_steps_on_cuda_never_wait_for_the_gpu(tmp_path):
     trainer.fit(module, datamodule=_Random(n=80))
     syncs = [f"{w.filename}:{w.lineno}" for w in watch.records if "synchroniz" in str(w.message)]
     assert not syncs, f"host waited for the GPU at: {syncs}"
+
+
+@pytest.mark.gpu
+def test_sync_batchnorm_with_memory_efficient_on_cuda(tmp_path):
+    """trainer.sync_batchnorm (DDP, here on one GPU) with the memory-efficient network: every
+    BN layer is a SyncBatchNorm, and the weights and running statistics after a few steps are
+    those of the network without recomputation (the recomputation neither communicates out
+    of step nor updates the running statistics a second time)."""
+    states = {}
+    for efficient in (False, True):
+        torch.manual_seed(0)
+        module = DenseNetModule(**TINY, num_classes=4, memory_efficient=efficient)
+        trainer = _trainer(
+            tmp_path,
+            accelerator="gpu",
+            devices=1,
+            strategy="ddp",
+            sync_batchnorm=True,
+            max_steps=3,
+            limit_val_batches=0,
+        )
+        torch.manual_seed(1)
+        trainer.fit(module, datamodule=_Random(n=32))
+        norms = [m for m in module.modules() if "BatchNorm" in type(m).__name__]
+        assert norms and all(isinstance(m, torch.nn.SyncBatchNorm) for m in norms)
+        states[efficient] = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    assert states[True].keys() == states[False].keys()
+    for key, value in states[False].items():
+        assert torch.allclose(states[True][key].float(), value.float(), atol=1e-5), key
 
 
 def test_nonfinite_loss_stops_training(tmp_path):

@@ -8,37 +8,28 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_args import cli_args
 
 from densenet_lit.cli import run
 
-DIGITS_TINY = [
-    "--data",
-    "densenet_lit.data.DigitsDataModule",
-    "--data.init_args.batch_size",
-    "32",
-    "--model.depth",
-    "10",
-    "--model.growth_rate",
-    "4",
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.max_epochs",
-    "1",
-    "--trainer.limit_train_batches",
-    "3",
-    "--trainer.limit_val_batches",
-    "2",
-    "--trainer.limit_test_batches",
-    "2",
-    "--trainer.log_every_n_steps",
-    "1",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--run.test_after_fit",
-    "true",
-]
+
+def wandb_args(root: Path, name: str | None = None) -> list[str]:
+    """A quick run on the bundled digits, tested after fitting, logging a step at a time, with
+    W&B left to the CLI's default (on)."""
+    return cli_args(
+        "fit",
+        root,
+        trainer={
+            "max_epochs": 1,
+            "limit_train_batches": 3,
+            "limit_val_batches": 2,
+            "limit_test_batches": 2,
+            "log_every_n_steps": 1,
+        },
+        wandb=None,
+        run={"test_after_fit": True},
+        name=name,
+    )
 
 
 def wandb_records(path: Path) -> Iterator:
@@ -78,7 +69,7 @@ def no_wandb_account(monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_offline_run_holds_metrics_and_config(tmp_path, no_wandb_account, capsys):
     root = tmp_path / "runs"
-    c = run(["fit", *DIGITS_TINY, "--trainer.default_root_dir", str(root), "--run.name", "wb"])
+    c = run(wandb_args(root, "wb"))
     out = capsys.readouterr().out
     sync_lines = [line for line in out.splitlines() if "wandb sync" in line]
     assert len(sync_lines) == 1 and "offline" in sync_lines[0]
@@ -121,7 +112,7 @@ def test_offline_run_holds_metrics_and_config(tmp_path, no_wandb_account, capsys
 
 def test_wandb_mode_disabled_is_respected(tmp_path, no_wandb_account, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    c = run(["fit", *DIGITS_TINY, "--trainer.default_root_dir", str(tmp_path / "runs")])
+    c = run(wandb_args(tmp_path / "runs"))
     assert not (c.run_dir / "wandb").exists()
     assert (c.run_dir / "metrics.csv").is_file()
     assert "wandb sync" not in capsys.readouterr().out
@@ -135,5 +126,5 @@ def test_a_wandb_failure_does_not_stop_training(tmp_path, no_wandb_account, monk
 
     monkeypatch.setattr(wandb, "init", broken_init)
     with pytest.warns(UserWarning, match="W&B could not start"):
-        c = run(["fit", *DIGITS_TINY, "--trainer.default_root_dir", str(tmp_path / "runs")])
+        c = run(wandb_args(tmp_path / "runs"))
     assert "test/error" in (c.run_dir / "metrics.csv").read_text()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from densenet_lit.bench.common import MODES, ModelSpec, Settings, median
 from densenet_lit.bench.epoch import EpochResult
 from densenet_lit.bench.loaders import LoaderRow
-from densenet_lit.bench.steps import StepResult, cli_callbacks, load_cli
+from densenet_lit.bench.steps import StepResult, cli_callbacks
 
 PLAIN, PLAIN_OURS, LIGHTNING = "plain", "plain_ours", "lightning"
 NA = "n/a"
@@ -281,12 +281,6 @@ def cli_callback_names() -> str:
     return ", ".join(f"`{type(c).__name__}`" for c in cli_callbacks())
 
 
-def csv_logger_words() -> str:
-    if load_cli() is not None:
-        return "its CSV logger"
-    return "a plain `CSVLogger` (see the note above)"
-
-
 def render(
     env: dict[str, str],
     settings: Settings,
@@ -315,7 +309,7 @@ def render(
             "Images/s of forward + loss + backward + SGD-Nesterov update on a batch already on "
             "the device. Lightning: `DenseNetModule` in `Trainer` (hooks, logging and metrics "
             f"included) with the CLI's default callbacks ({cli_callback_names()}) and "
-            f"{csv_logger_words()}, without checkpoints, progress bar or W&B. Ratios above 1x "
+            f"its CSV logger, without checkpoints, progress bar or W&B. Ratios above 1x "
             "mean faster (or, for memory, more)."
         )
         if cpu:

@@ -4,9 +4,9 @@ Both sides train on one random batch that already sits on the device, so only th
 timed (forward, loss, backward, SGD-Nesterov update, and on the Lightning side everything
 the Trainer and the module do around it: hooks, logging, metrics). The Trainer is the one a
 ``python -m densenet_lit fit`` run builds, with the CLI's default callbacks and CSV logger, but
-without checkpoints, progress bar and W&B. Where :mod:`densenet_lit.cli` cannot be imported
-(it needs ``jsonargparse``, which a bare GPU machine may lack), the same callbacks come from
-:mod:`densenet_lit.callbacks` and a plain ``CSVLogger`` stands in for the CLI's.
+without checkpoints, progress bar and W&B. They come from :mod:`densenet_lit.callbacks` and
+:mod:`densenet_lit.loggers`, not from the CLI, so the suite runs where ``jsonargparse`` is not
+installed (a bare GPU machine).
 
 Timing starts after ``warmup`` steps (compilation and cuDNN autotuning happen there), is
 taken in ``windows`` windows of ``steps_per_window`` steps, each closed by a device
@@ -15,7 +15,6 @@ synchronisation, and the median window is reported.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import warnings
 from contextlib import nullcontext
@@ -25,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densenet_lit.bench.common import Mode, ModelSpec, Settings, median, now, release, short_error
+from densenet_lit.bench.common import Mode, ModelSpec, Settings, median, now, release
+from densenet_lit.callbacks import default_callbacks
+from densenet_lit.loggers import RunCSVLogger
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4  # the paper's recipe, on both sides
 
@@ -191,60 +192,15 @@ def make_module(spec: ModelSpec, mode: Mode, memory_efficient: bool | None = Non
     return module
 
 
-_cli_import_error: str | None = None  # why densenet_lit.cli failed to import, once it has
-
-
-def load_cli():
-    """:mod:`densenet_lit.cli`, or None where it cannot be imported (no ``jsonargparse``)."""
-    global _cli_import_error
-    try:
-        import densenet_lit.cli as cli
-    except ImportError as err:
-        if _cli_import_error is None:
-            print(
-                f"[bench] densenet_lit.cli cannot be imported ({short_error(err)}): using the "
-                "callbacks of densenet_lit.callbacks and a plain CSVLogger instead",
-                file=sys.stderr,
-            )
-        _cli_import_error = short_error(err)
-        return None
-    return cli
-
-
-def cli_fallback_note() -> str | None:
-    """One line for the report's header when the CLI's callbacks and logger are stand-ins."""
-    if load_cli() is not None:
-        return None
-    return (
-        f"densenet_lit.cli could not be imported ({_cli_import_error}), so the Lightning side "
-        "runs the same callbacks imported from densenet_lit.callbacks and a plain "
-        "lightning CSVLogger instead of the CLI's RunCSVLogger."
-    )
-
-
 def cli_callbacks() -> list:
     """New instances of the callbacks ``DenseNetCLI`` gives every run. The CLI's checkpoint
-    callback (RunCheckpoint) is not one of them, and the benchmark saves no checkpoints.
-
-    Without :mod:`densenet_lit.cli` (no ``jsonargparse``) the same classes are built here;
-    a test checks that the two lists agree."""
-    cli = load_cli()
-    if cli is not None:
-        return cli.default_callbacks()
-    from densenet_lit.callbacks import FiniteLossGuard, PreemptionCheckpoint, ThroughputMonitor
-
-    return [ThroughputMonitor(), FiniteLossGuard(), PreemptionCheckpoint()]
+    callback (RunCheckpoint) is not one of them, and the benchmark saves no checkpoints."""
+    return default_callbacks()
 
 
-def csv_logger(root: str):
-    """The CLI's CSV logger writing ``metrics.csv`` into ``root`` (a plain CSVLogger writing
-    to the same place without :mod:`densenet_lit.cli`)."""
-    cli = load_cli()
-    if cli is not None:
-        return cli.RunCSVLogger(root)
-    from lightning.pytorch.loggers import CSVLogger
-
-    return CSVLogger(save_dir=root, name="", version="")
+def csv_logger(root: str) -> RunCSVLogger:
+    """The CLI's CSV logger, writing ``metrics.csv`` into ``root``."""
+    return RunCSVLogger(root)
 
 
 def trainer_kwargs(settings: Settings, mode: Mode, root: str, callbacks=()) -> dict:

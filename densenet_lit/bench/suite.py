@@ -51,7 +51,6 @@ from densenet_lit.bench.report import (
 )
 from densenet_lit.bench.steps import (
     activation_mib,
-    cli_fallback_note,
     lightning_steps,
     plain_steps,
 )
@@ -495,9 +494,6 @@ def render_report(results: Results, json_name: str) -> str:
 def run(settings: Settings, results: Results, save: Callable[[], None] = nothing) -> Results:
     """Run the sections of ``settings`` into ``results``, calling ``save()`` after each row."""
     specs = model_specs(settings.quick)
-    note = cli_fallback_note()
-    if note:
-        settings.notes.append(note)
     results.environment = environment(settings.device)
     log(f"device {results.environment['device']}; sections {','.join(settings.sections)}")
     save()
