@@ -34,7 +34,7 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-demo: $(STAMP) ## Train and test a small DenseNet-BC on the bundled digits (CPU, a few minutes)
+demo: $(STAMP) ## Train and test a small DenseNet-BC on the bundled digits (CPU, about a minute)
 	$(BIN)/python -m densenet_lit.demo
 
 bench: $(STAMP) ## Run the benchmark suite and write bench_results/

@@ -53,13 +53,19 @@ import yaml
 from jsonargparse import Namespace
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.strategies import ParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from densenet_lit.callbacks import Preempted, RunCheckpoint, default_callbacks
+from densenet_lit.callbacks import (
+    PredictionWriter,
+    Preempted,
+    RunCheckpoint,
+    default_callbacks,
+)
 from densenet_lit.data.errors import DataError
 from densenet_lit.loggers import RunCSVLogger
 from densenet_lit.module import (
@@ -535,8 +541,9 @@ def _finish_within(logger: WandbLogger, timeout: float) -> bool:
     return not thread.is_alive()
 
 
-def finish_wandb() -> None:
-    """Finish the W&B runs of this process and print how to upload the offline ones.
+def finish_wandb(sync_hint: bool = True) -> None:
+    """Finish the W&B runs of this process and print how to upload the offline ones
+    (unless ``sync_hint`` is False).
 
     Finishing waits for W&B's uploads; without network that can take until the job is killed,
     so it is given :data:`WANDB_FINISH_TIMEOUT` seconds. The run's data stays in its directory
@@ -556,7 +563,7 @@ def finish_wandb() -> None:
                 + (f" in {run_dir}; upload it later with: wandb sync {run_dir}" if run_dir else ".")
             )
             continue
-        if sync_dir is not None:
+        if sync_dir is not None and sync_hint:
             print(
                 f"W&B run saved offline ({logger._mode_reason}); upload it with: "
                 f"wandb sync {sync_dir}",
@@ -829,6 +836,13 @@ class DenseNetCLI(LightningCLI):
     def before_validate(self) -> None:
         self._check_checkpoint_fits()
         self._check_image_size()
+        if getattr(self.datamodule, "has_validation_set", True) is False:
+            raise ValueError(
+                "validate: this config has no validation set (data.val_size=0: the paper's "
+                "final runs train on all training images), so there is nothing to validate on. "
+                "Use `test` for the test set; for a run trained with a held-out split, give "
+                "its config (e.g. --config experiments/overlays/holdout.yaml)."
+            )
 
     def before_test(self) -> None:
         self._check_checkpoint_fits()
@@ -875,6 +889,10 @@ class DenseNetCLI(LightningCLI):
         ):
             # runs without an experiment config also keep last.ckpt (and the best by val/error)
             cfg["callbacks"] = [*callbacks, RunCheckpoint()]
+        if self.subcommand == "predict" and not any(
+            isinstance(c, BasePredictionWriter) for c in callbacks
+        ):
+            cfg["callbacks"] = [*callbacks, PredictionWriter()]  # predictions.pt in the run dir
         # a default callback the user configured (`--trainer.callbacks+=FiniteLossGuard
         # --trainer.callbacks.check every_step`) replaces the default instance
         given = {type(c) for c in callbacks}
@@ -974,6 +992,10 @@ def run(args: Any = None) -> DenseNetCLI:
         warnings.filterwarnings(
             "ignore", message=r"Checkpoint directory .* exists and is not empty"
         )
+        # validate/test/predict of a checkpoint run in a directory of their own on purpose
+        warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+        # val_size 0 (the paper's final runs): the data module returns no validation loader
+        warnings.filterwarnings("ignore", message=r"Total length of .* across ranks is zero")
         chosen_before = len(_RUN_DIR_SET_HERE)
         failed = False
         try:
@@ -985,20 +1007,26 @@ def run(args: Any = None) -> DenseNetCLI:
             failed = True
             raise
         finally:
-            finish_wandb()
+            discard = None
             if failed and len(_RUN_DIR_SET_HERE) > chosen_before:
-                discard_untrained_run_dir(Path(_RUN_DIR_SET_HERE[-1]))
+                run_dir = Path(_RUN_DIR_SET_HERE[-1])
+                discard = run_dir if never_trained(run_dir) else None
+            finish_wandb(sync_hint=discard is None)  # no hint to upload what is deleted next
+            if discard is not None:
+                discard_untrained_run_dir(discard)
+
+
+def never_trained(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` stopped before training began: it holds no checkpoint,
+    no metrics and no ``hparams.yaml`` (written once setup is done)."""
+    kept = ("hparams.yaml", "metrics.csv")
+    return not any(run_dir.rglob("*.ckpt")) and not any((run_dir / n).is_file() for n in kept)
 
 
 def discard_untrained_run_dir(run_dir: Path) -> None:
     """Remove the directory of a run that failed before training began (a missing data set,
-    a value rejected at setup), so that retries do not leave a trail of empty runs behind.
-    Kept: any run that got as far as logging its hyperparameters (``hparams.yaml``, written
-    once setup is done), or that wrote metrics or a checkpoint."""
-    if rank_zero_only.rank != 0 or not run_dir.is_dir():
-        return
-    kept = ("hparams.yaml", "metrics.csv")
-    if any(run_dir.rglob("*.ckpt")) or any((run_dir / name).is_file() for name in kept):
+    a value rejected at setup), so that retries do not leave a trail of empty runs behind."""
+    if rank_zero_only.rank != 0 or not run_dir.is_dir() or not never_trained(run_dir):
         return
     shutil.rmtree(run_dir, ignore_errors=True)
     with contextlib.suppress(OSError):
@@ -1007,7 +1035,14 @@ def discard_untrained_run_dir(run_dir: Path) -> None:
 
 # Errors a user fixes by changing the command, the config, the data or the checkpoint: main()
 # prints their message alone (the traceback with DENSENET_LIT_TRACEBACK=1).
-USER_ERRORS = (DataError, ValueError, FileNotFoundError, FloatingPointError, yaml.YAMLError)
+USER_ERRORS = (
+    DataError,
+    ValueError,
+    FileNotFoundError,
+    FloatingPointError,
+    yaml.YAMLError,
+    MisconfigurationException,  # Lightning's, e.g. GPUs asked for where there are none
+)
 TRACEBACK_ENV = "DENSENET_LIT_TRACEBACK"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -1033,7 +1068,15 @@ def user_error_message(err: BaseException) -> str:
         )
     ours = [e for e in chain if _raised_in_package(e) and str(e)]
     chosen = ours[0] if ours else err  # the outermost: it says most in the user's terms
-    return str(chosen) or type(chosen).__name__
+    message = str(chosen) or type(chosen).__name__
+    about_gpus = any(word in message.lower() for word in ("gpu", "cuda"))
+    no_gpu = about_gpus and not torch.cuda.is_available()
+    if isinstance(chosen, MisconfigurationException) and no_gpu:
+        message += (
+            " PyTorch sees no GPU on this machine: run with --trainer.accelerator cpu, "
+            "without the GPU overlays (ddp.yaml, multinode.yaml)."
+        )
+    return message
 
 
 def main(args: Any = None) -> None:

@@ -597,12 +597,25 @@ def test_wandb_runs_become_runs(monkeypatch, fake_runs):
 def test_experiment_name_fallbacks_without_config(tmp_path):
     d = tmp_path / "cifar100plus_densenet_bc_100_12" / "r1"
     d.mkdir(parents=True)
-    (d / "metrics.csv").write_text("epoch,step,val/error\n0,9,30.5\n")
+    (d / "metrics.csv").write_text("epoch,step,train/loss,val/error\n0,9,1.5,30.5\n")
     (d / "hparams.yaml").write_text("depth: 100\ngrowth_rate: 12\nnum_classes: 100\n")
     (run,) = runs.collect_local_runs([tmp_path])
     assert runs.benchmark(run) == "c100+"
     assert runs.paper_error(run) == 22.27
     assert runs.final_error(run) == (30.5, "val")
+
+
+def test_evaluation_runs_are_not_counted_as_training_runs(tmp_path):
+    """``validate``/``test`` of a checkpoint write their own run directory with evaluation
+    metrics only; comparisons and reports leave them out unless asked for."""
+    fit, test = tmp_path / "exp" / "fit1", tmp_path / "exp" / "test1"
+    for d in (fit, test):
+        d.mkdir(parents=True)
+    (fit / "metrics.csv").write_text("epoch,step,lr,train/loss,test/error\n0,9,0.1,1.5,7.0\n")
+    (test / "metrics.csv").write_text("epoch,step,test/error\n0,0,7.0\n")
+    assert [r.run_id for r in runs.collect_local_runs([tmp_path])] == ["fit1"]
+    everything = runs.collect_local_runs([tmp_path], training_only=False)
+    assert [r.run_id for r in everything] == ["fit1", "test1"]
 
 
 # -------------------------------------------------------------------------- paper plots

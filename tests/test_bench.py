@@ -19,7 +19,6 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
-from lightning.pytorch.cli import LightningCLI
 from PIL import Image
 
 from densenet_lit.bench import epoch as bench_epoch
@@ -43,8 +42,8 @@ from densenet_lit.bench.steps import (
     trainer_kwargs,
 )
 from densenet_lit.bench.suite import build_parser
-from densenet_lit.cli import DenseNetCLI, RunCSVLogger
 from densenet_lit.data import ImageNetDataModule
+from densenet_lit.loggers import RunCSVLogger
 
 QUICK_MODES = ("fp32", "channels_last", "bf16-mixed", "memory_efficient")
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -183,6 +182,10 @@ def test_synthetic_imagenet_is_photo_sized_and_loads(tmp_path):
 
 def test_cli_callbacks_are_the_ones_the_cli_adds():
     """The step benchmark's callbacks are DenseNetCLI's trainer_defaults (same classes, order)."""
+    from lightning.pytorch.cli import LightningCLI  # here: the rest runs without jsonargparse
+
+    from densenet_lit.cli import DenseNetCLI
+
     captured: dict = {}
 
     class Capture(LightningCLI):  # stands in for LightningCLI: records what DenseNetCLI passes
@@ -443,3 +446,17 @@ def test_quick_run_on_cuda_reports_peak_memory_and_gpu_busy(tmp_path):
     assert all(r["verdict"] in ("met", "NOT met") for r in table_after(report, "### Targets"))
     assert "- fp32 math: torch.backends.cudnn.allow_tf32=" in report
     assert json.loads(path.with_suffix(".json").read_text())["complete"] is True
+
+
+def test_the_gpu_tests_need_neither_jsonargparse_nor_wandb():
+    """The files holding the GPU-only tests are collected where jsonargparse and wandb are
+    missing, as on a bare GPU machine (docs/benchmarks.md)."""
+    files = ["tests/test_module.py", "tests/test_bench.py", "tests/test_data_modules.py"]
+    code = (
+        "import sys; sys.modules['jsonargparse'] = None; sys.modules['wandb'] = None\n"
+        "import pytest\n"
+        f"sys.exit(pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', *{files}]))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert done.returncode == 0, done.stdout[-2000:]

@@ -13,7 +13,6 @@ from cli_args import cli_args
 from densenet_lit import cli
 from densenet_lit.cli import (
     CheckpointMismatchError,
-    DenseNetCLI,
     config_chain,
     expand_config_args,
     main,
@@ -259,7 +258,19 @@ def test_predict_and_test_subcommands(tmp_path):
             subcommand="predict",
         )
     )
-    assert isinstance(predicted, DenseNetCLI)
+    saved = torch.load(predicted.run_dir / "predictions.pt")
+    probabilities, predictions = saved["probabilities"], saved["predictions"]
+    assert probabilities.shape == (64, 10)  # 2 batches of 32 test digits, 10 classes
+    assert torch.allclose(probabilities.sum(dim=1), torch.ones(64))
+    assert torch.equal(predictions, probabilities.argmax(dim=1))
+    assert saved["targets"].shape == (64,) and saved["indices"].tolist() == list(range(64))
+    # the probabilities of the checkpoint's network on the first test batch
+    dm = predicted.datamodule
+    x, y = dm.transform_batch(next(iter(dm.predict_dataloader())), train=False)
+    with torch.no_grad():
+        expected = predicted.model.eval()(x).softmax(dim=1)
+    assert torch.allclose(probabilities[:32], expected, atol=1e-6)
+    assert torch.equal(saved["targets"][:32], y)
 
 
 # --------------------------------------------------------------------------------- W&B mode
@@ -400,7 +411,7 @@ def test_a_misspelt_option_gets_a_suggestion(tmp_path, capsys, where, suggested)
     assert f"Did you mean '{suggested}'?" in capsys.readouterr().err
 
 
-def test_a_run_that_fails_before_training_leaves_no_run_directory(tmp_path):
+def test_a_run_that_fails_before_training_leaves_no_run_directory(tmp_path, capsys):
     """A data set that is not there: no empty run directory is left behind for each retry.
     A run that got as far as training keeps its directory (see test_fault_tolerance)."""
     args = [
@@ -419,3 +430,20 @@ def test_a_run_that_fails_before_training_leaves_no_run_directory(tmp_path):
     with pytest.raises(DataError, match="CIFAR-10 not found"):
         run(args)
     assert list((tmp_path / "runs").glob("*")) == []
+    assert "wandb sync" not in capsys.readouterr().out  # no hint to upload a deleted run
+
+
+def test_validate_without_a_validation_set_says_what_to_do(tmp_path):
+    args = digits_args(tmp_path, "--data.init_args.val_size", "0", subcommand="validate")
+    with pytest.raises(ValueError, match=r"no validation set \(data.val_size=0.*Use `test`"):
+        run(args)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_asking_for_a_gpu_on_a_machine_without_one_says_how_to_run_on_the_cpu(tmp_path, capsys):
+    args = digits_args(tmp_path, "--config", str(REPO / "experiments/overlays/ddp.yaml"))
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 1 and "Traceback" not in err
+    assert "PyTorch sees no GPU on this machine: run with --trainer.accelerator cpu" in err

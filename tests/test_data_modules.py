@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fake_data import write_cifar10, write_cifar100, write_svhn
-from jsonargparse import ArgumentParser
 from test_data_transforms import window_offsets
 from torch.utils.data import DistributedSampler
 
@@ -59,6 +58,8 @@ def cifar10(root, **kw):
 def test_properties_known_after_init_and_cli_parsable(cls, classes, channels, size):
     dm = cls()
     assert (dm.num_classes, dm.in_channels, dm.image_size) == (classes, channels, size)
+    from jsonargparse import ArgumentParser  # here: the GPU tests of this file run without it
+
     parser = ArgumentParser()
     parser.add_class_arguments(cls, "data")
     cfg = parser.parse_args(["--data.batch_size", "32"])

@@ -197,16 +197,23 @@ def load_run(run_dir: str | os.PathLike, metrics_files: Sequence[Path] | None = 
     return Run(experiment, run_dir.name, rows, config, hparams, path=run_dir)
 
 
-def collect_local_runs(paths: Iterable[str | os.PathLike]) -> list[Run]:
+def is_training_run(run: Run) -> bool:
+    """A run of ``fit`` (it logged training metrics), not one of ``validate`` or ``test``."""
+    return any(c.startswith("train/") or c == "lr" for c in run.columns)
+
+
+def collect_local_runs(paths: Iterable[str | os.PathLike], training_only: bool = True) -> list[Run]:
     """Every run under each of ``paths`` (roots of runs, run directories or metrics.csv files),
-    without duplicates, in path order."""
+    without duplicates, in path order. Evaluation runs (``validate``/``test`` of a checkpoint,
+    which log no training metrics) are left out unless ``training_only`` is False."""
     seen: dict[Path, list[Path]] = {}
     for path in paths:
         for run_dir, files in find_run_dirs(path).items():
             key = run_dir.resolve()
             if key not in seen:
                 seen[key] = files
-    return [load_run(d, files) for d, files in sorted(seen.items())]
+    runs = [load_run(d, files) for d, files in sorted(seen.items())]
+    return [r for r in runs if is_training_run(r)] if training_only else runs
 
 
 # ------------------------------------------------------------------------------------ W&B
@@ -524,6 +531,7 @@ __all__ = [
     "benchmark",
     "best_validation",
     "collect_local_runs",
+    "is_training_run",
     "collect_wandb_runs",
     "data_class",
     "dataset_name",

@@ -153,6 +153,12 @@ class BaseDataModule(pl.LightningDataModule):
             )
         return self.batch_size // world
 
+    @property
+    def has_validation_set(self) -> bool:
+        """Whether ``validate`` has images to run on (with ``val_size: 0`` there are none, as
+        in the paper's final CIFAR and SVHN runs on all training images)."""
+        return self.val_size > 0
+
     # --- hooks shared by all modules -------------------------------------------------------
     def default_num_workers(self) -> int:
         return 0

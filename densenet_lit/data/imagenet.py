@@ -229,6 +229,10 @@ class ImageNetDataModule(BaseDataModule):
     def root(self) -> Path:
         return Path(self.data_dir).expanduser()
 
+    @property
+    def has_validation_set(self) -> bool:
+        return True  # val_size 0: the official val/ images
+
     def layout(self) -> str:
         return (
             f"  {self.root}/\n      train/n01440764/n01440764_10026.JPEG ... (1,000 class folders)\n"
