@@ -234,7 +234,7 @@ class FiniteLossGuard(Callback):
             host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
             host.copy_(values, non_blocking=True)
             event = torch.cuda.Event()
-            event.record()
+            event.record(torch.cuda.current_stream(values.device))  # the copy's stream
             values = host
         self._pending = (values, event, self._position(trainer))
 

@@ -88,6 +88,8 @@ EXTENDS_KEY = "extends"
 WANDB_FINISH_TIMEOUT = 120.0
 # W&B runs started in this process, finished (and their sync hint printed) by main().
 _OPEN_WANDB: list[WandbLogger] = []
+# The CLI object of the run() in progress, so that a failed run can be inspected.
+_LATEST_CLI: list[Any] = []
 # The run directory this process chose last; a value of RUN_DIR_ENV equal to it was set by us
 # (for the DDP worker processes) and is not reused by the next run started in this process.
 _RUN_DIR_SET_HERE: list[str] = []
@@ -667,6 +669,7 @@ class DenseNetCLI(LightningCLI):
         kwargs.setdefault("parser_kwargs", {"prog": "python -m densenet_lit"})
         kwargs.setdefault("parser_class", DenseNetArgumentParser)
         kwargs.setdefault("trainer_defaults", {"callbacks": default_callbacks()})
+        _LATEST_CLI[:] = [self]
         self.run_dir: Path | None = None
         self.resume_dir: Path | None = None
         self.experiment: str | None = None
@@ -997,6 +1000,7 @@ def run(args: Any = None) -> DenseNetCLI:
         # val_size 0 (the paper's final runs): the data module returns no validation loader
         warnings.filterwarnings("ignore", message=r"Total length of .* across ranks is zero")
         chosen_before = len(_RUN_DIR_SET_HERE)
+        _LATEST_CLI.clear()
         failed = False
         try:
             return DenseNetCLI(args=args)
@@ -1010,22 +1014,26 @@ def run(args: Any = None) -> DenseNetCLI:
             discard = None
             if failed and len(_RUN_DIR_SET_HERE) > chosen_before:
                 run_dir = Path(_RUN_DIR_SET_HERE[-1])
-                discard = run_dir if never_trained(run_dir) else None
+                trainer = getattr(_LATEST_CLI[0], "trainer", None) if _LATEST_CLI else None
+                steps = int(getattr(trainer, "global_step", 0) or 0)
+                discard = run_dir if steps == 0 and never_trained(run_dir) else None
             finish_wandb(sync_hint=discard is None)  # no hint to upload what is deleted next
             if discard is not None:
                 discard_untrained_run_dir(discard)
 
 
 def never_trained(run_dir: Path) -> bool:
-    """Whether the run in ``run_dir`` stopped before training began: it holds no checkpoint,
-    no metrics and no ``hparams.yaml`` (written once setup is done)."""
+    """Whether ``run_dir`` holds nothing of a training run: no checkpoint, no metrics and no
+    ``hparams.yaml`` (written once setup is done)."""
     kept = ("hparams.yaml", "metrics.csv")
     return not any(run_dir.rglob("*.ckpt")) and not any((run_dir / n).is_file() for n in kept)
 
 
 def discard_untrained_run_dir(run_dir: Path) -> None:
     """Remove the directory of a run that failed before training began (a missing data set,
-    a value rejected at setup), so that retries do not leave a trail of empty runs behind."""
+    a value rejected at setup), so that retries do not leave a trail of empty runs behind.
+    :func:`run` calls it only when the failed run's Trainer took no optimizer step (a run
+    whose own logger writes elsewhere keeps its directory once it has trained)."""
     if rank_zero_only.rank != 0 or not run_dir.is_dir() or not never_trained(run_dir):
         return
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -1056,18 +1064,34 @@ def _raised_in_package(err: BaseException) -> bool:
     )
 
 
-def user_error_message(err: BaseException) -> str:
-    """The message to show for ``err``: that of the innermost exception in its chain raised
-    by densenet_lit itself (jsonargparse wraps an error raised while it builds the data module
-    or the model in its own), else ``err``'s."""
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from, outermost first."""
     chain, current = [], err
     while current is not None and all(current is not c for c in chain):
         chain.append(current)
         current = current.__cause__ or (
             None if current.__suppress_context__ else current.__context__
         )
-    ours = [e for e in chain if _raised_in_package(e) and str(e)]
-    chosen = ours[0] if ours else err  # the outermost: it says most in the user's terms
+    return chain
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` says what the user has to change: raised by densenet_lit's own checks
+    (possibly wrapped by jsonargparse), a data, checkpoint or YAML problem, a diverged run or
+    a Lightning misconfiguration. A ``ValueError`` from deep inside torch is not (it keeps its
+    traceback)."""
+    named = (DataError, CheckpointError, FloatingPointError, yaml.YAMLError)
+    named += (MisconfigurationException,)
+    return any(isinstance(e, named) or _raised_in_package(e) for e in _chain(err))
+
+
+def user_error_message(err: BaseException) -> str:
+    """The message to show for ``err``: that of the outermost exception in its chain raised
+    by densenet_lit itself (jsonargparse wraps an error raised while it builds the data module
+    or the model in its own; the outermost of ours says most in the user's terms), else
+    ``err``'s."""
+    ours = [e for e in _chain(err) if _raised_in_package(e) and str(e)]
+    chosen = ours[0] if ours else err
     message = str(chosen) or type(chosen).__name__
     about_gpus = any(word in message.lower() for word in ("gpu", "cuda"))
     no_gpu = about_gpus and not torch.cuda.is_available()
@@ -1088,7 +1112,7 @@ def main(args: Any = None) -> None:
     try:
         run(args)
     except USER_ERRORS as err:
-        if os.environ.get(TRACEBACK_ENV):
+        if os.environ.get(TRACEBACK_ENV) or not is_user_error(err):
             raise
         rank = rank_zero_only.rank  # DDP ranks can fail differently: each says its own
         print(

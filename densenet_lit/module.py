@@ -192,8 +192,8 @@ def _unwrapped(sampler: Any) -> Any:
     return sampler
 
 
-def _train_loaders(trainer: Any) -> list[Any]:
-    loaders = trainer.train_dataloader
+def _loaders(loaders: Any) -> list[Any]:
+    """The loaders of ``trainer.train_dataloader`` or ``trainer.val_dataloaders``, as a list."""
     if loaders is None:
         return []
     if isinstance(loaders, dict):
@@ -397,9 +397,12 @@ class DenseNetModule(LightningModule):
     # shifts the random numbers of a training step.
     def on_train_start(self) -> None:
         fit_loop = self.trainer.fit_loop
+        progress = fit_loop.epoch_loop.batch_progress
         done = 0
-        if fit_loop.restarting and fit_loop.restarted_mid_epoch:
-            done = fit_loop.epoch_loop.batch_progress.current.processed
+        # a checkpoint of an epoch's last batch (every_n_train_steps, a SLURM requeue) counts
+        # as mid-epoch, but Lightning closes that epoch itself and starts the next afresh
+        if fit_loop.restarting and fit_loop.restarted_mid_epoch and not progress.is_last_batch:
+            done = progress.current.processed
             if training_seed() is not None:
                 # Lightning warns next that the loader cannot resume; the order is resumed here
                 warnings.filterwarnings(
@@ -448,7 +451,12 @@ class DenseNetModule(LightningModule):
         if seed is None:
             return
         epoch, rank = self.current_epoch, self.trainer.global_rank
-        for loader in _train_loaders(self.trainer):
+        for loader in _loaders(self.trainer.val_dataloaders):
+            # starting a validation iterator (also when a resumed run fast-forwards past a
+            # validation) then does not draw its worker seed from the global RNG
+            if getattr(loader, "generator", True) is None:
+                loader.generator = torch.Generator().manual_seed(mix_seed(seed, rank, 3))
+        for loader in _loaders(self.trainer.train_dataloader):
             if hasattr(loader, "generator"):
                 loader.generator = torch.Generator().manual_seed(mix_seed(seed, rank, epoch, 1))
             batch_sampler = getattr(loader, "batch_sampler", None)
@@ -476,7 +484,9 @@ class DenseNetModule(LightningModule):
         """
         if training_seed() is None:
             return
-        if not any(getattr(dl, "num_workers", 0) > 0 for dl in _train_loaders(self.trainer)):
+        if not any(
+            getattr(dl, "num_workers", 0) > 0 for dl in _loaders(self.trainer.train_dataloader)
+        ):
             return
         fetcher = getattr(self.trainer.fit_loop, "_data_fetcher", None)  # Lightning 2.x
         if fetcher is None:
@@ -494,9 +504,10 @@ class DenseNetModule(LightningModule):
         return {name: getattr(self, name) for name in names}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Save the running sums of this epoch's training metrics, summed over the DDP ranks
-        (every rank calls this hook), so that a run resumed in the middle of the epoch logs
-        the epoch means of all its batches, as the uninterrupted run does."""
+        """Save the running sums of this epoch's training metrics, summed over the DDP ranks,
+        so that a run resumed in the middle of the epoch logs the epoch means of all its
+        batches, as the uninterrupted run does. Under DDP this is a collective: as Lightning
+        requires, every rank must call ``trainer.save_checkpoint``."""
         trainer = self._trainer
         distributed = (
             trainer is not None
@@ -519,6 +530,11 @@ class DenseNetModule(LightningModule):
         """Resumed in the middle of an epoch: continue its training metrics from the sums of
         the checkpoint (on rank 0, which then holds those of every rank)."""
         sums, self._resumed_train_sums = self._resumed_train_sums, None
+        if mid_epoch and sums is None:
+            rank_zero_info(
+                "The checkpoint holds no running sums of the training metrics (it predates "
+                "them): this epoch's train/loss and train/error cover its remaining batches."
+            )
         if not sums or not mid_epoch or self.trainer.global_rank != 0:
             return
         for name, metric in self._train_metrics().items():
@@ -536,7 +552,9 @@ class DenseNetModule(LightningModule):
         for a different number of epochs. They are re-resolved, and a warning says so.
         """
         self._resumed_train_sums = checkpoint.get(TRAIN_SUMS_KEY)
-        if self.hparams.schedule != "step" or self._trainer is None:
+        trainer = self._trainer
+        if self.hparams.schedule != "step" or trainer is None or trainer.state.fn != "fit":
+            # validate/test/predict of a checkpoint never step the schedule
             return
         expected = resolve_milestones(self.milestones, self._trainer.max_epochs)
         for state in checkpoint.get("lr_schedulers", []):

@@ -103,3 +103,16 @@ class PoisonAt(Callback):
         if self.what == "weights" and trainer.global_step == self.step:
             with torch.no_grad():
                 next(pl_module.parameters()).view(-1)[0] = float("inf")
+
+
+class RaiseAt(Callback):
+    """Raise a ValueError at global step ``step`` (an error from outside densenet_lit)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step == self.step:
+            raise ValueError("raised by a test callback")

@@ -447,3 +447,36 @@ def test_asking_for_a_gpu_on_a_machine_without_one_says_how_to_run_on_the_cpu(tm
     err = capsys.readouterr().err
     assert stopped.value.code == 1 and "Traceback" not in err
     assert "PyTorch sees no GPU on this machine: run with --trainer.accelerator cpu" in err
+
+
+def test_a_run_with_its_own_logger_keeps_its_directory_when_it_fails_after_training(tmp_path):
+    """Its checkpoints and metrics go to the logger's folder, so the run directory holds only
+    the config; after steps were trained, a failure must not delete it."""
+    extra = ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger"]
+    extra += ["--trainer.logger.save_dir", str(tmp_path / "elsewhere")]
+    extra += ["--trainer.callbacks+=run_probes.PoisonAt", "--trainer.callbacks.step", "1"]
+    extra += ["--run.name", "own_logger"]
+    with pytest.raises(FloatingPointError, match="global step 1"):
+        run(digits_args(tmp_path, *extra))
+    (run_dir,) = run_dirs(tmp_path / "runs")
+    assert (run_dir / "config.yaml").is_file()
+
+
+def test_an_error_from_outside_the_package_during_training_keeps_its_traceback(tmp_path):
+    """Only densenet_lit's own checks (and data, checkpoint, YAML, Lightning configuration
+    errors) become one-line messages; a ValueError raised elsewhere mid-training is a bug
+    to be seen whole."""
+    extra = ["--trainer.callbacks+=run_probes.RaiseAt", "--trainer.callbacks.step", "1"]
+    with pytest.raises(ValueError, match="raised by a test callback"):
+        main(digits_args(tmp_path, *extra))
+
+
+def test_evaluating_a_checkpoint_needs_no_training_length(tmp_path):
+    first = run(digits_args(tmp_path, "--run.name", "p"))
+    ckpt = str(first.run_dir / "checkpoints" / "last.ckpt")
+    tested = run(
+        digits_args(
+            tmp_path, "--ckpt_path", ckpt, "--trainer.max_epochs", "null", subcommand="test"
+        )
+    )
+    assert "test/error" in tested.trainer.callback_metrics

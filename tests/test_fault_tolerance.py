@@ -131,6 +131,29 @@ def test_interrupted_run_resumes_exactly(reference, tmp_path, how):
     assert metric_rows(resumed.run_dir) == metric_rows(run_dir)
 
 
+@pytest.mark.slow
+def test_a_checkpoint_of_an_epochs_last_batch_resumes_exactly(reference, tmp_path):
+    """A checkpoint written at the last batch of epoch 1, before the epoch's end (here
+    ModelCheckpoint(every_n_train_steps); also a SLURM requeue checkpoint): Lightning closes
+    that epoch on resumption, and epoch 2 starts whole, with fresh epoch means."""
+    run_dir, state = reference
+    steps = ["--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.every_n_train_steps"]
+    steps += [str(BATCHES), "--trainer.callbacks.save_top_k", "-1"]
+    steps += ["--trainer.callbacks.save_on_train_epoch_end", "false", "--trainer.max_epochs", "2"]
+    first = run(tiny_args(tmp_path, "exp", *steps))
+    ckpt = first.run_dir / "checkpoints" / f"epoch=1-step={2 * BATCHES}.ckpt"
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 2 * BATCHES
+
+    resumed = run(tiny_args(tmp_path, "exp", "--ckpt_path", str(ckpt)))
+    assert resumed.trainer.global_step == EPOCHS * BATCHES
+    assert_same_state(final_state(resumed), state)
+
+    def epoch_means(rows):
+        return {r["epoch"]: r["train/loss"] for r in rows if r["train/loss"]}
+
+    assert epoch_means(metric_rows(resumed.run_dir)) == epoch_means(metric_rows(run_dir))
+
+
 # ----------------------------------------------------------------------------- preemption
 @pytest.mark.slow
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGUSR1"])
