@@ -66,6 +66,7 @@ from densenet_lit.callbacks import (
     RunCheckpoint,
     default_callbacks,
 )
+from densenet_lit.data.base import batch_per_process
 from densenet_lit.data.errors import DataError
 from densenet_lit.loggers import RunCSVLogger
 from densenet_lit.module import (
@@ -813,14 +814,8 @@ class DenseNetCLI(LightningCLI):
         """The global batch must split evenly over the processes, checked before DDP starts
         them (the data module checks it again in each process)."""
         batch_size = getattr(self.datamodule, "batch_size", None)
-        world = self.trainer.world_size
-        if isinstance(batch_size, int) and world > 1 and batch_size % world:
-            lower = batch_size - batch_size % world
-            raise ValueError(
-                f"data.batch_size={batch_size} (the global batch) does not divide evenly over "
-                f"{world} processes (trainer.devices x trainer.num_nodes). Use a multiple of "
-                f"{world}, e.g. {lower or world} or {lower + world}, or another device count."
-            )
+        if isinstance(batch_size, int):
+            batch_per_process(batch_size, self.trainer.world_size)
 
     def _check_sync_batchnorm(self) -> None:
         cfg = self._get(self.config_init, "trainer", default={})
@@ -999,7 +994,6 @@ def run(args: Any = None) -> DenseNetCLI:
         warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
         # val_size 0 (the paper's final runs): the data module returns no validation loader
         warnings.filterwarnings("ignore", message=r"Total length of .* across ranks is zero")
-        chosen_before = len(_RUN_DIR_SET_HERE)
         _LATEST_CLI.clear()
         failed = False
         try:
@@ -1011,42 +1005,37 @@ def run(args: Any = None) -> DenseNetCLI:
             failed = True
             raise
         finally:
-            discard = None
-            if failed and len(_RUN_DIR_SET_HERE) > chosen_before:
-                run_dir = Path(_RUN_DIR_SET_HERE[-1])
-                trainer = getattr(_LATEST_CLI[0], "trainer", None) if _LATEST_CLI else None
-                steps = int(getattr(trainer, "global_step", 0) or 0)
-                discard = run_dir if steps == 0 and never_trained(run_dir) else None
-            finish_wandb(sync_hint=discard is None)  # no hint to upload what is deleted next
-            if discard is not None:
-                discard_untrained_run_dir(discard)
+            untrained = untrained_run_dir(_LATEST_CLI[0]) if failed and _LATEST_CLI else None
+            finish_wandb(sync_hint=untrained is None)  # no hint to upload what is deleted next
+            if untrained is not None:
+                shutil.rmtree(untrained, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    untrained.parent.rmdir()  # the experiment's folder, if this was its only run
 
 
-def never_trained(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds nothing of a training run: no checkpoint, no metrics and no
-    ``hparams.yaml`` (written once setup is done)."""
+def untrained_run_dir(cli: DenseNetCLI) -> Path | None:
+    """The directory of ``cli``'s failed run if it is to go: a new run (not a resumed one, not
+    one a DDP parent chose) that stopped before training began (a missing data set, a value
+    rejected at setup), so that retries leave no trail of empty runs. Kept: a run whose
+    Trainer took an optimizer step (its own logger may write elsewhere), and any directory
+    with a checkpoint, metrics or ``hparams.yaml`` (written once setup is done)."""
+    run_dir = cli.run_dir
+    if run_dir is None or cli.resume_dir is not None or str(run_dir) not in _RUN_DIR_SET_HERE:
+        return None
+    trainer = getattr(cli, "trainer", None)
+    if rank_zero_only.rank != 0 or getattr(trainer, "global_step", 0) or not run_dir.is_dir():
+        return None
     kept = ("hparams.yaml", "metrics.csv")
-    return not any(run_dir.rglob("*.ckpt")) and not any((run_dir / n).is_file() for n in kept)
+    if any(run_dir.rglob("*.ckpt")) or any((run_dir / name).is_file() for name in kept):
+        return None
+    return run_dir
 
 
-def discard_untrained_run_dir(run_dir: Path) -> None:
-    """Remove the directory of a run that failed before training began (a missing data set,
-    a value rejected at setup), so that retries do not leave a trail of empty runs behind.
-    :func:`run` calls it only when the failed run's Trainer took no optimizer step (a run
-    whose own logger writes elsewhere keeps its directory once it has trained)."""
-    if rank_zero_only.rank != 0 or not run_dir.is_dir() or not never_trained(run_dir):
-        return
-    shutil.rmtree(run_dir, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        run_dir.parent.rmdir()  # the experiment's folder, if this was its only run
-
-
-# Errors a user fixes by changing the command, the config, the data or the checkpoint: main()
-# prints their message alone (the traceback with DENSENET_LIT_TRACEBACK=1).
+# Errors that say what to change wherever they are raised; ValueError and FileNotFoundError
+# only when densenet_lit raised them (see is_user_error).
 USER_ERRORS = (
     DataError,
-    ValueError,
-    FileNotFoundError,
+    CheckpointError,
     FloatingPointError,
     yaml.YAMLError,
     MisconfigurationException,  # Lightning's, e.g. GPUs asked for where there are none
@@ -1076,13 +1065,14 @@ def _chain(err: BaseException) -> list[BaseException]:
 
 
 def is_user_error(err: BaseException) -> bool:
-    """Whether ``err`` says what the user has to change: raised by densenet_lit's own checks
-    (possibly wrapped by jsonargparse), a data, checkpoint or YAML problem, a diverged run or
-    a Lightning misconfiguration. A ``ValueError`` from deep inside torch is not (it keeps its
-    traceback)."""
-    named = (DataError, CheckpointError, FloatingPointError, yaml.YAMLError)
-    named += (MisconfigurationException,)
-    return any(isinstance(e, named) or _raised_in_package(e) for e in _chain(err))
+    """Whether ``err`` says what the user has to change: a ValueError or FileNotFoundError of
+    densenet_lit's own checks (possibly wrapped by jsonargparse), or one of
+    :data:`USER_ERRORS`. A ``ValueError`` from inside torch is not (it keeps its traceback)."""
+    return any(
+        isinstance(e, USER_ERRORS)
+        or (isinstance(e, ValueError | FileNotFoundError) and _raised_in_package(e))
+        for e in _chain(err)
+    )
 
 
 def user_error_message(err: BaseException) -> str:
@@ -1111,7 +1101,7 @@ def main(args: Any = None) -> None:
     """
     try:
         run(args)
-    except USER_ERRORS as err:
+    except Exception as err:
         if os.environ.get(TRACEBACK_ENV) or not is_user_error(err):
             raise
         rank = rank_zero_only.rank  # DDP ranks can fail differently: each says its own

@@ -36,12 +36,12 @@ from densenet_lit.bench.loaders import write_synthetic_imagenet
 from densenet_lit.bench.report import EpochRow, epoch_section, loader_keeps_up, targets
 from densenet_lit.bench.steps import (
     RepeatBatch,
-    cli_callbacks,
     make_module,
     random_batch,
     trainer_kwargs,
 )
 from densenet_lit.bench.suite import build_parser
+from densenet_lit.callbacks import default_callbacks
 from densenet_lit.data import ImageNetDataModule
 from densenet_lit.loggers import RunCSVLogger
 
@@ -197,7 +197,7 @@ def test_cli_callbacks_are_the_ones_the_cli_adds():
 
     Probe(args=[])
     cli_defaults = captured["trainer_defaults"]["callbacks"]
-    assert [type(c) for c in cli_callbacks()] == [type(c) for c in cli_defaults]
+    assert [type(c) for c in default_callbacks()] == [type(c) for c in cli_defaults]
 
 
 def test_lightning_side_runs_with_the_cli_callbacks_and_csv_logger(tmp_path):
@@ -208,7 +208,7 @@ def test_lightning_side_runs_with_the_cli_callbacks_and_csv_logger(tmp_path):
     trainer.fit(make_module(spec, mode), train_dataloaders=RepeatBatch(*batch))
     assert trainer.global_step == 3
     kinds = [type(c) for c in trainer.callbacks]
-    assert kinds == [type(c) for c in cli_callbacks()]  # and nothing else
+    assert kinds == [type(c) for c in default_callbacks()]  # and nothing else
     assert not any(isinstance(c, ModelCheckpoint | ProgressBar) for c in trainer.callbacks)
     assert isinstance(trainer.logger, RunCSVLogger) and len(trainer.loggers) == 1
     metrics = (tmp_path / "metrics.csv").read_text()  # the logger wrote, like a CLI run's

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from densenet_lit.bench.common import MODES, ModelSpec, Settings, median
 from densenet_lit.bench.epoch import EpochResult
 from densenet_lit.bench.loaders import LoaderRow
-from densenet_lit.bench.steps import StepResult, cli_callbacks
+from densenet_lit.bench.steps import StepResult
+from densenet_lit.callbacks import default_callbacks
 
 PLAIN, PLAIN_OURS, LIGHTNING = "plain", "plain_ours", "lightning"
 NA = "n/a"
@@ -278,7 +279,7 @@ def targets(
 
 
 def cli_callback_names() -> str:
-    return ", ".join(f"`{type(c).__name__}`" for c in cli_callbacks())
+    return ", ".join(f"`{type(c).__name__}`" for c in default_callbacks())
 
 
 def render(

@@ -192,17 +192,6 @@ def make_module(spec: ModelSpec, mode: Mode, memory_efficient: bool | None = Non
     return module
 
 
-def cli_callbacks() -> list:
-    """New instances of the callbacks ``DenseNetCLI`` gives every run. The CLI's checkpoint
-    callback (RunCheckpoint) is not one of them, and the benchmark saves no checkpoints."""
-    return default_callbacks()
-
-
-def csv_logger(root: str) -> RunCSVLogger:
-    """The CLI's CSV logger, writing ``metrics.csv`` into ``root``."""
-    return RunCSVLogger(root)
-
-
 def trainer_kwargs(settings: Settings, mode: Mode, root: str, callbacks=()) -> dict:
     """A CLI run's Trainer: its default callbacks after ``callbacks``, its CSV logger in
     ``root``; no checkpoints, progress bar, model summary or sanity validation."""
@@ -211,8 +200,8 @@ def trainer_kwargs(settings: Settings, mode: Mode, root: str, callbacks=()) -> d
         "accelerator": "gpu" if cuda else "cpu",
         "devices": 1,
         "precision": mode.precision,
-        "logger": csv_logger(root),
-        "callbacks": [*callbacks, *cli_callbacks()],
+        "logger": RunCSVLogger(root),
+        "callbacks": [*callbacks, *default_callbacks()],  # those of every CLI run
         "enable_checkpointing": False,
         "enable_progress_bar": False,
         "enable_model_summary": False,

@@ -66,6 +66,22 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch
     return perm[val_size:].sort().values, perm[:val_size].sort().values
 
 
+def batch_per_process(batch_size: int, world_size: int) -> int:
+    """Each process's share of the global ``batch_size``; a ValueError saying what to change
+    when it does not divide evenly over ``world_size`` processes."""
+    if batch_size % world_size:
+        lower = batch_size - batch_size % world_size
+        upper = lower + world_size
+        divisors = [d for d in range(1, batch_size + 1) if batch_size % d == 0]
+        raise ValueError(
+            f"data.batch_size={batch_size} (the global batch) does not divide evenly over "
+            f"{world_size} processes (trainer.devices x trainer.num_nodes). Use a batch size "
+            f"divisible by {world_size}, e.g. {lower or upper} or {upper}, or a device count "
+            f"that divides {batch_size} (one of {divisors[:12]})."
+        )
+    return batch_size // world_size
+
+
 def require_files(
     name: str, root: Path, relative: Sequence[str], layout: str, how_to_get: str
 ) -> list[Path]:
@@ -140,18 +156,7 @@ class BaseDataModule(pl.LightningDataModule):
     @property
     def per_device_batch_size(self) -> int:
         """``batch_size`` is the global batch; each process loads ``batch_size // world_size``."""
-        world = self.world_size
-        if self.batch_size % world:
-            lower = self.batch_size - self.batch_size % world
-            upper = lower + world
-            divisors = [d for d in range(1, self.batch_size + 1) if self.batch_size % d == 0]
-            raise ValueError(
-                f"The global batch size {self.batch_size} does not divide evenly over "
-                f"{world} processes (devices x nodes). Use a batch size divisible by {world} "
-                f"(e.g. {lower or upper} or {upper}) or a device count that divides "
-                f"{self.batch_size} (one of {divisors[:12]})."
-            )
-        return self.batch_size // world
+        return batch_per_process(self.batch_size, self.world_size)
 
     @property
     def has_validation_set(self) -> bool:
