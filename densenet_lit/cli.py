@@ -955,6 +955,17 @@ def resume_command(args: Any, ckpt_path: str) -> str | None:
     return shlex.join(["python", "-m", "densenet_lit", *out, "--ckpt_path", ckpt_path])
 
 
+def say(text: str) -> None:
+    """Write ``text`` and a newline to stderr in one write.
+
+    DDP ranks share the launching shell's stderr. ``print`` writes its ``end`` separately and
+    a line-buffered stderr flushes in between, so another rank's message could land inside
+    this one; a single write below the pipe's atomic size cannot be split.
+    """
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def _explain_preemption(stop: Preempted, args: Any) -> None:
     lines = [str(stop)]
     if SLURMEnvironment.detect():
@@ -968,7 +979,7 @@ def _explain_preemption(stop: Preempted, args: Any) -> None:
     lines.append(f"  {command}" if command else f"  ... fit --ckpt_path {stop.ckpt_path}")
     lines.append(f"(exit status {stop.code}: 128 + {stop.signal_name})")
     if rank_zero_only.rank == 0:
-        print("\n".join(lines), file=sys.stderr, flush=True)
+        say("\n".join(lines))
 
 
 def run(args: Any = None) -> DenseNetCLI:
@@ -1105,11 +1116,9 @@ def main(args: Any = None) -> None:
         if os.environ.get(TRACEBACK_ENV) or not is_user_error(err):
             raise
         rank = rank_zero_only.rank  # DDP ranks can fail differently: each says its own
-        print(
+        say(
             f"{f'[rank {rank}] ' if rank else ''}error: {user_error_message(err)}\n"
-            f"(run with {TRACEBACK_ENV}=1 for the traceback)",
-            file=sys.stderr,
-            flush=True,
+            f"(run with {TRACEBACK_ENV}=1 for the traceback)"
         )
         raise SystemExit(1) from None
 

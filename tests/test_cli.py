@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import sys
 import time
 from pathlib import Path
 
@@ -332,6 +334,26 @@ def test_main_prints_a_user_error_without_traceback(tmp_path, capsys, monkeypatc
     monkeypatch.setenv(cli.TRACEBACK_ENV, "1")
     with pytest.raises((ValueError, FileNotFoundError)):
         main(digits_args(tmp_path, *extra))
+
+
+def test_a_user_error_reaches_stderr_in_one_write(tmp_path, monkeypatch):
+    """DDP ranks share one stderr pipe: a message written in pieces can land inside another
+    rank's (seen: "...for the traceback)error: ..."). One write below the pipe's atomic size
+    keeps every rank's message on its own lines."""
+    writes: list[str] = []
+
+    class Recorder(io.StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+    monkeypatch.delenv(cli.TRACEBACK_ENV, raising=False)
+    monkeypatch.setattr(sys, "stderr", Recorder())
+    with pytest.raises(SystemExit):
+        main(digits_args(tmp_path, "--model.depth", "101"))
+    (message,) = [w for w in writes if "error: model.depth=101" in w]
+    assert message.startswith("error: ") and message.endswith("for the traceback)\n")
+    assert len(message.encode()) < 4096  # PIPE_BUF on Linux: written to a pipe in one piece
 
 
 def test_a_parser_error_shows_one_usage_line_not_every_option(tmp_path, capsys):
