@@ -68,14 +68,10 @@ from densenet_lit.callbacks import (
 )
 from densenet_lit.data.base import batch_per_process
 from densenet_lit.data.errors import DataError
+from densenet_lit.errors import CheckpointError
 from densenet_lit.loggers import RunCSVLogger
-from densenet_lit.module import (
-    CIFAR_ARCH,
-    CIFAR_DEFAULTS,
-    RUNTIME_ARGS,
-    DenseNetModule,
-    model_key,
-)
+from densenet_lit.models.zoo import CIFAR_ARCH, with_cifar_defaults
+from densenet_lit.module import RUNTIME_ARGS, DenseNetModule, model_key
 
 WANDB_PROJECT = "densenet-lit"
 RUN_DIR_ENV = "DENSENET_LIT_RUN_DIR"
@@ -94,11 +90,6 @@ _LATEST_CLI: list[Any] = []
 # The run directory this process chose last; a value of RUN_DIR_ENV equal to it was set by us
 # (for the DDP worker processes) and is not reused by the next run started in this process.
 _RUN_DIR_SET_HERE: list[str] = []
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used: missing, unreadable (truncated, not a checkpoint), or not
-    this model's. Raised by the CLI's ``--ckpt_path`` and by densenet_lit.analysis alike."""
 
 
 class CheckpointMismatchError(CheckpointError):
@@ -392,8 +383,7 @@ def compare_with_checkpoint(given: dict[str, Any], stored: dict[str, Any]) -> di
     """
     if given.get("arch", CIFAR_ARCH) == CIFAR_ARCH and stored.get("arch", CIFAR_ARCH) == CIFAR_ARCH:
         # None means the default network (DenseNet-BC L=100 k=12): None and 100 agree
-        given = {**given, **{k: v for k, v in CIFAR_DEFAULTS.items() if given.get(k, 0) is None}}
-        stored = {**stored, **{k: v for k, v in CIFAR_DEFAULTS.items() if stored.get(k) is None}}
+        given, stored = with_cifar_defaults(given), with_cifar_defaults(stored)
     differ = {}
     for key, ckpt_value in stored.items():
         if key.startswith("_") or key in RUNTIME_ARGS or key not in given:

@@ -26,11 +26,8 @@ from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from densenet_lit.models import MODEL_NAMES, build_model, load_torchvision_weights
+from densenet_lit.models.zoo import CIFAR_ARCH, CIFAR_DEFAULTS, with_cifar_defaults
 
-CIFAR_ARCH = "densenet_cifar"
-# The network of densenet_cifar when depth/growth_rate/bottleneck/compression are left None:
-# DenseNet-BC (L=100, k=12).
-CIFAR_DEFAULTS = {"depth": 100, "growth_rate": 12, "bottleneck": True, "compression": 0.5}
 # Model arguments that only change how the network runs, not what it computes: they may differ
 # between a checkpoint and the run that resumes it (see densenet_lit.cli).
 RUNTIME_ARGS = frozenset({"memory_efficient", "channels_last", "compile", "pretrained"})
@@ -655,7 +652,7 @@ def model_key(hparams: dict[str, Any]) -> str:
     arch = hparams.get("arch", CIFAR_ARCH)
     if arch != CIFAR_ARCH:
         return arch
-    network = {k: v if hparams.get(k) is None else hparams[k] for k, v in CIFAR_DEFAULTS.items()}
+    network = with_cifar_defaults(hparams)
     depth, k = network["depth"], network["growth_rate"]
     bottleneck, compression = network["bottleneck"], network["compression"]
     variant = ("b" if bottleneck else "") + ("c" if compression < 1 else "")

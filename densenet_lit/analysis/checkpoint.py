@@ -20,10 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from densenet_lit.cli import CheckpointError
+from densenet_lit.errors import CheckpointError
 from densenet_lit.models import DenseNet, build_model
-from densenet_lit.models.zoo import MODELS
-from densenet_lit.module import CIFAR_ARCH, CIFAR_DEFAULTS
+from densenet_lit.models.zoo import CIFAR_ARCH, MODELS, with_cifar_defaults
 
 # Arguments of the network that change how it runs, not what it computes.
 _RUNTIME_ONLY = {"memory_efficient"}
@@ -117,10 +116,7 @@ def network_spec(hparams: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     for key, value in hparams.items():
         if key in accepted and key not in _RUNTIME_ONLY and value is not None and key != "arch":
             kwargs[key] = value
-    if arch == CIFAR_ARCH:
-        for key, default in CIFAR_DEFAULTS.items():
-            kwargs.setdefault(key, default)
-    return arch, kwargs
+    return arch, with_cifar_defaults(kwargs) if arch == CIFAR_ARCH else kwargs
 
 
 def extract_state_dict(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:

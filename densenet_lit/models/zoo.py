@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from densenet_lit.models.densenet import DenseNet
@@ -127,6 +127,16 @@ MODELS: dict[str, Callable[..., DenseNet]] = {
     "densenet_cifar": densenet_cifar,
 }
 MODEL_NAMES = tuple(MODELS)
+
+CIFAR_ARCH = "densenet_cifar"
+# The network of densenet_cifar when depth/growth_rate/bottleneck/compression are left None
+# (DenseNetModule's defaults): DenseNet-BC (L=100, k=12).
+CIFAR_DEFAULTS = {"depth": 100, "growth_rate": 12, "bottleneck": True, "compression": 0.5}
+
+
+def with_cifar_defaults(args: Mapping[str, Any]) -> dict[str, Any]:
+    """``args`` with each of :data:`CIFAR_DEFAULTS` that is missing or None filled in."""
+    return {**args, **{k: v for k, v in CIFAR_DEFAULTS.items() if args.get(k) is None}}
 
 
 def build_model(arch: str, **kwargs: Any) -> DenseNet:
