@@ -460,3 +460,14 @@ def test_the_gpu_tests_need_neither_jsonargparse_nor_wandb():
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
     assert done.returncode == 0, done.stdout[-2000:]
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(2, 2), (32, 16)])
+def test_the_imagenet_loader_row_gives_every_default_worker_batches(monkeypatch, cores, workers):
+    """An epoch of the synthetic JPEGs holds four batches per default worker: with fewer, the
+    queue drains at every epoch end and the row measures fewer workers than it names."""
+    monkeypatch.setattr("densenet_lit.data.imagenet.cpu_count", lambda: cores)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    settings = default_settings(torch.device("cpu"), quick=False)
+    images = bench_suite.imagenet_loader_images(settings)
+    assert images // settings.loader_batch == max(5, 4 * workers)  # 320 images: 5 batches

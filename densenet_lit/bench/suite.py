@@ -263,6 +263,17 @@ def memory(row: StepRow, spec: ModelSpec, settings: Settings, cuda: bool) -> Non
 # -------------------------------------------------------------------------------- loaders
 
 
+def imagenet_loader_images(settings: Settings) -> int:
+    """How many synthetic JPEGs the ImageNet loader row reads: at least four batches per
+    default worker (outside --quick). With fewer, each epoch of the timed loop has fewer
+    batches than workers, the prefetch queue drains at every epoch end, and the row would
+    measure fewer workers than it names (16 workers, 320 images: at most 5 busy)."""
+    if settings.quick:
+        return settings.imagenet_train_images
+    workers = our_imagenet(Path("."), settings.loader_batch).resolved_num_workers
+    return max(settings.imagenet_train_images, 4 * workers * settings.loader_batch)
+
+
 def run_loaders(
     settings: Settings,
     cifar_root: Path,
@@ -506,7 +517,7 @@ def run(settings: Settings, results: Results, save: Callable[[], None] = nothing
             write_synthetic_cifar10(cifar_root, settings.cifar_train_images, n_test)
             write_synthetic_svhn(svhn_root, settings.svhn_train_images, 64)
         if "loaders" in settings.sections:
-            write_synthetic_imagenet(imagenet_root, settings.imagenet_train_images)
+            write_synthetic_imagenet(imagenet_root, imagenet_loader_images(settings))
         if "steps" in settings.sections:
             run_steps(settings, specs, results.steps, save)
         if "loaders" in settings.sections:
