@@ -391,8 +391,10 @@ def test_wandb_failing_in_the_middle_of_a_run_does_not_stop_training(tmp_path, m
             raise ConnectionError("wandb service unreachable")
         return original_log(self, *args, **kwargs)
 
-    def slow_finish(self, *args, **kwargs):
-        time.sleep(3)
+    released = threading.Event()
+
+    def slow_finish(self, *args, **kwargs):  # hangs for 120 s unless the test releases it
+        released.wait(120)
         return original_finish(self, *args, **kwargs)
 
     monkeypatch.setattr(Run, "log", failing_log)
@@ -412,7 +414,8 @@ def test_wandb_failing_in_the_middle_of_a_run_does_not_stop_training(tmp_path, m
     rows = metric_rows(c.run_dir)
     assert {r["epoch"] for r in rows if r["val/error"]} == {"0", "1"}
     assert any(r["test/error"] for r in rows)
-    assert elapsed < 60
+    assert elapsed < 60  # without the timeout, run() would wait the whole 120 s
+    released.set()
     for thread in threading.enumerate():  # let the slow finish end before the next test
         if thread.name == "wandb-finish":
             thread.join(30)
