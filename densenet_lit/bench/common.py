@@ -324,13 +324,18 @@ def short_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {msg}" if msg else type(err).__name__
 
 
+def log(msg: str) -> None:
+    """A progress line on stderr (stdout is left to the report)."""
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
 def guarded(fn: Callable[[], Any], what: str, verbose: bool = True) -> tuple[Any, str | None]:
     """Run ``fn``; on failure return ``(None, short error)`` and print the traceback."""
     try:
         return fn(), None
     except Exception as err:  # a mode the device does not support is a result, not a crash
         if verbose:
-            print(f"[bench] {what} failed:", file=sys.stderr)
+            log(f"{what} failed:")
             traceback.print_exc()
         return None, short_error(err)
 

@@ -19,14 +19,21 @@ after the epoch's end mark. A profiler that fails makes GPU busy n/a, never the 
 from __future__ import annotations
 
 import contextlib
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from densenet_lit.bench.common import Mode, ModelSpec, Settings, now, release, short_error
+from densenet_lit.bench.common import (
+    Mode,
+    ModelSpec,
+    Settings,
+    log,
+    now,
+    release,
+    short_error,
+)
 from densenet_lit.bench.loaders import our_cifar10, torchvision_loader
 from densenet_lit.bench.steps import (
     PlainTrainer,
@@ -77,10 +84,6 @@ def merged_length(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def warn(msg: str) -> None:
-    print(f"[bench] warning: {msg}", file=sys.stderr, flush=True)
-
-
 _profiler_warm = False
 
 
@@ -99,7 +102,7 @@ def warm_up_profiler(device: torch.device) -> None:
             torch.cuda.synchronize(device)
         prof.events()
     except Exception as err:
-        warn(f"profiler warm-up failed ({short_error(err)})")
+        log(f"warning: profiler warm-up failed ({short_error(err)})")
 
 
 class BusyMeter:
@@ -126,7 +129,7 @@ class BusyMeter:
     def _fail(self, step: str, err: BaseException) -> None:
         self.error = f"profiler {step} failed: {short_error(err)}"
         self.profiler = None
-        warn(f"{self.error}; the epoch is still timed, GPU busy is n/a")
+        log(f"warning: {self.error}; the epoch is still timed, GPU busy is n/a")
 
     def start(self) -> None:
         if not self.enabled:
@@ -174,7 +177,7 @@ class BusyMeter:
         self.profiler = None
         if not intervals:  # CUPTI not working: no GPU activity recorded at all
             self.error = "profiler recorded no GPU activity"
-            warn(f"{self.error}; GPU busy is n/a")
+            log(f"warning: {self.error}; GPU busy is n/a")
             return None
         self.busy = min(1.0, merged_length(intervals) / (self._wall_s * 1e6))
         return self.busy

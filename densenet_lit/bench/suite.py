@@ -25,6 +25,7 @@ from densenet_lit.bench.common import (
     environment,
     guarded,
     load_average,
+    log,
     model_specs,
     release,
     short_error,
@@ -56,10 +57,6 @@ from densenet_lit.bench.steps import (
 )
 
 SECTIONS = ("steps", "loaders", "epoch")
-
-
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
 def _csv(choices):
@@ -179,19 +176,14 @@ def measure_runner(runner: str, spec: ModelSpec, mode_name: str, settings: Setti
     return plain_steps(model, spec, mode, settings)
 
 
-def nothing() -> None:
-    pass
-
-
 def run_steps(
     settings: Settings,
     specs: dict[str, ModelSpec],
-    out: dict[str, list[StepRow]] | None = None,
-    save: Callable[[], None] = nothing,
-) -> dict[str, list[StepRow]]:
+    out: dict[str, list[StepRow]],
+    save: Callable[[], None],
+) -> None:
     """Every model in every mode; rows go into ``out`` as they finish, each followed by
     ``save()`` (the partial JSON)."""
-    out = {} if out is None else out
     cuda = settings.device.type == "cuda"
     for key in settings.models:
         spec = specs[key]
@@ -229,7 +221,6 @@ def run_steps(
             memory(row, spec, settings, cuda)
             rows.append(row)
             save()
-    return out
 
 
 def memory(row: StepRow, spec: ModelSpec, settings: Settings, cuda: bool) -> None:
@@ -279,13 +270,12 @@ def run_loaders(
     cifar_root: Path,
     svhn_root: Path,
     imagenet_root: Path,
-    rows: list[LoaderRow] | None = None,
-    save: Callable[[], None] = nothing,
-) -> list[LoaderRow]:
+    rows: list[LoaderRow],
+    save: Callable[[], None],
+) -> None:
     from densenet_lit.data import DigitsDataModule, SVHNDataModule, loader_throughput
 
     dev, b, n = settings.device, settings.loader_batch, settings.loader_batches
-    rows = [] if rows is None else rows
     worker_counts = sorted({0, settings.loader_workers})
 
     def add(loader: str, pipeline: str, workers: int, fn) -> None:
@@ -331,7 +321,6 @@ def run_loaders(
         imagenet.resolved_num_workers,
         lambda: loader_throughput(imagenet, settings.imagenet_loader_batches, "train", dev),
     )
-    return rows
 
 
 # ---------------------------------------------------------------------------------- epoch
@@ -342,12 +331,11 @@ def run_epochs(
     specs: dict[str, ModelSpec],
     steps: dict[str, list[StepRow]],
     cifar_root: Path,
-    rows: list[EpochRow] | None = None,
-    save: Callable[[], None] = nothing,
-) -> list[EpochRow]:
+    rows: list[EpochRow],
+    save: Callable[[], None],
+) -> None:
     spec = specs["cifar"]
     step_rows = {r.mode: r for r in steps.get("cifar", [])}
-    rows = [] if rows is None else rows
     for mode_name in settings.epoch_modes:
         mode = MODES[mode_name]
         ref = step_rows.get(mode_name)
@@ -367,7 +355,6 @@ def run_epochs(
             else:
                 log(f"epoch {mode_name} {runner}: n/a ({err})")
             save()
-    return rows
 
 
 # ----------------------------------------------------------------------------------- main
@@ -405,17 +392,7 @@ class Results:
     error: str | None = None  # what stopped the run early, if anything did
 
     def raw(self) -> dict:
-        return {
-            "environment": self.environment,
-            "command": self.command,
-            "settings": _jsonable(self.settings),
-            "steps": _jsonable(self.steps),
-            "loaders": _jsonable(self.loaders),
-            "epochs": _jsonable(self.epochs),
-            "elapsed_s": self.elapsed_s,
-            "complete": self.complete,
-            "error": self.error,
-        }
+        return _jsonable(self)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -502,7 +479,7 @@ def render_report(results: Results, json_name: str) -> str:
         )
 
 
-def run(settings: Settings, results: Results, save: Callable[[], None] = nothing) -> Results:
+def run(settings: Settings, results: Results, save: Callable[[], None]) -> None:
     """Run the sections of ``settings`` into ``results``, calling ``save()`` after each row."""
     specs = model_specs(settings.quick)
     results.environment = environment(settings.device)
@@ -526,4 +503,3 @@ def run(settings: Settings, results: Results, save: Callable[[], None] = nothing
             run_epochs(settings, specs, results.steps, cifar_root, results.epochs, save)
     results.elapsed_s = time.perf_counter() - start
     results.environment["load average (1/5/15 min) at end"] = load_average()
-    return results
