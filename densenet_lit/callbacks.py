@@ -160,7 +160,7 @@ def checkpoint_files(trainer: Trainer) -> list[Path]:
     files = {
         f
         for d in dirs
-        for f in (*d.glob("*.ckpt"), *d.glob("hpc_ckpt_*.ckpt"))
+        for f in d.glob("*.ckpt")  # requeue checkpoints (hpc_ckpt_*) included
         if f.is_file() and not f.name.startswith(".")
     }
     return sorted(files, key=lambda f: f.stat().st_mtime)

@@ -218,6 +218,10 @@ def adopt_run_dir(path: Path) -> Path:
     return path
 
 
+# Lightning's SLURM requeue checkpoints, saved in the run directory (default_root_dir).
+REQUEUE_CHECKPOINTS = "hpc_ckpt_*.ckpt"
+
+
 def run_dir_of(ckpt_path: str | os.PathLike) -> Path | None:
     """The run directory holding a checkpoint, if it is one: ``<run>/checkpoints/x.ckpt`` or
     a SLURM requeue checkpoint ``<run>/hpc_ckpt_<n>.ckpt``."""
@@ -233,7 +237,7 @@ def run_dir_of(ckpt_path: str | os.PathLike) -> Path | None:
 def resumable_checkpoints(run_dir: Path) -> list[Path]:
     """The checkpoints of a run directory to continue from, newest first: ``last*.ckpt`` and
     Lightning's SLURM requeue checkpoints ``hpc_ckpt_<n>.ckpt``."""
-    files = [*run_dir.glob("checkpoints/last*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
+    files = [*run_dir.glob("checkpoints/last*.ckpt"), *run_dir.glob(REQUEUE_CHECKPOINTS)]
     return sorted((f for f in files if f.is_file()), key=lambda f: -f.stat().st_mtime)
 
 
@@ -248,7 +252,7 @@ def newer_requeue_checkpoint(ckpt_path: str) -> str:
     if run_dir is None:
         return ckpt_path
     given = Path(ckpt_path).stat().st_mtime
-    newer = [p for p in run_dir.glob("hpc_ckpt_*.ckpt") if p.stat().st_mtime > given]
+    newer = [p for p in run_dir.glob(REQUEUE_CHECKPOINTS) if p.stat().st_mtime > given]
     if not newer:
         return ckpt_path
     latest = str(max(newer, key=lambda p: p.stat().st_mtime))
@@ -307,7 +311,7 @@ def resolve_ckpt_path(ckpt_path: str | None, root: Path, experiment: str) -> str
 def _other_checkpoints(path: Path) -> list[Path]:
     """Checkpoints beside ``path`` (its run), newest first, to suggest instead of it."""
     run_dir = run_dir_of(path) or path.parent
-    files = {*run_dir.glob("checkpoints/*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")}
+    files = {*run_dir.glob("checkpoints/*.ckpt"), *run_dir.glob(REQUEUE_CHECKPOINTS)}
     files |= set(path.parent.glob("*.ckpt"))
     others = [
         f
