@@ -16,7 +16,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -505,22 +504,10 @@ class DenseNetModule(LightningModule):
         so that a run resumed in the middle of the epoch logs the epoch means of all its
         batches, as the uninterrupted run does. Under DDP this is a collective: as Lightning
         requires, every rank must call ``trainer.save_checkpoint``."""
-        trainer = self._trainer
-        distributed = (
-            trainer is not None
-            and trainer.world_size > 1
-            and dist.is_available()
-            and dist.is_initialized()
-        )
         sums: dict[str, dict[str, Tensor]] = {}
         for name, metric in self._train_metrics().items():
-            sums[name] = {}
-            for key, value in metric.metric_state.items():
-                if isinstance(value, Tensor):  # all "sum" states
-                    value = value.detach().clone()
-                    if distributed:
-                        dist.all_reduce(value)
-                    sums[name][key] = value.cpu()
+            with metric.sync_context():  # each state reduced over the ranks, then restored
+                sums[name] = {k: v.detach().cpu().clone() for k, v in metric.metric_state.items()}
         checkpoint[TRAIN_SUMS_KEY] = sums
 
     def _restore_train_sums(self, mid_epoch: bool) -> None:

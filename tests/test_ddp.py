@@ -131,7 +131,10 @@ def test_preempting_rank_zero_stops_every_rank_at_the_same_step(tmp_path):
     assert [int((probe / f"step_rank{r}").read_text()) for r in (0, 1)] == [2, 2]
     (run_dir,) = (tmp_path / "runs" / "pre").iterdir()
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    assert torch.load(ckpt, weights_only=False)["global_step"] == 2
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["global_step"] == 2
+    # the epoch's running sums cover both ranks: 2 steps of the global batch
+    assert float(saved["densenet_lit_train_sums"]["train_loss"]["weight"]) == 2 * GLOBAL_BATCH
 
     resumed = run(
         ddp_args(tmp_path / "runs", "pre", "--run.wandb", "false", "--ckpt_path", "last", devices=1)
