@@ -66,9 +66,9 @@ from densenet_lit.callbacks import (
     RunCheckpoint,
     default_callbacks,
 )
+from densenet_lit.checkpoints import CheckpointError, load_checkpoint
 from densenet_lit.data.base import batch_per_process
 from densenet_lit.data.errors import DataError
-from densenet_lit.errors import CheckpointError
 from densenet_lit.loggers import RunCSVLogger
 from densenet_lit.models.zoo import CIFAR_ARCH, with_cifar_defaults
 from densenet_lit.module import RUNTIME_ARGS, DenseNetModule, model_key
@@ -322,20 +322,13 @@ def _other_checkpoints(path: Path) -> list[Path]:
 
 
 def read_checkpoint(ckpt_path: str | os.PathLike) -> dict[str, Any]:
-    """Load a Lightning checkpoint on the CPU; :class:`CheckpointError` when it cannot be read
-    (truncated by a kill while saving, damaged, not a checkpoint) or holds no weights.
-
-    The file is memory-mapped, so only what is looked at is read.
-    """
+    """Load a Lightning checkpoint on the CPU (:func:`densenet_lit.checkpoints.load_checkpoint`);
+    when it cannot be read, the :class:`CheckpointError` also names the run's other readable
+    checkpoints to resume from. Also an error: a checkpoint without weights."""
     path = Path(ckpt_path)
     try:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        except RuntimeError as err:
-            if "mmap" not in str(err):
-                raise
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)  # old format
-    except Exception as err:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as err:
         others = _other_checkpoints(path)
         if others:
             listed = "\n".join(f"  {p}" for p in others[:5])
@@ -345,13 +338,8 @@ def read_checkpoint(ckpt_path: str | os.PathLike) -> dict[str, Any]:
             what_to_do = (
                 "There is no other checkpoint beside it: start a new run without --ckpt_path."
             )
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"Cannot read the checkpoint {path} ({reason}). It is truncated or damaged (a run "
-            f"killed while saving leaves such a file) or it is not a PyTorch checkpoint. "
-            f"{what_to_do}"
-        ) from err
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"{err} {what_to_do}") from err.__cause__
+    if not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(
             f"{path} is not a Lightning checkpoint of this project (it holds no 'state_dict'). "
             "--ckpt_path takes a checkpoint written by `python -m densenet_lit fit` (a "

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from densenet_lit.errors import CheckpointError
+from densenet_lit.checkpoints import CheckpointError, load_checkpoint
 from densenet_lit.models import DenseNet, build_model
 from densenet_lit.models.zoo import CIFAR_ARCH, MODELS, with_cifar_defaults
 
@@ -67,35 +65,6 @@ def find_checkpoint(path: str | os.PathLike, which: str = "last") -> Path:
         return preferred
     last = [c for c in ckpts if c.name.startswith("last")]
     return newest(last or ckpts)
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """``torch.load`` a checkpoint on the CPU, turning every failure into a CheckpointError
-    that names the file. Tries the safe ``weights_only`` loader first and falls back to the
-    full unpickler (your own training runs only: unpickling can run code)."""
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: no such checkpoint file.")
-    try:
-        try:
-            ckpt = torch.load(p, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            if "weights only" not in str(err).lower() and "weights_only" not in str(err).lower():
-                raise
-            ckpt = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as err:  # truncated zip, a text file, classes that no longer exist, ...
-        size = p.stat().st_size
-        kind = "a zip archive" if zipfile.is_zipfile(p) else "not a complete zip archive"
-        raise CheckpointError(
-            f"{p} ({size:,} bytes, {kind}) is not a readable PyTorch checkpoint: the file is "
-            f"truncated or of another kind ({type(err).__name__}: "
-            f"{(str(err).splitlines() or [''])[0][:200]})."
-        ) from err
-    if not isinstance(ckpt, Mapping):
-        raise CheckpointError(
-            f"{p}: expected a checkpoint dictionary, found a {type(ckpt).__name__}."
-        )
-    return dict(ckpt)
 
 
 def network_spec(hparams: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
