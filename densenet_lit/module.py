@@ -6,197 +6,26 @@ can be set from YAML (``model.init_args`` is not needed: ``model: {depth: 40, ..
 
 from __future__ import annotations
 
-import itertools
 import math
-import os
-import re
-import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch import Tensor, nn
-from torch.utils.data import RandomSampler, Sampler
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.classification import MulticlassAccuracy
 
-from densenet_lit.models import MODEL_NAMES, build_model, load_torchvision_weights
-from densenet_lit.models.zoo import CIFAR_ARCH, CIFAR_DEFAULTS, with_cifar_defaults
+from densenet_lit.metrics import ClassificationError, WeightedMean
+from densenet_lit.models import load_torchvision_weights
+from densenet_lit.models.spec import network_spec
+from densenet_lit.models.zoo import CIFAR_ARCH
+from densenet_lit.schedule import check_milestones, cosine_factor, resolve_milestones
 
-# Model arguments that only change how the network runs, not what it computes: they may differ
-# between a checkpoint and the run that resumes it (see densenet_lit.cli).
-RUNTIME_ARGS = frozenset({"memory_efficient", "channels_last", "compile", "pretrained"})
 # Checkpoint key of the running sums of the training metrics (DenseNetModule.on_save_checkpoint)
 TRAIN_SUMS_KEY = "densenet_lit_train_sums"
-
-
-class ClassificationError(MulticlassAccuracy):
-    """Top-k error in percent: ``100 * (1 - accuracy)``, accuracy over all samples (micro).
-
-    torchmetrics' input validation is off by default: it counts the distinct targets with
-    ``torch.unique``, which makes the host wait for the GPU at every update, and the module
-    computes ``cross_entropy`` on the same targets first, which rejects out-of-range labels.
-    """
-
-    def __init__(
-        self, num_classes: int, top_k: int = 1, validate_args: bool = False, **kwargs: Any
-    ) -> None:
-        super().__init__(
-            num_classes=num_classes,
-            top_k=top_k,
-            average="micro",
-            validate_args=validate_args,
-            **kwargs,
-        )
-
-    def compute(self) -> Tensor:
-        return 100.0 * (1.0 - super().compute())
-
-
-class WeightedMean(Metric):
-    """Mean of batch values weighted by batch size, e.g. the epoch's training loss.
-
-    torchmetrics' ``MeanMetric`` copies an integer weight to the device with a blocking copy
-    at every update (and ignores the weight with ``nan_strategy="disable"``); this one adds
-    the Python number on the device.
-    """
-
-    full_state_update = False
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("weight", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, value: Tensor, weight: int) -> None:
-        self.total += value.detach().double() * weight
-        self.weight += weight
-
-    def compute(self) -> Tensor:
-        return (self.total / self.weight).float()
-
-
-def check_milestones(milestones: Sequence[float]) -> None:
-    """Raise a ValueError for milestones that are neither fractions (< 1) nor whole epochs."""
-    if not milestones:
-        raise ValueError("milestones=[]: give at least one milestone, e.g. [0.5, 0.75].")
-    for m in milestones:
-        if m <= 0:
-            raise ValueError(f"milestones={list(milestones)}: every milestone must be > 0.")
-        if m >= 1 and m != int(m):
-            raise ValueError(
-                f"milestones={list(milestones)}: {m} is >= 1, so it is read as an epoch "
-                "number, and must be whole. Give fractions of training as values below 1."
-            )
-
-
-def resolve_milestones(milestones: Sequence[float], max_epochs: int | None) -> list[int]:
-    """Turn the ``milestones`` argument into epoch numbers (0-based, as Lightning counts).
-
-    A value below 1 is a fraction of ``max_epochs``: the learning rate drops once the epoch
-    reaches that fraction of training, i.e. at epoch ``ceil(f * max_epochs)`` (0.5 and 0.75 of
-    300 epochs are epochs 150 and 225; lr 0.1 for epochs 0-149). A value of 1 or more is an
-    epoch number and must be a whole number (30, 60 for ImageNet).
-    """
-    check_milestones(milestones)
-    epochs = []
-    for m in milestones:
-        if m < 1:
-            if max_epochs is None or max_epochs < 1:
-                raise ValueError(
-                    f"milestones={list(milestones)} contains fractions of the training length, "
-                    f"but trainer.max_epochs={max_epochs} is not a positive number of epochs. "
-                    "Set trainer.max_epochs or give the milestones as epoch numbers (>= 1)."
-                )
-            epochs.append(max(1, math.ceil(m * max_epochs - 1e-9)))
-        else:
-            epochs.append(int(m))
-    return sorted(epochs)
-
-
-def cosine_factor(step: int, total_steps: int) -> float:
-    """The authors' cosine schedule: ``0.5 * (1 + cos(pi * t / T))``, held at 0 after T."""
-    t = min(max(step, 0), total_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * t / total_steps))
-
-
-# ------------------------------------------------------------------------------ randomness
-_MASK64 = (1 << 64) - 1
-
-
-def training_seed() -> int | None:
-    """The seed of ``seed_everything`` (Lightning keeps it in ``PL_GLOBAL_SEED``), or None."""
-    value = os.environ.get("PL_GLOBAL_SEED")
-    try:
-        return None if value is None else int(value)
-    except ValueError:
-        return None
-
-
-def mix_seed(*values: int) -> int:
-    """A 63-bit seed from a tuple of integers (SplitMix64 steps): neighbouring tuples such as
-    ``(seed, rank, 7)`` and ``(seed, rank, 8)`` give unrelated random streams."""
-    state = 0
-    for value in values:
-        z = ((state ^ (value & _MASK64)) + 0x9E3779B97F4A7C15) & _MASK64
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-        state = z ^ (z >> 31)
-    return state >> 1
-
-
-class _SkipFirst(Sampler):
-    """The indices of ``sampler`` without the first ``count``: the rest of an epoch that was
-    interrupted after ``count`` samples. ``len()`` stays the whole epoch's, as Lightning
-    counts the batches already done itself."""
-
-    def __init__(self, sampler: Sampler, count: int) -> None:
-        self.sampler = sampler
-        self.count = count
-
-    def __len__(self) -> int:
-        return len(self.sampler)  # type: ignore[arg-type]
-
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(iter(self.sampler), self.count, None)
-
-
-class _WithSampleSeeds(Sampler):
-    """The indices of ``sampler`` paired with a seed for each sample's augmentation, from
-    ``(seed, position in the epoch)``; for data sets with ``accepts_sample_seeds``."""
-
-    def __init__(self, sampler: Sampler, seed: int) -> None:
-        self.sampler = sampler
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.sampler)  # type: ignore[arg-type]
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        for position, index in enumerate(self.sampler):
-            yield index, mix_seed(self.seed, position)
-
-
-def _unwrapped(sampler: Any) -> Any:
-    """The loader's own sampler under the wrappers of an earlier epoch."""
-    while isinstance(sampler, _SkipFirst | _WithSampleSeeds):
-        sampler = sampler.sampler
-    return sampler
-
-
-def _loaders(loaders: Any) -> list[Any]:
-    """The loaders of ``trainer.train_dataloader`` or ``trainer.val_dataloaders``, as a list."""
-    if loaders is None:
-        return []
-    if isinstance(loaders, dict):
-        return list(loaders.values())
-    if isinstance(loaders, list | tuple):
-        return list(loaders)
-    return [loaders]
 
 
 class DenseNetModule(LightningModule):
@@ -239,17 +68,9 @@ class DenseNetModule(LightningModule):
         compile: ``torch.compile`` the network (not the LightningModule); checkpoints keep the
             plain parameter names, so they load into uncompiled models.
 
-    Randomness (when a seed is set, as ``seed_everything`` in every config does): the order of
-    the training images in epoch ``e`` is the permutation drawn with seed ``seed + e`` (as
-    Lightning's ``DistributedSampler`` draws it under DDP), and the augmentation and dropout of
-    the ``n``-th training batch use the global torch RNG seeded from ``(seed, rank, n)`` just
-    before that batch is fetched. Data sets that augment each image in loader worker
-    processes (ImageNet; ``accepts_sample_seeds``) get a seed for every image instead, from
-    ``(seed, rank, epoch, position in the epoch)``, so the augmentation of an image does not
-    depend on the worker that decodes it, nor on the number of workers. So the randomness of
-    a step depends on nothing before it: a run resumed from a checkpoint, at an epoch
-    boundary or in the middle of an epoch, draws exactly what the uninterrupted run draws.
-    Under DDP every rank augments with its own stream.
+    Randomness: the order of the training images, their augmentation and dropout depend
+    only on the seed and the step, so a resumed run draws what the uninterrupted run draws;
+    the data modules own this (see :mod:`densenet_lit.data.resume`).
     """
 
     def __init__(
@@ -278,18 +99,10 @@ class DenseNetModule(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = build_network(
-            arch,
-            depth=depth,
-            growth_rate=growth_rate,
-            bottleneck=bottleneck,
-            compression=compression,
-            drop_rate=drop_rate,
-            num_classes=num_classes,
-            in_channels=in_channels,
-            memory_efficient=memory_efficient,
-        )
+        self.spec = network_spec(self.hparams)
+        self.model = self.spec.build(memory_efficient=memory_efficient)
         self._pretrained_loaded = False
+        self.compiled = False
         if schedule not in ("step", "cosine"):
             raise ValueError(f"schedule={schedule!r}: expected 'step' or 'cosine'.")
         check_milestones(milestones)
@@ -307,10 +120,8 @@ class DenseNetModule(LightningModule):
             if self.top5:
                 setattr(self, f"{stage}_error_top5", ClassificationError(num_classes, top_k=5))
         self.train_loss = WeightedMean()
-        self._resumed_train_sums: dict[str, dict[str, Tensor]] | None = None
-        # The compiled network is kept outside the module tree (a plain attribute in
-        # __dict__), so state_dict and checkpoints only hold `model.*`, never `_orig_mod.`.
-        self.__dict__["_compiled_model"] = None
+        self.train_batches_done = 0  # training batches of the current epoch so far
+        self.resumed_train_sums: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------------------- forward
     def setup(self, stage: str) -> None:
@@ -330,17 +141,17 @@ class DenseNetModule(LightningModule):
             self._pretrained_loaded = True
 
     def configure_model(self) -> None:
-        if self.hparams.compile and self.__dict__["_compiled_model"] is None:
-            # static shapes: training batches all have one size (drop_last); each other size
-            # (the last validation batch) gets its own graph rather than a dynamic one for all
-            self.__dict__["_compiled_model"] = torch.compile(self.model, dynamic=False)
+        if self.hparams.compile and not self.compiled:
+            # nn.Module.compile compiles in place: state_dict and checkpoints keep the plain
+            # `model.*` names. Static shapes: training batches all have one size (drop_last);
+            # each other size (the last validation batch) gets its own graph
+            self.model.compile(dynamic=False)
+            self.compiled = True
 
     def forward(self, x: Tensor) -> Tensor:
         if self.hparams.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        compiled = self.__dict__["_compiled_model"]
-        # `is None`, not truthiness: bool() of a compiled module calls len() and raises
-        return (self.model if compiled is None else compiled)(x)
+        return self.model(x)
 
     def _shared_step(self, batch: Any, stage: str) -> Tensor:
         x, y = batch[0], batch[1]
@@ -387,117 +198,16 @@ class DenseNetModule(LightningModule):
         x = batch[0] if isinstance(batch, list | tuple) else batch
         return self(x).softmax(dim=-1)
 
-    # -------------------------------------------------------------------------- randomness
-    # The RNG is re-seeded at every point after which the next training batch is fetched and
-    # augmented, so nothing drawn elsewhere (sanity check, validation loaders, a restart)
-    # shifts the random numbers of a training step.
-    def on_train_start(self) -> None:
-        fit_loop = self.trainer.fit_loop
-        progress = fit_loop.epoch_loop.batch_progress
-        done = 0
-        # a checkpoint of an epoch's last batch (every_n_train_steps, a SLURM requeue) counts
-        # as mid-epoch, but Lightning closes that epoch itself and starts the next afresh
-        if fit_loop.restarting and fit_loop.restarted_mid_epoch and not progress.is_last_batch:
-            done = progress.current.processed
-            if training_seed() is not None:
-                # Lightning warns next that the loader cannot resume; the order is resumed here
-                warnings.filterwarnings(
-                    "ignore", message=r"You're resuming from a checkpoint that ended before"
-                )
-                rank_zero_info(
-                    f"Resuming in the middle of epoch {self.current_epoch}: skipping its first "
-                    f"{done} batches, in the order of the interrupted run."
-                )
-        self._restore_train_sums(mid_epoch=done > 0)
-        self._prepare_epoch_order(skip_batches=done)
-        self._restart_worker_loaders()
-        self._seed_next_batch()
-
-    def on_train_epoch_start(self) -> None:
-        self._prepare_epoch_order()
-        self._seed_next_batch()
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self._seed_next_batch()
-
-    def on_validation_end(self) -> None:
-        trainer = self.trainer
-        if trainer.state.fn == "fit" and not trainer.sanity_checking:
-            self._seed_next_batch()  # validation inside an epoch (val_check_interval)
-
-    def _seed_next_batch(self) -> None:
-        """Seed the global torch RNG (CPU and devices), which draws the augmentation (applied
-        on the device by the data module) and dropout of the next training batch, from
-        ``(seed, rank, number of training batches before it)``."""
-        seed = training_seed()
-        if seed is not None:
-            n = self.trainer.fit_loop.epoch_loop.batch_progress.total.ready
-            torch.manual_seed(mix_seed(seed, self.trainer.global_rank, n))
-
-    def _prepare_epoch_order(self, skip_batches: int = 0) -> None:
-        """Fix this epoch's order of training images and the seeds of their augmentation;
-        skip those already trained on when the run resumes in the middle of an epoch.
-
-        Single-device loaders that shuffle with a ``RandomSampler`` get a generator seeded with
-        ``seed + epoch``; Lightning's ``DistributedSampler`` (DDP) already draws so. Loaders
-        get their own generator for the seed of their worker processes, so that starting an
-        iterator does not draw from the global RNG.
-        """
-        seed = training_seed()
-        if seed is None:
-            return
-        epoch, rank = self.current_epoch, self.trainer.global_rank
-        for loader in _loaders(self.trainer.val_dataloaders):
-            # starting a validation iterator (also when a resumed run fast-forwards past a
-            # validation) then does not draw its worker seed from the global RNG
-            if getattr(loader, "generator", True) is None:
-                loader.generator = torch.Generator().manual_seed(mix_seed(seed, rank, 3))
-        for loader in _loaders(self.trainer.train_dataloader):
-            if hasattr(loader, "generator"):
-                loader.generator = torch.Generator().manual_seed(mix_seed(seed, rank, epoch, 1))
-            batch_sampler = getattr(loader, "batch_sampler", None)
-            sampler = _unwrapped(getattr(batch_sampler, "sampler", None))
-            if sampler is None:
-                continue
-            if isinstance(sampler, RandomSampler) and not sampler.replacement:
-                sampler.generator = torch.Generator().manual_seed(seed + epoch)
-            elif callable(getattr(sampler, "set_epoch", None)):
-                sampler.set_epoch(epoch)  # Lightning sets it too, but after a restart's first fetch
-            order = sampler
-            if getattr(getattr(loader, "dataset", None), "accepts_sample_seeds", False):
-                order = _WithSampleSeeds(order, mix_seed(seed, rank, epoch, 2))
-            if skip_batches:
-                order = _SkipFirst(order, skip_batches * batch_sampler.batch_size)
-            batch_sampler.sampler = order
-
-    def _restart_worker_loaders(self) -> None:
-        """Make the first epoch of this process fetch in the order just prepared.
-
-        The Trainer starts the training loader's iterator before ``on_train_start``; a loader
-        without worker processes has fetched nothing yet, but one with workers has already
-        asked them for its first batches, in the order of the samplers as they were. Starting
-        the iterator again (persistent workers are kept) discards those batches.
-        """
-        if training_seed() is None:
-            return
-        if not any(
-            getattr(dl, "num_workers", 0) > 0 for dl in _loaders(self.trainer.train_dataloader)
-        ):
-            return
-        fetcher = getattr(self.trainer.fit_loop, "_data_fetcher", None)  # Lightning 2.x
-        if fetcher is None:
-            rank_zero_warn(
-                "Cannot restart the training loader's worker processes (this Lightning version "
-                "has no fit_loop._data_fetcher): the first epoch's order of images may differ "
-                "from a run resumed at the same point."
-            )
-            return
-        iter(fetcher)
-
     # ------------------------------------------------- epoch means across a resumption
-    def _train_metrics(self) -> dict[str, Metric]:
+    def train_metrics(self) -> dict[str, Metric]:
         names = ["train_loss", "train_error"] + (["train_error_top5"] if self.top5 else [])
         return {name: getattr(self, name) for name in names}
+
+    def on_train_epoch_start(self) -> None:
+        self.train_batches_done = 0
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.train_batches_done = batch_idx + 1
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Save the running sums of this epoch's training metrics, summed over the DDP ranks,
@@ -505,24 +215,22 @@ class DenseNetModule(LightningModule):
         batches, as the uninterrupted run does. Under DDP this is a collective: as Lightning
         requires, every rank must call ``trainer.save_checkpoint``."""
         sums: dict[str, dict[str, Tensor]] = {}
-        for name, metric in self._train_metrics().items():
+        for name, metric in self.train_metrics().items():
             with metric.sync_context():  # each state reduced over the ranks, then restored
                 sums[name] = {k: v.detach().cpu().clone() for k, v in metric.metric_state.items()}
-        checkpoint[TRAIN_SUMS_KEY] = sums
+        trainer = attached_trainer(self)
+        per_epoch = trainer.num_training_batches if trainer is not None else 0
+        mid_epoch = 0 < self.train_batches_done < per_epoch
+        checkpoint[TRAIN_SUMS_KEY] = {"mid_epoch": mid_epoch, "sums": sums}
 
-    def _restore_train_sums(self, mid_epoch: bool) -> None:
+    def on_train_start(self) -> None:
         """Resumed in the middle of an epoch: continue its training metrics from the sums of
         the checkpoint (on rank 0, which then holds those of every rank)."""
-        sums, self._resumed_train_sums = self._resumed_train_sums, None
-        if mid_epoch and sums is None:
-            rank_zero_info(
-                "The checkpoint holds no running sums of the training metrics (it predates "
-                "them): this epoch's train/loss and train/error cover its remaining batches."
-            )
-        if not sums or not mid_epoch or self.trainer.global_rank != 0:
+        saved, self.resumed_train_sums = self.resumed_train_sums, None
+        if not saved or not saved.get("mid_epoch") or self.trainer.global_rank != 0:
             return
-        for name, metric in self._train_metrics().items():
-            for key, value in sums.get(name, {}).items():
+        for name, metric in self.train_metrics().items():
+            for key, value in saved["sums"].get(name, {}).items():
                 current = getattr(metric, key)
                 setattr(metric, key, value.to(device=current.device, dtype=current.dtype))
 
@@ -535,12 +243,13 @@ class DenseNetModule(LightningModule):
         ``max_epochs``; restoring it as is would silently keep them when a resumed run trains
         for a different number of epochs. They are re-resolved, and a warning says so.
         """
-        self._resumed_train_sums = checkpoint.get(TRAIN_SUMS_KEY)
-        trainer = self._trainer
+        saved = checkpoint.get(TRAIN_SUMS_KEY)
+        self.resumed_train_sums = saved if isinstance(saved, dict) and "sums" in saved else None
+        trainer = attached_trainer(self)
         if self.hparams.schedule != "step" or trainer is None or trainer.state.fn != "fit":
             # validate/test/predict of a checkpoint never step the schedule
             return
-        expected = resolve_milestones(self.milestones, self._trainer.max_epochs)
+        expected = resolve_milestones(self.milestones, trainer.max_epochs)
         for state in checkpoint.get("lr_schedulers", []):
             if "milestones" not in state:
                 continue
@@ -549,7 +258,7 @@ class DenseNetModule(LightningModule):
                 rank_zero_warn(
                     f"The checkpoint's step schedule drops the learning rate at epochs {stored}; "
                     f"with model.milestones={self.milestones} and trainer.max_epochs="
-                    f"{self._trainer.max_epochs} this run drops it at epochs {expected} instead. "
+                    f"{trainer.max_epochs} this run drops it at epochs {expected} instead. "
                     "Resume with the original max_epochs, or give milestones as epoch numbers "
                     "(>= 1), to keep the first run's schedule."
                 )
@@ -588,59 +297,9 @@ class DenseNetModule(LightningModule):
         }
 
 
-def build_network(
-    arch: str,
-    *,
-    depth: int | None = None,
-    growth_rate: int | None = None,
-    bottleneck: bool | None = None,
-    compression: float | None = None,
-    **kwargs: Any,
-) -> nn.Module:
-    """Build the network of ``arch``; the CIFAR-only arguments are rejected for ImageNet names."""
-    if arch not in MODEL_NAMES:
-        raise ValueError(
-            f"model.arch={arch!r} is not a known architecture; expected one of "
-            f"{', '.join(MODEL_NAMES)}."
-        )
-    cifar_only = {
-        "depth": depth,
-        "growth_rate": growth_rate,
-        "bottleneck": bottleneck,
-        "compression": compression,
-    }
-    given = {k: v for k, v in cifar_only.items() if v is not None}
-    if arch != CIFAR_ARCH:
-        if given:
-            keys = ", ".join(f"model.{k}={v}" for k, v in given.items())
-            raise ValueError(
-                f"model.arch={arch!r} fixes its depth, growth rate and block structure, so "
-                f"{keys} contradicts it. Remove {'it' if len(given) == 1 else 'them'}, or use "
-                f"model.arch={CIFAR_ARCH!r} for a network sized by depth and growth rate."
-            )
-        return _build_named(arch, kwargs)
-    return _build_named(CIFAR_ARCH, {**CIFAR_DEFAULTS, **given, **kwargs})
-
-
-def _build_named(arch: str, kwargs: dict[str, Any]) -> nn.Module:
-    """build_model, with errors about an argument named as in the config (``model.depth=...``)."""
+def attached_trainer(module: LightningModule) -> Any:
+    """The module's Trainer, or None when it is not attached to one (``load_from_checkpoint``)."""
     try:
-        return build_model(arch, **kwargs)
-    except ValueError as err:
-        message = str(err)
-        if re.match(r"[a-z_]+=", message):
-            raise ValueError(f"model.{message}") from err
-        raise
-
-
-def model_key(hparams: dict[str, Any]) -> str:
-    """A short name for the network, as in densenet_lit.paper: ``densenet_bc_100_12``,
-    ``densenet_40_12``, ``densenet121``."""
-    arch = hparams.get("arch", CIFAR_ARCH)
-    if arch != CIFAR_ARCH:
-        return arch
-    network = with_cifar_defaults(hparams)
-    depth, k = network["depth"], network["growth_rate"]
-    bottleneck, compression = network["bottleneck"], network["compression"]
-    variant = ("b" if bottleneck else "") + ("c" if compression < 1 else "")
-    return f"densenet_{variant}_{depth}_{k}" if variant else f"densenet_{depth}_{k}"
+        return module.trainer
+    except RuntimeError:
+        return None

@@ -18,7 +18,8 @@ from densenet_lit.models.summary import count_parameters
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """One run of ``python -m densenet_lit fit`` on the digits: 2 epochs of 3 batches, tested."""
-    from densenet_lit.cli import RUN_DIR_ENV, run
+    from densenet_lit.cli import run
+    from densenet_lit.rundir import RUN_DIR_ENV
 
     root = tmp_path_factory.mktemp("runs")
     mp = pytest.MonkeyPatch()
@@ -38,7 +39,6 @@ def trained_run(tmp_path_factory):
                 "--trainer.limit_test_batches", "2",
                 "--trainer.accelerator", "cpu",
                 "--trainer.enable_progress_bar", "false",
-                "--trainer.callbacks+", "densenet_lit.callbacks.RunCheckpoint",
                 "--trainer.default_root_dir", str(root),
                 "--run.name", "digits_tiny",
                 "--run.wandb", "false",

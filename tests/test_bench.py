@@ -43,7 +43,7 @@ from densenet_lit.bench.steps import (
 from densenet_lit.bench.suite import build_parser
 from densenet_lit.callbacks import default_callbacks
 from densenet_lit.data import ImageNetDataModule
-from densenet_lit.loggers import RunCSVLogger
+from densenet_lit.tracking import RunCSVLogger
 
 QUICK_MODES = ("fp32", "channels_last", "bf16-mixed", "memory_efficient")
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,15 +13,14 @@ import torch
 import yaml
 from cli_args import cli_args
 
-from densenet_lit import cli
-from densenet_lit.cli import (
-    CheckpointMismatchError,
-    config_chain,
-    expand_config_args,
-    main,
-    run,
-    wandb_mode,
-)
+from densenet_lit import rundir
+from densenet_lit.checkpoints import CheckpointError
+from densenet_lit.cli import main, preflight, run
+from densenet_lit.cli.errors import TRACEBACK_ENV
+from densenet_lit.cli.extends import config_chain, expand_config_args
+from densenet_lit.cli.preflight import CheckpointMismatchError
+from densenet_lit.tracking import wandb as tracking_wandb
+from densenet_lit.tracking.wandb import wandb_mode
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,7 +130,7 @@ def test_later_configs_win_and_overlays_keep_base_callbacks(tmp_path, capsys):
     assert cfg["trainer"]["max_epochs"] == 3  # command line over files
     assert cfg["trainer"]["num_nodes"] == 2 and cfg["trainer"]["strategy"] == "ddp"
     callbacks = [c["class_path"] for c in cfg["trainer"]["callbacks"]]
-    assert callbacks[0] == "densenet_lit.callbacks.RunCheckpoint"
+    assert callbacks[:2] == ["lightning.pytorch.callbacks.ModelCheckpoint"] * 2  # last, best
     assert "lightning.pytorch.callbacks.TQDMProgressBar" in callbacks
     # the data-set file's values survive the overlay
     assert cfg["model"]["drop_rate"] == 0.2 and cfg["model"]["depth"] == 40
@@ -139,11 +139,11 @@ def test_later_configs_win_and_overlays_keep_base_callbacks(tmp_path, capsys):
 
 
 def test_experiment_name():
-    assert cli.experiment_name(["experiments/imagenet121.yaml", "x/overlays/fast.yaml"]) == (
+    assert rundir.experiment_name(["experiments/imagenet121.yaml", "x/overlays/fast.yaml"]) == (
         "imagenet121"
     )
-    assert cli.experiment_name(["experiments/defaults/base.yaml"]) == "default"
-    assert cli.experiment_name(["a.yaml"], name="mine") == "mine"
+    assert rundir.experiment_name(["experiments/defaults/base.yaml"]) == "default"
+    assert rundir.experiment_name(["a.yaml"], name="mine") == "mine"
 
 
 # ---------------------------------------------------------------------------- run dirs
@@ -163,27 +163,28 @@ def test_two_runs_get_their_own_directories(tmp_path):
 
 
 def test_config_file_is_never_overwritten(tmp_path):
-    cli.unique_path(tmp_path / "config.yaml").write_text("a")
-    second = cli.unique_path(tmp_path / "config.yaml")
+    rundir.unique_path(tmp_path / "config.yaml").write_text("a")
+    second = rundir.unique_path(tmp_path / "config.yaml")
     assert second.name == "config-1.yaml"
 
 
 def test_ddp_workers_reuse_the_parents_run_dir(tmp_path, monkeypatch):
-    monkeypatch.delenv(cli.RUN_DIR_ENV, raising=False)  # restored after the test
-    parent = cli.choose_run_dir(tmp_path, "exp")
-    # a worker process started by Lightning's launcher sees the variable but not our record
-    monkeypatch.setattr(cli, "_RUN_DIR_SET_HERE", [])
-    assert cli.choose_run_dir(tmp_path, "exp") == parent
+    monkeypatch.delenv(rundir.RUN_DIR_ENV, raising=False)  # restored after the test
+    monkeypatch.delenv(rundir.RUN_DIR_OWNER_ENV, raising=False)
+    parent = rundir.choose_run_dir(tmp_path, "exp")
+    # a worker process started by Lightning's launcher sees the variable, set by another process
+    monkeypatch.setenv(rundir.RUN_DIR_OWNER_ENV, "1")
+    assert rundir.choose_run_dir(tmp_path, "exp") == parent
     # the next run of this process gets a new directory
-    monkeypatch.setattr(cli, "_RUN_DIR_SET_HERE", [str(parent)])
-    assert cli.choose_run_dir(tmp_path, "exp") != parent
+    monkeypatch.setenv(rundir.RUN_DIR_OWNER_ENV, str(os.getpid()))
+    assert rundir.choose_run_dir(tmp_path, "exp") != parent
 
 
 def test_slurm_tasks_share_a_run_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
-    monkeypatch.delenv(cli.RUN_DIR_ENV, raising=False)
-    assert cli.choose_run_dir(tmp_path, "exp") == tmp_path / "exp" / "slurm-4242"
+    monkeypatch.delenv(rundir.RUN_DIR_ENV, raising=False)
+    assert rundir.choose_run_dir(tmp_path, "exp") == tmp_path / "exp" / "slurm-4242"
 
 
 def test_test_after_fit_writes_test_metrics(tmp_path):
@@ -309,7 +310,7 @@ def test_wandb_mode_with_key_but_no_network_is_offline_quickly(no_wandb_env, mon
 def test_wandb_mode_reads_netrc(no_wandb_env, tmp_path, monkeypatch):
     (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password abc123\n")
     (tmp_path / ".netrc").chmod(0o600)
-    monkeypatch.setattr(cli, "_reachable", lambda url, timeout=3.0: True)
+    monkeypatch.setattr(tracking_wandb, "reachable", lambda url, timeout=3.0: True)
     assert wandb_mode()[0] == "online"
 
 
@@ -324,14 +325,14 @@ def test_wandb_mode_reads_netrc(no_wandb_env, tmp_path, monkeypatch):
     ],
 )
 def test_main_prints_a_user_error_without_traceback(tmp_path, capsys, monkeypatch, extra, message):
-    monkeypatch.delenv(cli.TRACEBACK_ENV, raising=False)
+    monkeypatch.delenv(TRACEBACK_ENV, raising=False)
     with pytest.raises(SystemExit) as stopped:
         main(digits_args(tmp_path, *extra))
     assert stopped.value.code == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
-    assert f"{cli.TRACEBACK_ENV}=1" in err
-    monkeypatch.setenv(cli.TRACEBACK_ENV, "1")
+    assert f"{TRACEBACK_ENV}=1" in err
+    monkeypatch.setenv(TRACEBACK_ENV, "1")
     with pytest.raises((ValueError, FileNotFoundError)):
         main(digits_args(tmp_path, *extra))
 
@@ -347,7 +348,7 @@ def test_a_user_error_reaches_stderr_in_one_write(tmp_path, monkeypatch):
             writes.append(text)
             return len(text)
 
-    monkeypatch.delenv(cli.TRACEBACK_ENV, raising=False)
+    monkeypatch.delenv(TRACEBACK_ENV, raising=False)
     monkeypatch.setattr(sys, "stderr", Recorder())
     with pytest.raises(SystemExit):
         main(digits_args(tmp_path, "--model.depth", "101"))
@@ -397,8 +398,8 @@ def test_a_global_batch_that_does_not_split_is_an_error_before_ddp_starts(tmp_pa
 def test_default_network_arguments_match_a_checkpoint_that_left_them_unset():
     stored = {"arch": "densenet_cifar", "depth": None, "bottleneck": None, "lr": 0.1}
     given = {"arch": "densenet_cifar", "depth": 100, "bottleneck": True, "lr": 0.1}
-    assert cli.compare_with_checkpoint(given, stored) == {}
-    assert cli.compare_with_checkpoint({**given, "depth": 40}, stored) == {"depth": (40, 100)}
+    assert preflight.compare_with_checkpoint(given, stored) == {}
+    assert preflight.compare_with_checkpoint({**given, "depth": 40}, stored) == {"depth": (40, 100)}
 
 
 def test_an_unreadable_checkpoint_suggests_only_readable_ones(tmp_path):
@@ -407,8 +408,8 @@ def test_an_unreadable_checkpoint_suggests_only_readable_ones(tmp_path):
     torch.save({"state_dict": {}}, ckpts / "good.ckpt")
     (ckpts / "random.ckpt").write_bytes(bytes(range(256)) * 4)
     (ckpts / "last.ckpt").write_bytes(b"")
-    with pytest.raises(cli.CheckpointError) as error:
-        cli.read_checkpoint(ckpts / "last.ckpt")
+    with pytest.raises(CheckpointError) as error:
+        preflight.read_checkpoint(ckpts / "last.ckpt")
     message = str(error.value)
     assert str(ckpts / "good.ckpt") in message and "random.ckpt" not in message
 

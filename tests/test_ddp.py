@@ -16,7 +16,7 @@ import pytest
 import torch
 from cli_args import cli_args
 
-from densenet_lit import cli
+from densenet_lit import rundir
 from densenet_lit.callbacks import Preempted
 from densenet_lit.cli import run
 
@@ -49,7 +49,7 @@ def launch(
     args: list[str], cwd: Path, probe: Path, **env_extra: str
 ) -> subprocess.CompletedProcess:
     """``python -m densenet_lit ...`` as a user runs it; Lightning starts the second rank."""
-    env = {k: v for k, v in os.environ.items() if k != cli.RUN_DIR_ENV}
+    env = {k: v for k, v in os.environ.items() if k != rundir.RUN_DIR_ENV}
     env.update(PYTHONPATH=str(TESTS), PROBE_DIR=str(probe), **env_extra)
     return subprocess.run(
         [sys.executable, "-m", "densenet_lit", *args],

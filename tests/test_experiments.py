@@ -12,7 +12,8 @@ import yaml
 from cli_args import TINY_MODEL, flags, trainer_args
 from fake_data import write_cifar10, write_cifar100, write_imagenet, write_svhn
 
-from densenet_lit.cli import EXTENDS_KEY, config_chain, main, run
+from densenet_lit.cli import main, run
+from densenet_lit.cli.extends import EXTENDS_KEY, config_chain
 from densenet_lit.module import DenseNetModule
 from densenet_lit.paper import CIFAR_MODELS, IMAGENET_MODELS
 
@@ -129,7 +130,9 @@ def test_config_matches_the_paper(path, capsys):
     cfg = resolved(capsys, path)
     model, data, trainer = cfg["model"], cfg["data"], cfg["trainer"]
     recipe = recipe_of(path)
-    assert cfg["trainer"]["callbacks"][0]["class_path"] == "densenet_lit.callbacks.RunCheckpoint"
+    first = cfg["trainer"]["callbacks"][0]
+    assert first["class_path"] == "lightning.pytorch.callbacks.ModelCheckpoint"
+    assert first["init_args"]["filename"] == "last" and first["init_args"]["monitor"] is None
     assert model["lr"] == 0.1 and model["momentum"] == 0.9 and model["nesterov"]
     assert model["weight_decay"] == 1e-4 and model["dampening"] == 0
     if recipe is None:
@@ -257,7 +260,7 @@ def test_overlay_composes_on_a_run(overlay, capsys):
     changed = {key for key in base.keys() | cfg.keys() if base.get(key) != cfg.get(key)}
     assert changed == expected
     assert changed, "the overlay changes nothing"
-    # callbacks+ appends to the run's callbacks: RunCheckpoint stays first
+    # callbacks+ appends to the run's callbacks: the checkpoint callbacks stay first
     callbacks = cfg["trainer.callbacks"]
     assert callbacks[: len(base["trainer.callbacks"])] == base["trainer.callbacks"]
     added = callbacks[len(base["trainer.callbacks"]) :]

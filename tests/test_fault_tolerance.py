@@ -19,9 +19,13 @@ import torch
 import yaml
 from cli_args import cli_args
 
-from densenet_lit import cli
+from densenet_lit import cli, rundir
 from densenet_lit.callbacks import Preempted
-from densenet_lit.cli import CheckpointError, CheckpointMismatchError, config_chain, run
+from densenet_lit.checkpoints import CheckpointError
+from densenet_lit.cli import run
+from densenet_lit.cli.extends import config_chain
+from densenet_lit.cli.preflight import CheckpointMismatchError
+from densenet_lit.tracking import wandb as tracking_wandb
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -161,7 +165,7 @@ def test_signal_to_a_training_process_saves_and_the_run_resumes(tmp_path, monkey
     """A real `python -m densenet_lit fit` process gets the signal while it trains: it saves
     a checkpoint, exits with 128 + signal and prints the command that continues the run."""
     probe = tmp_path / "probe"
-    env = {k: v for k, v in os.environ.items() if k != cli.RUN_DIR_ENV}
+    env = {k: v for k, v in os.environ.items() if k != rundir.RUN_DIR_ENV}
     env.update(PYTHONPATH=str(TESTS), PROBE_DIR=str(probe), WANDB_MODE="disabled")
     args = [
         "fit",
@@ -246,7 +250,7 @@ def test_requeued_slurm_job_resumes_from_its_requeue_checkpoint(tmp_path, monkey
         monkeypatch.setenv(var, value)
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
-    monkeypatch.delenv(cli.RUN_DIR_ENV, raising=False)
+    monkeypatch.delenv(rundir.RUN_DIR_ENV, raising=False)
     signals = ["--trainer.callbacks+=run_probes.SignalAt"]
     signals += ["--trainer.callbacks.signals", "{3: SIGUSR1, 7: SIGTERM}"]
     with pytest.raises(Preempted) as stopped:
@@ -268,7 +272,7 @@ def test_requeued_slurm_job_resumes_from_its_requeue_checkpoint(tmp_path, monkey
     (run_dir / "hpc_ckpt_3.ckpt").write_bytes((run_dir / "hpc_ckpt_2.ckpt").read_bytes())
     older = run_dir / "checkpoints" / "last.ckpt"
     os.utime(older, (time.time() - 60, time.time() - 60))
-    assert cli.newer_requeue_checkpoint(str(older)) == str(run_dir / "hpc_ckpt_3.ckpt")
+    assert rundir.newer_requeue_checkpoint(str(older)) == str(run_dir / "hpc_ckpt_3.ckpt")
 
 
 # ------------------------------------------------------------------------ non-finite loss
@@ -399,7 +403,7 @@ def test_wandb_failing_in_the_middle_of_a_run_does_not_stop_training(tmp_path, m
 
     monkeypatch.setattr(Run, "log", failing_log)
     monkeypatch.setattr(Run, "finish", slow_finish)
-    monkeypatch.setattr(cli, "WANDB_FINISH_TIMEOUT", 0.5)
+    monkeypatch.setattr(tracking_wandb, "WANDB_FINISH_TIMEOUT", 0.5)
     args = tiny_args(tmp_path, "wb", "--run.wandb", "true", "--run.test_after_fit", "true")
     args += ["--trainer.max_epochs", "2"]
     start = time.monotonic()
@@ -423,9 +427,10 @@ def test_wandb_failing_in_the_middle_of_a_run_does_not_stop_training(tmp_path, m
 
 # ------------------------------------------------------------------------------- configs
 def test_every_experiment_keeps_a_last_checkpoint():
-    """Every experiment (and every overlay on top of it) keeps last.ckpt through RunCheckpoint,
-    and the best by val/error where there is a validation set (RunCheckpoint drops it when
-    there is none; ImageNet, whose validation images are the test set, asks for none)."""
+    """Every experiment (and every overlay on top of it) keeps last.ckpt through one stock
+    ModelCheckpoint, and the best by val/error through another where there is a validation
+    set (the CLI drops it when there is none; ImageNet, whose validation images are the test
+    set, asks for none)."""
 
     def callbacks(files: list[Path]) -> list[dict]:
         result: list[dict] = []
@@ -440,17 +445,20 @@ def test_every_experiment_keeps_a_last_checkpoint():
     for path in sorted((REPO / "experiments").glob("*.yaml")):
         for overlay in [None, *overlays]:
             files = config_chain(path) + (config_chain(overlay) if overlay else [])
-            kept = [
-                c
+            checkpoints = [
+                c.get("init_args") or {}
                 for c in callbacks(files)
-                if c["class_path"] == "densenet_lit.callbacks.RunCheckpoint"
-                and (c.get("init_args") or {}).get("save_last", True)
+                if c["class_path"] == "lightning.pytorch.callbacks.ModelCheckpoint"
             ]
-            assert len(kept) == 1, f"{path.name} + {overlay and overlay.name}: {kept}"
+            last = [c for c in checkpoints if c.get("filename") == "last"]
+            best = [c for c in checkpoints if c.get("monitor") == "val/error"]
+            where = f"{path.name} + {overlay and overlay.name}"
+            assert len(last) == 1 and last[0]["monitor"] is None, where
+            assert last[0]["save_top_k"] == 1 and last[0]["enable_version_counter"] is False
             if path.stem.startswith("imagenet"):
-                assert kept[0]["init_args"] == {"monitor": None, "save_top_k": 0}
+                assert best == [], where
             else:
-                assert "monitor" not in (kept[0].get("init_args") or {})  # val/error
+                assert len(best) == 1 and best[0]["mode"] == "min", where
 
 
 # ------------------------------------------------------------ loaders with worker processes

@@ -14,7 +14,6 @@ from densenet_lit.module import (
     ClassificationError,
     DenseNetModule,
     cosine_factor,
-    model_key,
     resolve_milestones,
 )
 
@@ -45,7 +44,7 @@ def test_default_network_is_densenet_bc_100_12():
     blocks = [m for n, m in module.model.features.named_children() if n.startswith("denseblock")]
     assert [len(b) for b in blocks] == [16, 16, 16]  # (100 - 4) / 6
     assert module.model.classifier.out_features == 10
-    assert model_key(dict(module.hparams)) == "densenet_bc_100_12"
+    assert module.spec.key == "densenet_bc_100_12"
 
 
 def test_cifar_arguments_build_the_network():
@@ -56,7 +55,7 @@ def test_cifar_arguments_build_the_network():
     assert abs(n_params / 1e6 - 1.0) < 0.1  # DenseNet (L=40, k=12) on C100: about 1.0M
     assert module.model.classifier.out_features == 100
     assert any(isinstance(m, torch.nn.Dropout) for m in module.model.modules())
-    assert model_key(dict(module.hparams)) == "densenet_40_12"
+    assert module.spec.key == "densenet_40_12"
 
 
 def test_in_channels_and_forward_shape():
@@ -267,7 +266,7 @@ def test_channels_last_gives_the_same_logits():
 def test_compiled_network_saves_plain_keys():
     module = DenseNetModule(**TINY, compile=True)
     module.configure_model()
-    assert module.__dict__["_compiled_model"] is not None
+    assert module.compiled
     keys = list(module.state_dict())
     assert keys and not any("_orig_mod" in k for k in keys)
     # and such a state dict loads into an uncompiled module

@@ -5,7 +5,7 @@ timed (forward, loss, backward, SGD-Nesterov update, and on the Lightning side e
 the Trainer and the module do around it: hooks, logging, metrics). The Trainer is the one a
 ``python -m densenet_lit fit`` run builds, with the CLI's default callbacks and CSV logger, but
 without checkpoints, progress bar and W&B. They come from :mod:`densenet_lit.callbacks` and
-:mod:`densenet_lit.loggers`, not from the CLI, so the suite runs where ``jsonargparse`` is not
+:mod:`densenet_lit.tracking`, not from the CLI, so the suite runs where ``jsonargparse`` is not
 installed (a bare GPU machine).
 
 Timing starts after ``warmup`` steps (compilation and cuDNN autotuning happen there), is
@@ -26,7 +26,7 @@ from torch import nn
 
 from densenet_lit.bench.common import Mode, ModelSpec, Settings, median, now, release
 from densenet_lit.callbacks import default_callbacks
-from densenet_lit.loggers import RunCSVLogger
+from densenet_lit.tracking import RunCSVLogger
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4  # the paper's recipe, on both sides
 

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from densenet_lit.data.errors import DownloadError, not_found
+from densenet_lit.data.resume import EpochOrder, TrainProgress, training_seed
 from densenet_lit.data.transforms import normalize, random_hflip, random_pad_crop
 
 
@@ -122,11 +123,16 @@ def cpu_count() -> int:
 
 
 class BaseDataModule(pl.LightningDataModule):
-    """Global batch size, loader construction and the optional validation split.
+    """Global batch size, loader construction, the optional validation split, and exact
+    resumption of the training data (:mod:`densenet_lit.data.resume`).
 
     Subclasses set ``train_set``, ``val_set`` (None when ``val_size == 0``) and
-    ``test_set`` in ``setup``, and implement :meth:`transform_batch`.
+    ``test_set`` in ``setup``, implement :meth:`transform_batch`, and declare what they are:
+    ``benchmark`` (the name runs are grouped and compared by, e.g. ``cifar10plus``),
+    ``num_classes``, ``in_channels`` and ``image_size``.
     """
+
+    benchmark: str = "custom"
 
     def __init__(self, batch_size: int, num_workers: int | None, seed: int, val_size: int):
         super().__init__()
@@ -147,11 +153,22 @@ class BaseDataModule(pl.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self.progress = TrainProgress()
 
     # --- sizes ---------------------------------------------------------------------------
     @property
     def world_size(self) -> int:
         return self.trainer.world_size if self.trainer is not None else 1
+
+    @property
+    def rank(self) -> int:
+        return self.trainer.global_rank if self.trainer is not None else 0
+
+    @property
+    def order_seed(self) -> int:
+        """The seed of the training order: ``seed_everything``'s, else the data module's."""
+        seed = training_seed()
+        return self.seed if seed is None else seed
 
     @property
     def per_device_batch_size(self) -> int:
@@ -188,16 +205,43 @@ class BaseDataModule(pl.LightningDataModule):
         if dataset is None:
             raise RuntimeError(f"call setup('{stage}') before asking for its dataloader")
         workers = self.resolved_num_workers
+        sampler = None
+        if train:
+            epoch, skip_batches = self.progress.resume_point()
+            sampler = EpochOrder(
+                dataset,
+                num_replicas=self.world_size,
+                rank=self.rank,
+                seed=self.order_seed,
+                epoch=epoch,
+                skip=skip_batches * self.per_device_batch_size,
+            )
         return DataLoader(
             dataset,
             batch_size=self.per_device_batch_size,
-            shuffle=train,  # RandomSampler seeds itself from the global RNG (seed_everything)
+            sampler=sampler,  # evaluation: in order (Lightning shards it under DDP)
             drop_last=train,  # a smaller last batch would recompile torch.compile'd models
             collate_fn=self.collate_fn(),
             num_workers=workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=workers > 0,
         )
+
+    # --- exact resumption ---------------------------------------------------------------------
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Count each training batch as it arrives and seed its augmentation and dropout."""
+        if self.is_training():
+            self.progress.next_batch(self.trainer.current_epoch, self.rank, self.order_seed)
+        return batch
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint by Lightning: where training stands (see TrainProgress)."""
+        per_epoch = self.trainer.num_training_batches if self.trainer is not None else 0
+        return {"progress": self.progress.state_dict(per_epoch)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restored before the loaders are built, so the first one starts where training was."""
+        self.progress.load_state_dict(state_dict.get("progress", {}))
 
     def train_dataloader(self) -> DataLoader:
         per_process = len(self.train_set) // self.world_size if self.train_set is not None else 0

@@ -70,6 +70,12 @@ class CIFAR10DataModule(InMemoryImageDataModule):
         self.save_hyperparameters()
 
     @property
+    def benchmark(self) -> str:
+        """``cifar10`` or, with the standard augmentation, ``cifar10plus`` (the paper's C10+)."""
+        base = "cifar10" if self.n_classes == 10 else "cifar100"
+        return base + ("plus" if self.augment else "")
+
+    @property
     def num_classes(self) -> int:
         return self.n_classes
 

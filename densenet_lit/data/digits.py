@@ -69,6 +69,8 @@ class DigitsDataModule(InMemoryImageDataModule):
         self._all: tuple[torch.Tensor, ...] | None = None
         self.save_hyperparameters()
 
+    benchmark = "digits"
+
     @property
     def num_classes(self) -> int:
         return 10

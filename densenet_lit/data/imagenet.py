@@ -213,6 +213,8 @@ class ImageNetDataModule(BaseDataModule):
         self.classes: list[str] = []
         self.save_hyperparameters()
 
+    benchmark = "imagenet"
+
     @property
     def num_classes(self) -> int:
         return 1000

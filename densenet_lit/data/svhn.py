@@ -78,6 +78,8 @@ class SVHNDataModule(InMemoryImageDataModule):
         self.download = download
         self.save_hyperparameters()
 
+    benchmark = "svhn"
+
     @property
     def num_classes(self) -> int:
         return 10

@@ -1,0 +1,78 @@
+"""The checkpoints every run keeps, as two stock ``ModelCheckpoint`` callbacks: ``last.ckpt``,
+rewritten at the end of every epoch, and the checkpoint with the lowest validation error.
+
+Two callbacks, not one with ``save_last``: Lightning writes ``save_last``'s file only at a
+step where it also wrote a top-k checkpoint, so with the best kept by ``val/error`` the last
+checkpoint would stay at the best epoch while training goes on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.model_helpers import is_overridden
+
+from densenet_lit.rundir import BEST_FILENAME, LAST_NAME, all_checkpoints
+
+MONITOR = "val/error"
+
+
+def last_checkpoint_callback() -> ModelCheckpoint:
+    """``checkpoints/last.ckpt``, overwritten at the end of every epoch."""
+    return ModelCheckpoint(
+        filename=LAST_NAME, monitor=None, save_top_k=1, enable_version_counter=False
+    )
+
+
+def best_checkpoint_callback() -> ModelCheckpoint:
+    """``checkpoints/best-epoch<e>-val_error<x>.ckpt``: the lowest validation error so far."""
+    return ModelCheckpoint(
+        filename=BEST_FILENAME,
+        monitor=MONITOR,
+        mode="min",
+        save_top_k=1,
+        auto_insert_metric_name=False,
+    )
+
+
+def run_checkpoint_callbacks() -> list[Callback]:
+    """What a run without an experiment config keeps: the last and the best checkpoint."""
+    return [last_checkpoint_callback(), best_checkpoint_callback()]
+
+
+def is_last_checkpoint_callback(callback: Callback) -> bool:
+    return isinstance(callback, ModelCheckpoint) and callback.monitor is None
+
+
+def monitors_validation(callback: Callback) -> bool:
+    """A checkpoint callback ranking by a validation metric (nothing to rank without one)."""
+    monitor = getattr(callback, "monitor", None) if isinstance(callback, ModelCheckpoint) else None
+    return bool(monitor) and monitor.startswith("val/")
+
+
+def has_validation(trainer: Trainer) -> bool:
+    """Whether this fit will run a validation loop (a data module with ``val_size=0`` will not)."""
+    if trainer.limit_val_batches == 0:
+        return False
+    datamodule = trainer.datamodule
+    if datamodule is not None:
+        if hasattr(datamodule, "has_validation_set"):  # densenet_lit.data modules
+            return bool(datamodule.has_validation_set)
+        return is_overridden("val_dataloader", datamodule)
+    return trainer.lightning_module is not None and is_overridden(
+        "val_dataloader", trainer.lightning_module
+    )
+
+
+def checkpoint_files(trainer: Trainer) -> list[Path]:
+    """The checkpoint files of this run on disk, newest first: those of the checkpoint
+    callbacks (their directories) and Lightning's SLURM requeue checkpoints."""
+    files = set(all_checkpoints(trainer.default_root_dir))
+    for cb in trainer.checkpoint_callbacks:
+        dirpath = getattr(cb, "dirpath", None)
+        if dirpath:
+            files.update(f for f in Path(dirpath).glob("*.ckpt") if f.is_file())
+    files = {f for f in files if not f.name.startswith(".")}
+    return sorted(files, key=lambda f: -f.stat().st_mtime)

@@ -1,0 +1,67 @@
+"""Training throughput and peak device memory, logged once per epoch."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+
+class ThroughputMonitor(Callback):
+    """Log training images per second (all devices together) and, on GPU, peak memory.
+
+    Logged once per training epoch as ``perf/images_per_sec`` and ``perf/peak_memory_gib``
+    (the largest ``torch.cuda.max_memory_allocated`` over the devices). The clock runs from the
+    start of the first training batch to the end of the last one and stops during validation.
+    """
+
+    def __init__(self) -> None:
+        self._images = 0
+        self._elapsed = 0.0
+        self._started: float | None = None
+
+    def _cuda(self, pl_module: LightningModule) -> bool:
+        return pl_module.device.type == "cuda"
+
+    def _stop(self, pl_module: LightningModule) -> None:
+        if self._started is not None:
+            if self._cuda(pl_module):
+                torch.cuda.synchronize(pl_module.device)
+            self._elapsed += time.perf_counter() - self._started
+            self._started = None
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._images, self._elapsed, self._started = 0, 0.0, None
+        if self._cuda(pl_module):
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._started is None:
+            if self._cuda(pl_module):
+                torch.cuda.synchronize(pl_module.device)  # once per epoch
+            self._started = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        self._images += int(x.shape[0]) if hasattr(x, "shape") else 0
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._stop(pl_module)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._stop(pl_module)
+        if self._elapsed > 0 and self._images > 0:
+            rate = self._images * trainer.world_size / self._elapsed
+            # each rank's rate times the world size, averaged over the ranks
+            pl_module.log("perf/images_per_sec", rate, on_epoch=True, sync_dist=True)
+        if self._cuda(pl_module):
+            peak = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
+            pl_module.log(
+                "perf/peak_memory_gib", peak, on_epoch=True, sync_dist=True, reduce_fx="max"
+            )

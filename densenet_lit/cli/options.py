@@ -1,0 +1,47 @@
+"""The ``run.*`` options: what a run is called, where it logs, what it tests at the end, and
+which checkpoints it trusts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from lightning.pytorch.cli import LightningArgumentParser
+
+WANDB_PROJECT = "densenet-lit"
+
+
+def add_run_options(parser: LightningArgumentParser) -> None:
+    parser.add_argument(
+        "--run.name",
+        type=str | None,
+        default=None,
+        help="Experiment name: runs go to <root>/<name>/<id>/. Default: the name of the "
+        "last --config file that is not in overlays/ or defaults/.",
+    )
+    parser.add_argument(
+        "--run.wandb", type=bool, default=True, help="Log to W&B (besides the CSV file)."
+    )
+    parser.add_argument("--run.wandb_project", type=str, default=WANDB_PROJECT)
+    parser.add_argument(
+        "--run.wandb_log_model",
+        type=bool | Literal["all"],
+        default=False,
+        help="Upload checkpoints to W&B as artifacts (aliases 'latest' and 'best'): true = "
+        "at the end of training, 'all' = each one as it is saved. Off by default.",
+    )
+    parser.add_argument(
+        "--run.tags", type=list[str], default=[], help="Extra W&B tags for this run."
+    )
+    parser.add_argument(
+        "--run.test_after_fit",
+        type=bool,
+        default=False,
+        help="Run the test set at the end of fit (the paper's final runs).",
+    )
+    parser.add_argument(
+        "--run.test_ckpt",
+        type=str | None,
+        default=None,
+        help="Weights tested after fit: null = those at the end of training, 'best' = the "
+        "checkpoint with the lowest validation error (SVHN), or a path.",
+    )

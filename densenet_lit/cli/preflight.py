@@ -1,0 +1,201 @@
+"""Checks before any training step: each turns a mistake that would fail late (or silently)
+into a clear error naming the value and what to change.
+
+* ``--ckpt_path``: the checkpoint is readable, its model arguments are the config's, and its
+  weights fit the network built (another model or data set would fail inside Lightning);
+* the data's images are large enough for the network;
+* the global batch splits evenly over the processes (before DDP starts them);
+* SyncBatchNorm is not asked for on the CPU;
+* ``validate`` has a validation set; ``--run.test_ckpt`` names a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import Namespace
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.strategies import ParallelStrategy
+
+from densenet_lit.checkpoints import CheckpointError, load_checkpoint
+from densenet_lit.data.base import batch_per_process
+from densenet_lit.models.spec import RUNTIME_ARGS, network_spec
+from densenet_lit.models.zoo import CIFAR_ARCH
+from densenet_lit.rundir import CONFIG_NAME, other_checkpoints, run_dir_of
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The model arguments given differ from those stored in the checkpoint."""
+
+
+def read_checkpoint(ckpt_path: str | Path, trust: bool = False) -> dict[str, Any]:
+    """Load a Lightning checkpoint on the CPU (:func:`densenet_lit.checkpoints.load_checkpoint`);
+    when it cannot be read, the :class:`CheckpointError` also names the run's other readable
+    checkpoints to resume from. Also an error: a checkpoint without weights."""
+    path = Path(ckpt_path)
+    try:
+        ckpt = load_checkpoint(path)  # TODO(merge safeckpt): trust
+    except CheckpointError as err:
+        if getattr(err, "refused", None):  # unsafe content: no other checkpoint would help
+            raise
+        others = other_checkpoints(path)
+        if others:
+            listed = "\n".join(f"  {p}" for p in others[:5])
+            where = "of the run" if run_dir_of(path) is not None else "beside it"
+            what_to_do = f"Resume from another checkpoint {where} instead (newest first):\n{listed}"
+        else:
+            what_to_do = (
+                "There is no other checkpoint beside it: start a new run without --ckpt_path."
+            )
+        raise CheckpointError(f"{err} {what_to_do}") from err.__cause__
+    if not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(
+            f"{path} is not a Lightning checkpoint of this project (it holds no 'state_dict'). "
+            "--ckpt_path takes a checkpoint written by `python -m densenet_lit fit` (a "
+            "checkpoints/*.ckpt of a run); to start from torchvision ImageNet weights use "
+            "--model.pretrained instead."
+        )
+    return ckpt
+
+
+def compare_state_shapes(
+    stored: dict[str, tuple[int, ...]], model: dict[str, tuple[int, ...]]
+) -> list[str]:
+    """How a checkpoint's weights (name -> shape) differ from a model's: one line per problem."""
+    problems = [
+        f"{k}: checkpoint {list(shape)}, this model {list(model[k])}"
+        for k, shape in stored.items()
+        if k in model and tuple(model[k]) != tuple(shape)
+    ]
+    missing = [k for k in model if k not in stored]
+    unexpected = [k for k in stored if k not in model]
+    for label, keys in (("not in the checkpoint", missing), ("not in this model", unexpected)):
+        if keys:
+            shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+            problems.append(f"{len(keys)} weights {label}: {shown}")
+    return problems
+
+
+def comparable(args: dict[str, Any]) -> dict[str, Any]:
+    """Module arguments as a checkpoint and a config can be compared: the network's arguments
+    as :func:`~densenet_lit.models.spec.network_spec` resolves them (None and the default
+    agree), lists for tuples, runtime-only options and private keys left out."""
+    out = {k: v for k, v in args.items() if not k.startswith("_") and k not in RUNTIME_ARGS}
+    with contextlib.suppress(ValueError):  # an unknown arch is reported where it is built
+        out.update(network_spec(args).kwargs)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def compare_with_checkpoint(given: dict[str, Any], stored: dict[str, Any]) -> dict[str, tuple]:
+    """Model arguments whose given value differs from the checkpoint's: ``{key: (given, ckpt)}``.
+
+    Keys the config does not hold (linked from the data module) and the runtime-only
+    arguments (compile, channels_last, memory_efficient, pretrained) are not compared.
+    """
+    given_args, stored_args = comparable(given), comparable(stored)
+    return {
+        key: (given_args[key], value)
+        for key, value in stored_args.items()
+        if key in given and key in given_args and given_args[key] != value
+    }
+
+
+def check_checkpoint_args(ckpt_path: str, model_cfg: Any, trust: bool = False) -> dict:
+    """Read ``ckpt_path``, check its model arguments against the config's and return its
+    weights' shapes (name -> shape) for :func:`check_checkpoint_fits`."""
+    ckpt = read_checkpoint(ckpt_path, trust=trust)
+    shapes = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if hasattr(v, "shape")}
+    stored = dict(ckpt.get("hyper_parameters", {}))
+    del ckpt
+    given = model_cfg.as_dict() if isinstance(model_cfg, Namespace) else dict(model_cfg)
+    differ = compare_with_checkpoint(given, stored)
+    if differ:
+        rows = "\n".join(
+            f"  model.{k}: given {v!r}, checkpoint {c!r}" for k, (v, c) in differ.items()
+        )
+        hint = Path(ckpt_path).resolve().parent.parent / CONFIG_NAME
+        hint_text = f" (that run's config is {hint})" if hint.is_file() else ""
+        raise CheckpointMismatchError(
+            f"The model arguments differ from those of the checkpoint {ckpt_path}:\n{rows}\n"
+            "A checkpoint restores its own network and recipe, so these values would be "
+            "ignored. Use the checkpoint's values (pass the config it was trained with"
+            f"{hint_text}), or start a new run without --ckpt_path."
+        )
+    return shapes
+
+
+def check_checkpoint_fits(shapes: dict | None, model: LightningModule, ckpt_path: Any) -> None:
+    """Before Lightning loads ``--ckpt_path``: do its weights fit the network built?"""
+    if shapes is None or model is None:
+        return
+    problems = compare_state_shapes(
+        shapes, {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    )
+    if problems:
+        rows = "\n".join(f"  {p}" for p in problems[:8])
+        raise CheckpointMismatchError(
+            f"The checkpoint {ckpt_path} does not fit this network:\n{rows}\nIt was "
+            "trained with another model or data set (num_classes and in_channels come from "
+            "the data module). Use the config it was trained with (config.yaml in its run "
+            "directory), or start a new run without --ckpt_path."
+        )
+
+
+def check_image_size(datamodule: LightningDataModule, model: LightningModule) -> None:
+    """Can the network take the data's images at all?"""
+    size = getattr(datamodule, "image_size", None)
+    network = getattr(model, "model", None)
+    if not isinstance(size, int) or not hasattr(network, "feature_map_size"):
+        return
+    if network.feature_map_size(size) < 1:
+        arch = model.hparams.get("arch")
+        smallest = network.smallest_image_size()
+        raise ValueError(
+            f"model.arch={arch!r} cannot take the data's {size}x{size} images: its stem and "
+            f"transitions halve them to nothing. It needs images of at least "
+            f"{smallest}x{smallest} (ImageNet: 224). For small images use "
+            f"model.arch={CIFAR_ARCH!r}."
+        )
+
+
+def check_global_batch(datamodule: LightningDataModule, trainer: Trainer) -> None:
+    """The global batch must split evenly over the processes, checked before DDP starts them
+    (the data module checks it again in each process)."""
+    batch_size = getattr(datamodule, "batch_size", None)
+    if isinstance(batch_size, int):
+        batch_per_process(batch_size, trainer.world_size)
+
+
+def check_sync_batchnorm(trainer_cfg: Any, trainer: Trainer) -> None:
+    strategy = trainer.strategy
+    if (
+        trainer_cfg.get("sync_batchnorm")
+        and isinstance(strategy, ParallelStrategy)
+        and strategy.root_device.type == "cpu"
+    ):
+        raise ValueError(
+            "trainer.sync_batchnorm=true needs GPUs: PyTorch's SyncBatchNorm does not run on "
+            "the CPU (DDP refuses it). Remove --trainer.sync_batchnorm for CPU runs; each "
+            "process then normalises with the statistics of its own part of the batch."
+        )
+
+
+def check_has_validation(datamodule: LightningDataModule) -> None:
+    if getattr(datamodule, "has_validation_set", True) is False:
+        raise ValueError(
+            "validate: this config has no validation set (data.val_size=0: the paper's "
+            "final runs train on all training images), so there is nothing to validate on. "
+            "Use `test` for the test set; for a run trained with a held-out split, give "
+            "its config (e.g. --config experiments/overlays/holdout.yaml)."
+        )
+
+
+def check_test_ckpt(test_ckpt: str | None) -> None:
+    if test_ckpt not in (None, "best") and not Path(test_ckpt).is_file():
+        raise FileNotFoundError(
+            f"--run.test_ckpt {test_ckpt}: no such checkpoint file. Give 'best' (the "
+            "checkpoint with the lowest validation error), null (the weights at the end "
+            "of training) or the path of a .ckpt file."
+        )

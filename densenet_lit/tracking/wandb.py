@@ -1,0 +1,242 @@
+"""Weights & Biases: starting a run (online, offline or not at all), continuing it when the
+run resumes, and finishing it without ever stopping training.
+
+One training run is one W&B run, however often it is preempted and resumed: the W&B run id
+is kept in the run directory (``wandb_run_id``) when the run starts, and a run resumed in
+that directory continues the same W&B run (``resume="allow"``), online and offline alike (the
+offline pieces of one run share its id and ``wandb sync`` uploads them as one run).
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+
+from densenet_lit.rundir import WANDB_ID_FILE
+
+# Seconds finishing a W&B run may take before the process moves on (without network,
+# wandb.finish() can wait for its uploads until the job is killed).
+WANDB_FINISH_TIMEOUT = 120.0
+# How the runs table summarises each metric, and what epoch metrics are plotted against.
+SUMMARIES = {
+    "val/error": "min,last",
+    "val/error_top5": "min,last",
+    "test/error": "min,last",
+    "test/error_top5": "min,last",
+    "train/loss": "last",
+    "train/error": "last",
+}
+EPOCH_METRICS = ("train/loss", "train/error*", "val/*", "test/*", "perf/*")
+
+
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Does the W&B server answer an HTTP request within ``timeout`` seconds?
+
+    Any HTTP response counts (even an error status); no DNS, no connection, a TLS failure (an
+    intercepting proxy) or no answer in time does not. The probe runs in a daemon thread, so a
+    stalled name lookup cannot hold the run up either.
+    """
+    import urllib.error
+    import urllib.request
+
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/healthz", timeout=timeout):
+                result.append(True)
+        except urllib.error.HTTPError:
+            result.append(True)
+        except Exception:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(result and result[0])
+
+
+def has_api_key(base_url: str) -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(base_url).hostname or "api.wandb.ai"
+    try:
+        auth = netrc.netrc().authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(auth and auth[2])
+
+
+def wandb_mode() -> tuple[str, str]:
+    """``(mode, reason)``: an explicit ``WANDB_MODE`` wins; no API key or no network: offline."""
+    explicit = os.environ.get("WANDB_MODE")
+    if explicit:
+        return explicit, "WANDB_MODE"
+    if os.environ.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes"):
+        return "disabled", "WANDB_DISABLED"
+    base_url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    if not has_api_key(base_url):
+        return "offline", "no W&B API key (WANDB_API_KEY or ~/.netrc)"
+    if not reachable(base_url):
+        return "offline", f"{base_url} is not reachable"
+    return "online", "API key found"
+
+
+class SafeWandbLogger(WandbLogger):
+    """A WandbLogger whose failures are warnings: W&B must never stop training."""
+
+    broken = False
+
+    def guard(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.broken:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # the W&B service died, disk full, ...
+            self.broken = True
+            rank_zero_warn(f"W&B logging failed and is switched off for this run: {err!r}")
+            return None
+
+    def log_metrics(self, *args: Any, **kwargs: Any) -> None:
+        self.guard(super().log_metrics, *args, **kwargs)
+
+    def log_hyperparams(self, *args: Any, **kwargs: Any) -> None:
+        self.guard(super().log_hyperparams, *args, **kwargs)
+
+    def after_save_checkpoint(self, *args: Any, **kwargs: Any) -> None:
+        self.guard(super().after_save_checkpoint, *args, **kwargs)
+
+    def finalize(self, *args: Any, **kwargs: Any) -> None:
+        self.guard(super().finalize, *args, **kwargs)
+
+
+@dataclass
+class WandbRun:
+    """A W&B run this process started: its logger, where an offline run waits for
+    ``wandb sync`` (None when online) and why it is in its mode."""
+
+    logger: WandbLogger
+    sync_dir: Path | None
+    mode_reason: str
+
+
+def run_id(run_dir: Path) -> str:
+    """The W&B run id of ``run_dir``: the one stored there, or a new one, stored."""
+    path = run_dir / WANDB_ID_FILE
+    if path.is_file():
+        stored = path.read_text().strip()
+        if stored:
+            return stored
+    new = secrets.token_hex(4)  # W&B ids: letters and digits
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(new + "\n")
+    return new
+
+
+def describe_metrics(run: Any) -> None:
+    """Summaries (best error as the minimum, the last value kept too) and the epoch as the
+    x-axis of epoch metrics."""
+    run.define_metric("epoch", hidden=True)
+    for pattern in EPOCH_METRICS:
+        run.define_metric(pattern, step_metric="epoch")
+    for name, summary in SUMMARIES.items():
+        run.define_metric(name, summary=summary, step_metric="epoch")
+
+
+def start_wandb(
+    run_dir: Path,
+    *,
+    name: str,
+    group: str,
+    tags: list[str],
+    project: str,
+    job_type: str,
+    log_model: bool | str = False,
+) -> WandbRun | None:
+    """Start (rank zero) or continue the W&B run of ``run_dir``; None when W&B is disabled or
+    cannot start (a warning says why; the run then logs to CSV only)."""
+    mode, reason = wandb_mode()
+    if mode == "disabled":
+        return None
+    try:
+        if rank_zero_only.rank != 0:  # only rank zero creates the run; the others log nothing
+            return WandbRun(SafeWandbLogger(project=project, save_dir=str(run_dir)), None, reason)
+        import wandb
+
+        run = wandb.init(
+            id=run_id(run_dir),
+            resume="allow",
+            project=project,
+            name=name,
+            group=group,
+            tags=tags,
+            job_type=job_type,
+            dir=str(run_dir),
+            mode=mode,
+            settings=wandb.Settings(silent=True, init_timeout=60, console="off"),
+        )
+        describe_metrics(run)
+        logger = SafeWandbLogger(
+            experiment=run, project=project, save_dir=str(run_dir), log_model=log_model
+        )
+        offline = mode in ("offline", "dryrun")
+        return WandbRun(logger, Path(run.dir).parent if offline else None, reason)
+    except Exception as err:
+        rank_zero_warn(f"W&B could not start ({err!r}); this run logs to CSV only.")
+        return None
+
+
+def finish_within(run: WandbRun, timeout: float) -> bool:
+    """Finish the run in a daemon thread; False if it took longer than ``timeout`` seconds (it
+    then goes on in the background) or failed (a warning says why)."""
+    failed: list[BaseException] = []
+
+    def finish() -> None:
+        try:
+            run.logger.experiment.finish()
+        except Exception as err:
+            failed.append(err)
+
+    thread = threading.Thread(target=finish, name="wandb-finish", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if failed:
+        rank_zero_warn(f"W&B did not finish cleanly: {failed[0]!r}")
+        return False
+    return not thread.is_alive()
+
+
+def finish_wandb(runs: list[WandbRun], sync_hint: bool = True) -> None:
+    """Finish ``runs`` (emptying the list) and print how to upload the offline ones.
+
+    Finishing waits for W&B's uploads; without network that can take until the job is killed,
+    so it is given :data:`WANDB_FINISH_TIMEOUT` seconds. The run's data stays in its directory
+    either way, for ``wandb sync``.
+    """
+    while runs:
+        run = runs.pop()
+        if rank_zero_only.rank != 0:
+            continue
+        if not finish_within(run, WANDB_FINISH_TIMEOUT):
+            where = run.sync_dir
+            rank_zero_warn(
+                f"W&B did not finish within {WANDB_FINISH_TIMEOUT:.0f} s (no network?); "
+                "training is not affected. What was not uploaded is kept"
+                + (f" in {where}; upload it later with: wandb sync {where}" if where else ".")
+            )
+            continue
+        if run.sync_dir is not None and sync_hint:
+            print(
+                f"W&B run saved offline ({run.mode_reason}); upload it with: "
+                f"wandb sync {run.sync_dir}",
+                flush=True,
+            )
