@@ -18,6 +18,9 @@ What it adds to Lightning's CLI:
   in the run directory of the checkpoint. Model arguments that differ from the checkpoint's
   are an error, not silently replaced; so are a checkpoint that cannot be read (truncated,
   not a checkpoint) and one whose weights do not fit the network (another model or data set).
+* Checkpoints are read with torch's safe unpickler only (our pre-check and Lightning's restore,
+  ``weights_only=True``): a file holding other objects is an error, unless
+  ``--run.trust_checkpoint true`` vouches for it (a warning is printed).
 * Fault tolerance: SIGTERM or SIGUSR1 saves a checkpoint and stops with a line saying how to
   resume (exit status 128 + signal, see :class:`~densenet_lit.callbacks.PreemptionCheckpoint`);
   a requeued SLURM job resumes from its requeue checkpoint by itself; a NaN or infinite loss
@@ -66,7 +69,12 @@ from densenet_lit.callbacks import (
     RunCheckpoint,
     default_callbacks,
 )
-from densenet_lit.checkpoints import CheckpointError, load_checkpoint
+from densenet_lit.checkpoints import (
+    CheckpointError,
+    UntrustedCheckpointError,
+    load_checkpoint,
+    refusal_error,
+)
 from densenet_lit.data.base import batch_per_process
 from densenet_lit.data.errors import DataError
 from densenet_lit.loggers import RunCSVLogger
@@ -75,6 +83,8 @@ from densenet_lit.module import RUNTIME_ARGS, DenseNetModule, model_key
 
 WANDB_PROJECT = "densenet-lit"
 RUN_DIR_ENV = "DENSENET_LIT_RUN_DIR"
+# How a user vouches for a checkpoint that the safe unpickler refuses.
+TRUST_OPT_IN = "give --run.trust_checkpoint true (a warning is printed)"
 # Config files in these directories are shared pieces, not experiments: they do not name runs.
 SHARED_CONFIG_DIRS = ("overlays", "defaults")
 # Key of a config file naming the files it builds on (expanded by this CLI, see config_chain).
@@ -321,13 +331,16 @@ def _other_checkpoints(path: Path) -> list[Path]:
     return sorted(others, key=lambda f: -f.stat().st_mtime)
 
 
-def read_checkpoint(ckpt_path: str | os.PathLike) -> dict[str, Any]:
-    """Load a Lightning checkpoint on the CPU (:func:`densenet_lit.checkpoints.load_checkpoint`);
-    when it cannot be read, the :class:`CheckpointError` also names the run's other readable
-    checkpoints to resume from. Also an error: a checkpoint without weights."""
+def read_checkpoint(ckpt_path: str | os.PathLike, trust: bool = False) -> dict[str, Any]:
+    """Load a Lightning checkpoint on the CPU (:func:`densenet_lit.checkpoints.load_checkpoint`,
+    the safe unpickler unless ``trust``); when it cannot be read, the :class:`CheckpointError`
+    also names the run's other readable checkpoints to resume from. Also an error: a checkpoint
+    without weights."""
     path = Path(ckpt_path)
     try:
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, trust=trust, opt_in=TRUST_OPT_IN)
+    except UntrustedCheckpointError:
+        raise  # readable, but not to be unpickled: another checkpoint is no answer
     except CheckpointError as err:
         others = _other_checkpoints(path)
         if others:
@@ -697,6 +710,14 @@ class DenseNetCLI(LightningCLI):
             help="Weights tested after fit: null = those at the end of training, 'best' = the "
             "checkpoint with the lowest validation error (SVHN), or a path.",
         )
+        parser.add_argument(
+            "--run.trust_checkpoint",
+            type=bool,
+            default=False,
+            help="Load --ckpt_path (and --run.test_ckpt) with the full unpickler, which runs "
+            "any code pickled in the file. Only for a checkpoint whose origin you trust that "
+            "the safe loader refuses; densenet_lit's own checkpoints never need it.",
+        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         if args is None:
@@ -718,6 +739,8 @@ class DenseNetCLI(LightningCLI):
         if sub == "fit" and ckpt_path and slurm_requeued():
             ckpt_path = newer_requeue_checkpoint(ckpt_path)
         cfg.ckpt_path = ckpt_path
+        trust = cfg.run.trust_checkpoint
+        cfg.weights_only = weights_only_for(cfg.get("weights_only"), trust)
         test_ckpt = cfg.run.test_ckpt
         testing = sub == "fit" and cfg.run.test_after_fit
         if testing and test_ckpt not in (None, "best") and not Path(test_ckpt).is_file():
@@ -726,15 +749,17 @@ class DenseNetCLI(LightningCLI):
                 "checkpoint with the lowest validation error), null (the weights at the end "
                 "of training) or the path of a .ckpt file."
             )
+        if testing and test_ckpt not in (None, "best"):
+            read_checkpoint(test_ckpt, trust)  # refused before training, not after it
         self.resume_dir = None
         self._ckpt_shapes = None
         if ckpt_path and Path(ckpt_path).is_file():
-            self._check_checkpoint(ckpt_path, cfg.model)
+            self._check_checkpoint(ckpt_path, cfg.model, trust)
             if sub == "fit":
                 self.resume_dir = run_dir_of(ckpt_path)
 
-    def _check_checkpoint(self, ckpt_path: str, model_cfg: Namespace) -> None:
-        ckpt = read_checkpoint(ckpt_path)
+    def _check_checkpoint(self, ckpt_path: str, model_cfg: Namespace, trust: bool) -> None:
+        ckpt = read_checkpoint(ckpt_path, trust)
         self._ckpt_shapes = {
             k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if hasattr(v, "shape")
         }
@@ -917,7 +942,22 @@ class DenseNetCLI(LightningCLI):
                     "testing the weights at the end of training."
                 )
                 ckpt_path = None
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        weights_only = not run.trust_checkpoint
+        self.trainer.test(
+            self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, weights_only=weights_only
+        )
+
+
+def weights_only_for(given: bool | None, trust: bool) -> bool:
+    """The ``weights_only`` the CLI passes to Lightning's restore: False only with
+    ``--run.trust_checkpoint true``. A ``--weights_only false`` without it is an error (a
+    saved config.yaml holds the ``true`` this sets, which is fine)."""
+    if given is False and not trust:
+        raise CheckpointError(
+            "--weights_only false: the CLI sets weights_only itself, from --run.trust_checkpoint. "
+            "To load a checkpoint with the full unpickler, give --run.trust_checkpoint true."
+        )
+    return not trust
 
 
 def resume_command(args: Any, ckpt_path: str) -> str | None:
@@ -994,8 +1034,15 @@ def run(args: Any = None) -> DenseNetCLI:
         except Preempted as stop:
             _explain_preemption(stop, args)
             raise
-        except BaseException:
+        except BaseException as err:
             failed = True
+            # Lightning's restore refused a checkpoint the CLI did not read first (the SLURM
+            # requeue checkpoint it finds itself, `best`): the same clear error
+            trainer = getattr(_LATEST_CLI[0], "trainer", None) if _LATEST_CLI else None
+            ckpt = getattr(trainer, "ckpt_path", None)
+            refused = refusal_error(err, ckpt, TRUST_OPT_IN) if ckpt else None
+            if refused is not None:
+                raise refused from err
             raise
         finally:
             untrained = untrained_run_dir(_LATEST_CLI[0]) if failed and _LATEST_CLI else None
