@@ -18,6 +18,7 @@ from cli_args import cli_args
 
 from densenet_lit import rundir
 from densenet_lit.callbacks import Preempted
+from densenet_lit.checkpoints import load_checkpoint
 from densenet_lit.cli import run
 
 TESTS = Path(__file__).resolve().parent
@@ -93,7 +94,7 @@ def test_ddp_processes_share_one_run_dir_and_agree(tmp_path):
     assert {"train/loss", "train/loss_step", "train/error", "val/error", "val/loss"} <= set(
         ranks[0]["metrics"]
     )
-    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    saved = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
     assert all(torch.equal(saved[k], states[0][k]) for k in saved)
 
     # val/error of DDP is over the whole validation set: each rank saw a different half ...
@@ -131,7 +132,7 @@ def test_preempting_rank_zero_stops_every_rank_at_the_same_step(tmp_path):
     assert [int((probe / f"step_rank{r}").read_text()) for r in (0, 1)] == [2, 2]
     (run_dir,) = (tmp_path / "runs" / "pre").iterdir()
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    saved = torch.load(ckpt, weights_only=False)
+    saved = load_checkpoint(ckpt)
     assert saved["global_step"] == 2
     # the epoch's running sums cover both ranks: 2 steps of the global batch
     assert float(saved["densenet_lit_train_sums"]["train_loss"]["weight"]) == 2 * GLOBAL_BATCH
@@ -140,6 +141,7 @@ def test_preempting_rank_zero_stops_every_rank_at_the_same_step(tmp_path):
         ddp_args(tmp_path / "runs", "pre", "--run.wandb", "false", "--ckpt_path", "last", devices=1)
     )
     assert resumed.run_dir == run_dir and resumed.trainer.global_step == 4
+    assert resumed.config.fit.weights_only is True  # Lightning restored it safely
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from cli_args import cli_args
 
 from densenet_lit import cli, rundir
 from densenet_lit.callbacks import Preempted
-from densenet_lit.checkpoints import CheckpointError
+from densenet_lit.checkpoints import CheckpointError, load_checkpoint
 from densenet_lit.cli import run
 from densenet_lit.cli.extends import config_chain
 from densenet_lit.cli.preflight import CheckpointMismatchError
@@ -123,7 +123,7 @@ def test_interrupted_run_resumes_exactly(reference, tmp_path, how):
     else:
         c = run(tiny_args(tmp_path, "exp", *first))
         ckpt = str(c.run_dir / "checkpoints" / "last.ckpt")
-    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    saved = load_checkpoint(ckpt)
     assert saved["global_step"] == (BATCHES + 2 if how == "signal-mid-epoch" else 2 * BATCHES)
 
     resumed = run(tiny_args(tmp_path, "exp", "--ckpt_path", "last"))
@@ -146,7 +146,7 @@ def test_a_checkpoint_of_an_epochs_last_batch_resumes_exactly(reference, tmp_pat
     steps += ["--trainer.callbacks.save_on_train_epoch_end", "false", "--trainer.max_epochs", "2"]
     first = run(tiny_args(tmp_path, "exp", *steps))
     ckpt = first.run_dir / "checkpoints" / f"epoch=1-step={2 * BATCHES}.ckpt"
-    assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 2 * BATCHES
+    assert load_checkpoint(ckpt)["global_step"] == 2 * BATCHES
 
     resumed = run(tiny_args(tmp_path, "exp", "--ckpt_path", str(ckpt)))
     assert resumed.trainer.global_step == EPOCHS * BATCHES
@@ -215,7 +215,7 @@ def test_signal_to_a_training_process_saves_and_the_run_resumes(tmp_path, monkey
     assert f"Stopped by {signame} at global step" in stderr
     (run_dir,) = (tmp_path / "runs" / "demo_digits").iterdir()
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    saved = load_checkpoint(ckpt)
     assert saved["global_step"] >= 6
     assert not list(run_dir.glob("checkpoints/.*"))  # no temporary file left behind
 
@@ -257,14 +257,15 @@ def test_requeued_slurm_job_resumes_from_its_requeue_checkpoint(tmp_path, monkey
         run(tiny_args(tmp_path, "slurm", *signals))
     run_dir = tmp_path / "slurm" / "slurm-4242"
     assert stopped.value.ckpt_path == str(run_dir / "hpc_ckpt_2.ckpt")
-    first = torch.load(run_dir / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=False)
-    second = torch.load(run_dir / "hpc_ckpt_2.ckpt", map_location="cpu", weights_only=False)
+    first = load_checkpoint(run_dir / "hpc_ckpt_1.ckpt")
+    second = load_checkpoint(run_dir / "hpc_ckpt_2.ckpt")
     assert first["global_step"] == 3 and second["global_step"] == 7
 
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     requeued = run(tiny_args(tmp_path, "slurm"))  # the job script's command, unchanged
     assert requeued.run_dir == run_dir
     assert requeued.trainer.ckpt_path == str(run_dir / "hpc_ckpt_2.ckpt")
+    assert requeued.config.fit.weights_only is True  # Lightning restored it safely
     assert requeued.trainer.global_step == EPOCHS * BATCHES
     assert sorted(p.name for p in run_dir.glob("config*.yaml")) == ["config-1.yaml", "config.yaml"]
 
@@ -309,7 +310,7 @@ def test_non_finite_values_stop_training_naming_the_step_and_checkpoint(
         assert "The training loss is nan" in message
     else:
         assert "The weights hold NaN or infinite values" in message
-    saved = torch.load(last, map_location="cpu", weights_only=False)
+    saved = load_checkpoint(last)
     assert saved["global_step"] == BATCHES  # the end of epoch 0
     assert all(v.isfinite().all() for v in saved["state_dict"].values() if v.is_floating_point())
     trained = [int(r["step"]) for r in metric_rows(run_dir) if r["train/loss_step"]]
@@ -515,7 +516,7 @@ def test_worker_loaders_resume_exactly_and_augment_independently_of_workers(tmp_
     signals += ["--trainer.callbacks.signals", f"{{{mid_epoch}: SIGTERM}}"]
     with pytest.raises(Preempted) as stopped:
         run(imagenet_args(runs, data, "cut", 2, *signals))
-    saved = torch.load(stopped.value.ckpt_path, map_location="cpu", weights_only=False)
+    saved = load_checkpoint(stopped.value.ckpt_path)
     assert saved["global_step"] == mid_epoch
     resumed = run(imagenet_args(runs, data, "cut", 2, "--ckpt_path", "last"))
     assert resumed.trainer.global_step == 2 * IMAGENET_BATCHES

@@ -21,6 +21,7 @@ from typing import Any
 
 _EXPORTS = {
     "CheckpointError": "checkpoint",
+    "UntrustedCheckpointError": "checkpoint",
     "find_checkpoint": "checkpoint",
     "load_model": "checkpoint",
     "collect_runs": "compare",

@@ -18,10 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from densenet_lit.checkpoints import CheckpointError, load_checkpoint
+from densenet_lit.checkpoints import CheckpointError, UntrustedCheckpointError, load_checkpoint
 from densenet_lit.models import DenseNet, build_model
 from densenet_lit.models.zoo import CIFAR_ARCH, MODELS, with_cifar_defaults
 
+# How a user vouches for a checkpoint that the safe unpickler refuses.
+TRUST_OPT_IN = "pass --trust-checkpoint (trust=True in Python; a warning is printed)"
 # Arguments of the network that change how it runs, not what it computes.
 _RUNTIME_ONLY = {"memory_efficient"}
 # Arguments of DenseNet that an ImageNet name (densenet121, ...) fixes.
@@ -102,7 +104,10 @@ def extract_state_dict(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def load_model(
-    path: str | os.PathLike, which: str = "last", hparams: Mapping[str, Any] | None = None
+    path: str | os.PathLike,
+    which: str = "last",
+    hparams: Mapping[str, Any] | None = None,
+    trust: bool = False,
 ) -> DenseNet:
     """The trained network of a checkpoint or run directory, in eval mode on the CPU.
 
@@ -111,9 +116,13 @@ def load_model(
         which: ``"last"`` or ``"best"`` checkpoint of a run directory.
         hparams: network arguments to use instead of (or where missing, in addition to) the
             checkpoint's ``hyper_parameters``, e.g. for a bare state dict file.
+        trust: load with the full unpickler, which runs any code pickled in the file (a
+            warning says so). Only for a file you trust that the safe unpickler refuses (an
+            :class:`~densenet_lit.checkpoints.UntrustedCheckpointError`); densenet_lit's own
+            checkpoints never need it.
     """
     file = find_checkpoint(path, which)
-    ckpt = load_checkpoint(file)
+    ckpt = load_checkpoint(file, trust=trust, opt_in=TRUST_OPT_IN)
     stored = ckpt.get("hyper_parameters") or {}
     merged = {**dict(stored), **dict(hparams or {})}
     if not merged:
@@ -155,6 +164,7 @@ def unwrap_model(model: nn.Module) -> DenseNet:
 
 __all__ = [
     "CheckpointError",
+    "UntrustedCheckpointError",
     "extract_state_dict",
     "find_checkpoint",
     "load_checkpoint",

@@ -276,6 +276,9 @@ def main(args: Sequence[str] | None = None) -> int:
                         help="colour scale (default: each target's row divided by its maximum)")  # fmt: skip
     parser.add_argument("--npz", help="also save the raw and normalised matrices to this .npz")
     parser.add_argument("--quiet", action="store_true", help="do not print the matrices")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="load with the full unpickler, which runs any code pickled in the "
+                        "file: only for a checkpoint you trust that the safe loader refuses")  # fmt: skip
     opts = parser.parse_args(args)
     import matplotlib
 
@@ -283,7 +286,7 @@ def main(args: Sequence[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     try:
-        model = load_model(opts.checkpoint, which=opts.which)
+        model = load_model(opts.checkpoint, which=opts.which, trust=opts.trust_checkpoint)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -37,9 +37,10 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 
 from densenet_lit.callbacks import PredictionWriter, default_callbacks, run_checkpoint_callbacks
 from densenet_lit.callbacks.checkpoints import monitors_validation
+from densenet_lit.checkpoints import refusal_error
 from densenet_lit.cli import preflight
 from densenet_lit.cli.extends import EXTENDS_KEY, expand_config_args
-from densenet_lit.cli.options import add_run_options
+from densenet_lit.cli.options import TRUST_OPT_IN, add_run_options
 from densenet_lit.cli.parser import DenseNetArgumentParser
 from densenet_lit.module import DenseNetModule
 from densenet_lit.rundir import (
@@ -88,8 +89,14 @@ class DenseNetCLI(LightningCLI):
         self.parser_family: list[LightningArgumentParser] = []
         try:
             super().__init__(DenseNetModule, LightningDataModule, args=args, **kwargs)
-        except BaseException:
+        except BaseException as err:
             self.close(failed=True)
+            # Lightning's restore refused a checkpoint the CLI did not read first (the SLURM
+            # requeue checkpoint it finds itself, `best`): the same clear error
+            ckpt = getattr(getattr(self, "trainer", None), "ckpt_path", None)
+            refused = refusal_error(err, ckpt, TRUST_OPT_IN) if ckpt else None
+            if refused is not None:
+                raise refused from err
             raise
         self.close(failed=False)
 
@@ -143,10 +150,12 @@ class DenseNetCLI(LightningCLI):
             if newer:
                 rank_zero_info(f"Requeued SLURM job: resuming from {newer} instead of {ckpt_path}")
                 ckpt_path = newer
+        trust = cfg.run.trust_checkpoint
+        cfg.weights_only = preflight.weights_only_for(cfg.get("weights_only"), trust)
         if sub == "fit" and cfg.run.test_after_fit:
-            preflight.check_test_ckpt(cfg.run.test_ckpt)
+            preflight.check_test_ckpt(cfg.run.test_ckpt, trust)
         if ckpt_path and Path(ckpt_path).is_file():
-            self.ckpt_shapes = preflight.check_checkpoint_args(ckpt_path, cfg.model)
+            self.ckpt_shapes = preflight.check_checkpoint_args(ckpt_path, cfg.model, trust)
             if sub == "fit":
                 self.resume_dir = run_dir_of(ckpt_path)
         # Lightning would replace the model arguments by the checkpoint's without a word; they
@@ -269,7 +278,12 @@ class DenseNetCLI(LightningCLI):
                     "testing the weights at the end of training."
                 )
                 ckpt_path = None
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        self.trainer.test(
+            self.model,
+            datamodule=self.datamodule,
+            ckpt_path=ckpt_path,
+            weights_only=not run.trust_checkpoint,
+        )
 
     # the end ----------------------------------------------------------------------------
     def close(self, failed: bool) -> None:

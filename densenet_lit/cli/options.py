@@ -8,6 +8,8 @@ from typing import Literal
 from lightning.pytorch.cli import LightningArgumentParser
 
 WANDB_PROJECT = "densenet-lit"
+# How a user vouches for a checkpoint that the safe unpickler refuses.
+TRUST_OPT_IN = "give --run.trust_checkpoint true (a warning is printed)"
 
 
 def add_run_options(parser: LightningArgumentParser) -> None:
@@ -44,4 +46,12 @@ def add_run_options(parser: LightningArgumentParser) -> None:
         default=None,
         help="Weights tested after fit: null = those at the end of training, 'best' = the "
         "checkpoint with the lowest validation error (SVHN), or a path.",
+    )
+    parser.add_argument(
+        "--run.trust_checkpoint",
+        type=bool,
+        default=False,
+        help="Load --ckpt_path (and --run.test_ckpt) with the full unpickler, which runs "
+        "any code pickled in the file. Only for a checkpoint whose origin you trust that "
+        "the safe loader refuses; densenet_lit's own checkpoints never need it.",
     )

@@ -19,7 +19,8 @@ from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.strategies import ParallelStrategy
 
-from densenet_lit.checkpoints import CheckpointError, load_checkpoint
+from densenet_lit.checkpoints import CheckpointError, UntrustedCheckpointError, load_checkpoint
+from densenet_lit.cli.options import TRUST_OPT_IN
 from densenet_lit.data.base import batch_per_process
 from densenet_lit.models.spec import RUNTIME_ARGS, network_spec
 from densenet_lit.models.zoo import CIFAR_ARCH
@@ -31,15 +32,16 @@ class CheckpointMismatchError(CheckpointError):
 
 
 def read_checkpoint(ckpt_path: str | Path, trust: bool = False) -> dict[str, Any]:
-    """Load a Lightning checkpoint on the CPU (:func:`densenet_lit.checkpoints.load_checkpoint`);
-    when it cannot be read, the :class:`CheckpointError` also names the run's other readable
-    checkpoints to resume from. Also an error: a checkpoint without weights."""
+    """Load a Lightning checkpoint on the CPU (:func:`densenet_lit.checkpoints.load_checkpoint`,
+    the safe unpickler unless ``trust``); when it cannot be read, the :class:`CheckpointError`
+    also names the run's other readable checkpoints to resume from. Also an error: a checkpoint
+    without weights."""
     path = Path(ckpt_path)
     try:
-        ckpt = load_checkpoint(path)  # TODO(merge safeckpt): trust
+        ckpt = load_checkpoint(path, trust=trust, opt_in=TRUST_OPT_IN)
+    except UntrustedCheckpointError:
+        raise  # readable, but not to be unpickled: another checkpoint is no answer
     except CheckpointError as err:
-        if getattr(err, "refused", None):  # unsafe content: no other checkpoint would help
-            raise
         others = other_checkpoints(path)
         if others:
             listed = "\n".join(f"  {p}" for p in others[:5])
@@ -192,10 +194,26 @@ def check_has_validation(datamodule: LightningDataModule) -> None:
         )
 
 
-def check_test_ckpt(test_ckpt: str | None) -> None:
-    if test_ckpt not in (None, "best") and not Path(test_ckpt).is_file():
+def check_test_ckpt(test_ckpt: str | None, trust: bool = False) -> None:
+    """``--run.test_ckpt`` names a readable checkpoint, refused before training, not after."""
+    if test_ckpt in (None, "best"):
+        return
+    if not Path(test_ckpt).is_file():
         raise FileNotFoundError(
             f"--run.test_ckpt {test_ckpt}: no such checkpoint file. Give 'best' (the "
             "checkpoint with the lowest validation error), null (the weights at the end "
             "of training) or the path of a .ckpt file."
         )
+    read_checkpoint(test_ckpt, trust)
+
+
+def weights_only_for(given: bool | None, trust: bool) -> bool:
+    """The ``weights_only`` the CLI passes to Lightning's restore: False only with
+    ``--run.trust_checkpoint true``. A ``--weights_only false`` without it is an error (a
+    saved config.yaml holds the ``true`` this sets, which is fine)."""
+    if given is False and not trust:
+        raise CheckpointError(
+            "--weights_only false: the CLI sets weights_only itself, from --run.trust_checkpoint. "
+            "To load a checkpoint with the full unpickler, give --run.trust_checkpoint true."
+        )
+    return not trust

@@ -3,7 +3,8 @@
 Our module names match torchvision's, so loading is a matter of key names: torchvision's
 published weight files use the names of an older release (``norm.1.weight`` for
 ``norm1.weight``), and checkpoints saved from ``nn.DataParallel`` or ``torch.compile``
-carry ``module.`` or ``_orig_mod.`` prefixes.
+carry ``module.`` or ``_orig_mod.`` prefixes. Weight files are read with torch's safe
+unpickler only (:func:`densenet_lit.checkpoints.safe_load`): a state dict never needs more.
 """
 
 from __future__ import annotations
@@ -12,15 +13,22 @@ import os
 import re
 from collections.abc import Mapping
 
-import torch
 from torch import Tensor
 
+from densenet_lit.checkpoints import UntrustedCheckpointError, safe_load
 from densenet_lit.models.densenet import DenseNet
 
 _OLD_LAYER_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
 )
 _PREFIXES = ("module.", "_orig_mod.")
+# How to use a weight file that the safe unpickler refuses, if its origin is trusted: there is
+# no switch for it; the user takes the tensors out, knowing the file's code runs then.
+TRUST_HINT = (
+    "load it yourself with torch.load(path, weights_only=False) and pass its tensors: "
+    "load_torchvision_weights takes a state dict, and torch.save of a dict holding only the "
+    "tensors makes a file that --model.pretrained loads"
+)
 
 
 def torchvision_key(key: str) -> str:
@@ -49,7 +57,9 @@ def _read_state_dict(source: Mapping[str, Tensor] | str | os.PathLike) -> Mappin
                 "the file's path."
             )
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = safe_load(path, opt_in=TRUST_HINT)
+        except UntrustedCheckpointError:
+            raise
         except Exception as err:  # truncated download, not a torch file, ...
             raise ValueError(
                 f"Could not read {path!r} as a PyTorch state dict ({type(err).__name__}: {err}). "
