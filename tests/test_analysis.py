@@ -42,6 +42,17 @@ def assert_png_not_blank(path: Path, min_bytes: int = 5_000) -> None:
     assert len(colours) > 20, f"{path} has only {len(colours)} colours"
 
 
+# What each data module declares itself to be (its ``benchmark``; CIFAR adds "plus" when it
+# augments), as the CLI's runs log it with their hyperparameters.
+BENCHMARKS = {
+    "CIFAR10DataModule": "cifar10",
+    "CIFAR100DataModule": "cifar100",
+    "SVHNDataModule": "svhn",
+    "ImageNetDataModule": "imagenet",
+    "DigitsDataModule": "digits",
+}
+
+
 def write_fake_run(
     root: Path,
     experiment: str,
@@ -73,6 +84,7 @@ def write_fake_run(
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     hparams = {"_instantiator": "lightning.pytorch.cli.instantiate_module", **config["model"]}
     hparams.update(data_args)
+    hparams["benchmark"] = BENCHMARKS[data_class] + ("plus" if data_args.get("augment") else "")
     metrics_dir = run_dir / metrics_subdir
     (metrics_dir / "hparams.yaml").write_text(yaml.safe_dump(hparams))
     columns = sorted({k for row in rows for k in row} | {"epoch", "step"})
@@ -543,6 +555,7 @@ class _FakeWandbRun:
         self.url = "https://wandb.ai/me/densenet-lit/runs/abc123"
         self.config = {
             "arch": "densenet_cifar", "depth": 100, "growth_rate": 12, "num_classes": 10,
+            "benchmark": "cifar10plus",
             "model": {"arch": "densenet_cifar", "depth": 100, "growth_rate": 12},
             "data": {"class_path": "densenet_lit.data.CIFAR10DataModule",
                      "init_args": {"augment": True}},
@@ -594,15 +607,22 @@ def test_wandb_runs_become_runs(monkeypatch, fake_runs):
     assert math.isclose(row.difference, 0.09)
 
 
-def test_experiment_name_fallbacks_without_config(tmp_path):
+def test_a_run_without_config_is_known_by_its_declared_benchmark(tmp_path):
+    """The data set of a run is what its data module declared (``benchmark`` among the logged
+    hyperparameters), never guessed from class or experiment names."""
     d = tmp_path / "cifar100plus_densenet_bc_100_12" / "r1"
     d.mkdir(parents=True)
     (d / "metrics.csv").write_text("epoch,step,train/loss,val/error\n0,9,1.5,30.5\n")
-    (d / "hparams.yaml").write_text("depth: 100\ngrowth_rate: 12\nnum_classes: 100\n")
+    hparams = "depth: 100\ngrowth_rate: 12\nnum_classes: 100\n"
+    (d / "hparams.yaml").write_text(hparams + "benchmark: cifar100plus\n")
     (run,) = runs.collect_local_runs([tmp_path])
     assert runs.benchmark(run) == "c100+"
     assert runs.paper_error(run) == 22.27
     assert runs.final_error(run) == (30.5, "val")
+    # without the declaration the name of the experiment is not read for it
+    (d / "hparams.yaml").write_text(hparams)
+    (run,) = runs.collect_local_runs([tmp_path])
+    assert runs.benchmark(run) is None and runs.paper_error(run) is None
 
 
 def test_evaluation_runs_are_not_counted_as_training_runs(tmp_path):

@@ -9,7 +9,6 @@ of ``ckpt["state_dict"]``. :func:`load_model` builds the network with
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,76 +17,34 @@ from typing import Any
 import torch
 from torch import nn
 
+from densenet_lit import rundir
 from densenet_lit.checkpoints import CheckpointError, UntrustedCheckpointError, load_checkpoint
 from densenet_lit.models import DenseNet, build_model
-from densenet_lit.models.zoo import CIFAR_ARCH, MODELS, with_cifar_defaults
+from densenet_lit.models import spec as models_spec
 
 # How a user vouches for a checkpoint that the safe unpickler refuses.
 TRUST_OPT_IN = "pass --trust-checkpoint (trust=True in Python; a warning is printed)"
-# Arguments of the network that change how it runs, not what it computes.
-_RUNTIME_ONLY = {"memory_efficient"}
-# Arguments of DenseNet that an ImageNet name (densenet121, ...) fixes.
-_IMAGENET_FIXED = {
-    "block_config",
-    "growth_rate",
-    "stem_channels",
-    "imagenet_stem",
-    "bottleneck",
-    "compression",
-}
 
 
 def find_checkpoint(path: str | os.PathLike, which: str = "last") -> Path:
-    """The checkpoint file for ``path``: the file itself, or one found in a run directory.
-
-    In a directory: ``which="last"`` picks ``checkpoints/last.ckpt`` (else any ``last*.ckpt``,
-    else the newest ``*.ckpt``); ``which="best"`` picks the newest ``best*.ckpt`` (the CLI's
-    checkpoint with the lowest validation error), else falls back to ``last``.
-    """
-    p = Path(path)
-    if p.is_file():
-        return p
-    if not p.exists():
-        raise CheckpointError(f"{p}: no such checkpoint file or run directory.")
+    """The checkpoint file for ``path``: the file itself, or one found in a run directory
+    (:func:`densenet_lit.rundir.find_checkpoint`: ``which`` is ``"last"`` or ``"best"``)."""
     if which not in ("last", "best"):
         raise ValueError(f"which={which!r}: expected 'last' or 'best'.")
-    ckpts = [c for c in p.rglob("*.ckpt") if c.is_file() and "wandb" not in c.parts]
-    if not ckpts:
-        raise CheckpointError(f"{p}: a directory without any .ckpt file (not a finished run?).")
-
-    def newest(paths: list[Path]) -> Path:
-        return max(paths, key=lambda c: (c.stat().st_mtime, str(c)))
-
-    if which == "best":
-        best = [c for c in ckpts if c.name.startswith("best")]
-        if best:
-            return newest(best)
-    preferred = p / "checkpoints" / "last.ckpt"
-    if preferred.is_file():
-        return preferred
-    last = [c for c in ckpts if c.name.startswith("last")]
-    return newest(last or ckpts)
+    try:
+        return rundir.find_checkpoint(path, which)
+    except FileNotFoundError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def network_spec(hparams: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """``(arch, kwargs)`` for :func:`~densenet_lit.models.build_model` from a module's arguments.
-
-    ``None`` CIFAR arguments take DenseNetModule's defaults (L=100, k=12, BC); arguments the
-    network factory does not take (learning rate, schedule, ...) are dropped, and so is
-    ``memory_efficient``, which does not change the weights.
-    """
-    arch = hparams.get("arch") or CIFAR_ARCH
-    if arch not in MODELS:
-        raise CheckpointError(f"arch={arch!r} is not a known architecture ({', '.join(MODELS)}).")
-    if arch == CIFAR_ARCH:
-        accepted = set(inspect.signature(MODELS[arch]).parameters)
-    else:  # the ImageNet factories fix the structure and pass the rest on to DenseNet
-        accepted = set(inspect.signature(DenseNet).parameters) - _IMAGENET_FIXED
-    kwargs = {}
-    for key, value in hparams.items():
-        if key in accepted and key not in _RUNTIME_ONLY and value is not None and key != "arch":
-            kwargs[key] = value
-    return arch, with_cifar_defaults(kwargs) if arch == CIFAR_ARCH else kwargs
+    """``(arch, kwargs)`` for :func:`~densenet_lit.models.build_model` from a module's arguments
+    (:func:`densenet_lit.models.spec.network_spec`, the one owner of "which network")."""
+    try:
+        spec = models_spec.network_spec(hparams)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
+    return spec.arch, dict(spec.kwargs)
 
 
 def extract_state_dict(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:

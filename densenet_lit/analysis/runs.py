@@ -29,13 +29,15 @@ from typing import Any
 
 import yaml
 
+from densenet_lit import rundir
 from densenet_lit.analysis.checkpoint import CheckpointError, network_spec
 from densenet_lit.analysis.costs import Cost, network_cost
 from densenet_lit.paper import CIFAR_MODELS, PaperModel, paper_model
+from densenet_lit.rundir import CONFIG_NAME as CONFIG_FILE
+from densenet_lit.rundir import HPARAMS_FILE, METRICS_FILE
 
-METRICS_FILE = "metrics.csv"
-CONFIG_FILE = "config.yaml"
-HPARAMS_FILE = "hparams.yaml"
+# The data module's declaration of what it is (densenet_lit.data.base.BaseDataModule.benchmark).
+BENCHMARK_KEY = "benchmark"
 # Column names tried in order for each quantity (the module logs "val/error" etc., in %).
 VAL_ERROR = ("val/error", "val_error", "valid/error", "val/err")
 TEST_ERROR = ("test/error", "test_error", "test/err")
@@ -150,7 +152,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, float]]:
 def _run_dir_of(metrics: Path, root: Path) -> Path:
     d = metrics.parent
     while True:
-        if (d / CONFIG_FILE).is_file() or (d / "checkpoints").is_dir():
+        if rundir.is_run_dir(d):
             return d
         if d == root or d.parent == d:
             return metrics.parent
@@ -387,60 +389,37 @@ def _init_args(section: Any) -> dict[str, Any]:
     return dict(section)
 
 
-def data_class(run: Run) -> str | None:
-    """Class name of the run's data module (``CIFAR10DataModule``, ...), from its config."""
-    data = run.config.get("data")
-    if isinstance(data, dict) and isinstance(data.get("class_path"), str):
-        return data["class_path"].rsplit(".", 1)[-1]
-    return None
-
-
 def data_args(run: Run) -> dict[str, Any]:
     """The data module's arguments: config ``data.init_args`` over any logged in hparams."""
     return {**run.hparams, **_init_args(run.config.get("data"))}
 
 
+def declared_benchmark(run: Run) -> str | None:
+    """What the run's data module declared itself to be (its ``benchmark``, logged with the
+    hyperparameters): ``cifar10plus``, ``cifar100``, ``svhn``, ``imagenet``, ``digits``, ...;
+    None for a run that did not record it."""
+    value = run.hparams.get(BENCHMARK_KEY) or run.config.get(BENCHMARK_KEY)
+    return str(value) if value else None
+
+
 def dataset_name(run: Run) -> str | None:
-    """``cifar10``, ``cifar100``, ``svhn``, ``imagenet``, ``digits``, ... from the data class,
-    else from the experiment name (``cifar10plus_densenet_bc_100_12`` -> ``cifar10``)."""
-    cls = data_class(run)
-    if cls:
-        name = cls.lower().removesuffix("datamodule")
-        for known in ("cifar100", "cifar10", "svhn", "imagenet", "digits"):
-            if known in name:
-                return known
-        return name or None
-    exp = run.experiment.lower()
-    for known in ("cifar100", "cifar10", "svhn", "imagenet", "digits"):
-        if known in exp:
-            return known
-    if re.search(r"(^|[_\-])c100", exp):
-        return "cifar100"
-    if re.search(r"(^|[_\-])c10", exp):
-        return "cifar10"
-    return None
+    """The data set of the run: its declared benchmark without the augmentation mark
+    (``cifar10plus`` -> ``cifar10``)."""
+    name = declared_benchmark(run)
+    return name.removesuffix("plus") if name else None
 
 
 def benchmark(run: Run) -> str | None:
     """The paper's benchmark key of the run: ``c10``/``c10+``/``c100``/``c100+`` (CIFAR with or
-    without augmentation), ``svhn``, ``imagenet``; ``digits`` for the demo; None if unknown.
-
-    Augmentation comes from the data module's ``augment`` argument (default True, as in
-    CIFAR10DataModule) or, without a config, from ``plus``/``+`` in the experiment name."""
-    name = dataset_name(run)
-    if name in ("cifar10", "cifar100"):
-        base = "c10" if name == "cifar10" else "c100"
-        args = _init_args(run.config.get("data"))
-        if "augment" in args:
-            augment = bool(args["augment"])
-        elif data_class(run) is None:
-            augment = bool(
-                re.search(r"cifar100?(plus|\+|p)(\b|_|$)|c100?(plus|\+)", run.experiment.lower())
-            )
-        else:
-            augment = bool(run.hparams.get("augment", True))
-        return base + ("+" if augment else "")
-    return name
+    without augmentation), ``svhn``, ``imagenet``; ``digits`` for the demo; None if unknown."""
+    name = declared_benchmark(run)
+    if name is None:
+        return None
+    base = name.removesuffix("plus")
+    short = {"cifar10": "c10", "cifar100": "c100"}.get(base)
+    if short is None:
+        return name
+    return short + ("+" if name.endswith("plus") else "")
 
 
 def network_args(run: Run) -> tuple[str, dict[str, Any]] | None:
@@ -533,7 +512,6 @@ __all__ = [
     "collect_local_runs",
     "is_training_run",
     "collect_wandb_runs",
-    "data_class",
     "dataset_name",
     "epochs_trained",
     "final_error",

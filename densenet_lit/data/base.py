@@ -155,6 +155,12 @@ class BaseDataModule(pl.LightningDataModule):
         self.test_set: Dataset | None = None
         self.progress = TrainProgress()
 
+    def declare(self) -> None:
+        """Record what this data module is among its hyperparameters (``benchmark``): they are
+        logged with every run and kept in its checkpoints, so the analysis tools know a run's
+        data without guessing. Subclasses call it after ``save_hyperparameters()``."""
+        self.save_hyperparameters({**self.hparams, "benchmark": self.benchmark})
+
     # --- sizes ---------------------------------------------------------------------------
     @property
     def world_size(self) -> int:

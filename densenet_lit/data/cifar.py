@@ -68,6 +68,7 @@ class CIFAR10DataModule(InMemoryImageDataModule):
         self.data_dir = data_dir
         self.download = download
         self.save_hyperparameters()
+        self.declare()
 
     @property
     def benchmark(self) -> str:

@@ -68,6 +68,7 @@ class DigitsDataModule(InMemoryImageDataModule):
         self.padding = max(1, image_size // 8)
         self._all: tuple[torch.Tensor, ...] | None = None
         self.save_hyperparameters()
+        self.declare()
 
     benchmark = "digits"
 

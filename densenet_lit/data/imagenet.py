@@ -212,6 +212,7 @@ class ImageNetDataModule(BaseDataModule):
         self.download = download
         self.classes: list[str] = []
         self.save_hyperparameters()
+        self.declare()
 
     benchmark = "imagenet"
 

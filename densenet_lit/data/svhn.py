@@ -77,6 +77,7 @@ class SVHNDataModule(InMemoryImageDataModule):
         self.use_extra = use_extra
         self.download = download
         self.save_hyperparameters()
+        self.declare()
 
     benchmark = "svhn"
 
