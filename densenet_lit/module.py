@@ -24,6 +24,7 @@ from torch.utils.data import RandomSampler, Sampler
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
+from densenet_lit.data.ten_crop import crop_averaged_logits
 from densenet_lit.models import MODEL_NAMES, build_model, load_torchvision_weights
 from densenet_lit.models.zoo import CIFAR_ARCH, CIFAR_DEFAULTS, with_cifar_defaults
 
@@ -344,7 +345,7 @@ class DenseNetModule(LightningModule):
 
     def _shared_step(self, batch: Any, stage: str) -> Tensor:
         x, y = batch[0], batch[1]
-        logits = self(x)
+        logits = crop_averaged_logits(self, x)  # [N, crops, C, H, W]: ten-crop evaluation
         loss = F.cross_entropy(logits, y)
         n = x.shape[0]
         on_step = stage == "train"
@@ -385,7 +386,7 @@ class DenseNetModule(LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         x = batch[0] if isinstance(batch, list | tuple) else batch
-        return self(x).softmax(dim=-1)
+        return crop_averaged_logits(self, x).softmax(dim=-1)
 
     # -------------------------------------------------------------------------- randomness
     # The RNG is re-seeded at every point after which the next training batch is fetched and
