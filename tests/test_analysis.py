@@ -148,7 +148,7 @@ def fake_runs(tmp_path: Path) -> Path:
         model_args={"depth": 40, "growth_rate": 12, "bottleneck": False, "compression": 1.0},
         rows=rows_c, max_epochs=2, metrics_subdir="csv", checkpoint=False, start=t0, end=t0 + 45,
     )  # fmt: skip
-    # D: DenseNet-121 on ImageNet, 2 of 2 epochs, val error only (24.5 vs 25.0).
+    # D: DenseNet-121 on ImageNet, 2 of 2 epochs, val error only (24.5 vs 25.02, single-crop).
     write_fake_run(
         root, "imagenet121", "run-d",
         data_class="ImageNetDataModule",
@@ -451,7 +451,7 @@ def test_report_table_has_the_exact_numbers(fake_runs, tmp_path):
         "| +2.45 | 1.06M | 0.265 | 2 | 45 s |  |",
         "| cifar10plus_densenet_bc_100_12 | 20250101-100000-aaaaaa | c10+ | DenseNet-BC (L=100, "
         "k=12) | 4.51 | 4.75 (test) | +0.24 | 0.77M | 0.288 | 3 | 60.0 min | 110 |",
-        "| imagenet121 | run-d | imagenet | DenseNet-121 (k=32) | 25.00 | 24.50 (val) | -0.50 "
+        "| imagenet121 | run-d | imagenet | DenseNet-121 (k=32) | 25.02 | 24.50 (val) | -0.52 "
         "| 7.98M | 2.83 | 2 | 2.5 h | 950 |",
     ]
     assert "svhn_densenet_40_12" not in text  # unfinished (2 of 4 epochs)
@@ -630,3 +630,62 @@ def test_paper_points_and_figure(fake_runs, tmp_path):
     labels = [t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()]
     assert "your runs" in labels and "DenseNet-BC (paper)" in labels
     assert_png_not_blank(out)
+
+
+# ---------------------------------------------------------------- ImageNet: 1 or 10 crops
+def imagenet_eval_run(root: Path, run_id: str, arch: str, eval_crops: int | None) -> Path:
+    """A finished ImageNet run tested with ``eval_crops`` crops (None: not in its config)."""
+    data_args = {"data_dir": "data/imagenet", "batch_size": 256, "eval_crop": 224}
+    if eval_crops is not None:
+        data_args["eval_crops"] = eval_crops
+    rows = epoch_rows([30.0, 24.5])
+    rows.append({"epoch": 2, "step": 19, "test/error": 23.0, "test/error_top5": 6.5})
+    return write_fake_run(
+        root, f"imagenet_{arch}", run_id, data_class="ImageNetDataModule", data_args=data_args,
+        model_args={"arch": arch, "schedule": "step"}, rows=rows, max_epochs=2,
+    )  # fmt: skip
+
+
+def test_imagenet_runs_are_compared_with_the_column_of_their_crops(tmp_path):
+    """Table 3's single-crop or 10-crop top-1 error, by the run's ``data.eval_crops``;
+    DenseNet-161 has no 10-crop number anywhere, so its 10-crop run has none to compare."""
+    root = tmp_path / "runs"
+    imagenet_eval_run(root, "one", "densenet121", 1)
+    imagenet_eval_run(root, "ten", "densenet121", 10)
+    imagenet_eval_run(root, "unsaid", "densenet169", None)  # older configs: single-crop
+    imagenet_eval_run(root, "ten161", "densenet161", 10)
+    rows = {r.run_id: r for r in report.report_rows(runs.collect_local_runs([root]))}
+    got = {k: (r.benchmark, r.eval_crops, r.paper) for k, r in rows.items()}
+    assert got == {
+        "one": ("imagenet", 1, 25.02),
+        "ten": ("imagenet", 10, 23.61),
+        "unsaid": ("imagenet", 1, 23.80),
+        "ten161": ("imagenet", 10, None),
+    }
+    assert rows["ten"].difference == pytest.approx(23.0 - 23.61)
+    table = report.format_report(list(rows.values()))
+    assert (
+        "| ten | imagenet (10-crop) | DenseNet-121 (k=32) | 23.61 | 23.00 (test) | -0.61 |" in table
+    )
+    assert "| one | imagenet | DenseNet-121 (k=32) | 25.02 | 23.00 (test) | -2.02 |" in table
+
+
+def test_report_lists_evaluation_runs_when_asked(tmp_path, capsys):
+    """A 10-crop ``test`` of a checkpoint (no training metrics) is left out by default and
+    listed with ``--evaluations``."""
+    run_dir = tmp_path / "runs" / "imagenet121" / "test-10crop"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.csv").write_text("epoch,step,test/error,test/error_top5\n0,0,23.5,6.9\n")
+    config = {
+        "model": {"arch": "densenet121"},
+        "data": {
+            "class_path": "densenet_lit.data.ImageNetDataModule",
+            "init_args": {"eval_crops": 10},
+        },
+    }
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    assert report.main([str(tmp_path / "runs")]) == 0
+    assert "No finished runs found." in capsys.readouterr().out
+    assert report.main([str(tmp_path / "runs"), "--evaluations"]) == 0
+    out = capsys.readouterr().out
+    assert "| imagenet121 | test-10crop | imagenet (10-crop) | DenseNet-121 (k=32) | 23.61 " in out

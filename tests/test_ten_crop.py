@@ -12,15 +12,20 @@ import torch
 import torch.nn.functional as F
 import torchvision
 import torchvision.transforms as T
+import yaml
+from cli_args import cli_args
 from fake_data import digit_photos, write_imagenet, write_imagenet_val
 from lightning.pytorch import Trainer
 from PIL import Image
 
+from densenet_lit.analysis import report
+from densenet_lit.cli import run
 from densenet_lit.data import ImageNetDataModule
 from densenet_lit.data.imagenet import MEAN, STD
 from densenet_lit.data.ten_crop import crop_averaged_logits
 from densenet_lit.module import DenseNetModule
 
+IMAGENET = "densenet_lit.data.ImageNetDataModule"
 SIZES = [(300, 360), (320, 270), (288, 288)]  # (h, w): landscape, portrait, square; > 256
 LIVE = 6  # classes the classifier ranks; the other 994 get a logit of -1e4
 
@@ -151,3 +156,18 @@ def test_crop_averaged_logits_of_images_and_crops():
 def test_eval_crops_other_than_1_or_10_is_a_clear_error(bad, tmp_path):
     with pytest.raises(ValueError, match=rf"eval_crops={bad}: expected 1 .* or 10"):
         ImageNetDataModule(str(tmp_path), eval_crops=bad)
+
+
+def test_cli_test_run_records_its_crops_for_the_report(tmp_path, capsys):
+    """``test --data.init_args.eval_crops 10`` keeps the setting in the run's config.yaml, and
+    the report (``--evaluations``) lists the run as a 10-crop ImageNet run."""
+    write_imagenet(tmp_path / "imagenet", n_classes=3, n_per_class=1, n_val_per_class=2)
+    data = {"data_dir": tmp_path / "imagenet", "num_workers": 0, "eval_resize": 36}
+    data |= {"eval_crop": 32, "eval_crops": 10}
+    args = cli_args("test", tmp_path / "runs", data=IMAGENET, batch_size=4, data_init=data)
+    c = run(args)
+    assert c.trainer.callback_metrics["test/error"] >= 0
+    config = yaml.safe_load((c.run_dir / "config.yaml").read_text())
+    assert config["data"]["init_args"]["eval_crops"] == 10
+    assert report.main([str(tmp_path / "runs"), "--evaluations"]) == 0
+    assert f"| {c.run_dir.name} | imagenet (10-crop) |" in capsys.readouterr().out
