@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import Metric
 
+from densenet_lit.data.ten_crop import crop_averaged_logits
 from densenet_lit.metrics import ClassificationError, WeightedMean
 from densenet_lit.models import load_torchvision_weights
 from densenet_lit.models.spec import network_spec
@@ -155,7 +156,7 @@ class DenseNetModule(LightningModule):
 
     def _shared_step(self, batch: Any, stage: str) -> Tensor:
         x, y = batch[0], batch[1]
-        logits = self(x)
+        logits = crop_averaged_logits(self, x)  # [N, crops, C, H, W]: ten-crop evaluation
         loss = F.cross_entropy(logits, y)
         n = x.shape[0]
         on_step = stage == "train"
@@ -196,7 +197,7 @@ class DenseNetModule(LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         x = batch[0] if isinstance(batch, list | tuple) else batch
-        return self(x).softmax(dim=-1)
+        return crop_averaged_logits(self, x).softmax(dim=-1)
 
     # ------------------------------------------------- epoch means across a resumption
     def train_metrics(self) -> dict[str, Metric]:

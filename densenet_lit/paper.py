@@ -1,12 +1,33 @@
-"""The paper's reported numbers (Huang et al., CVPR 2017; the authors' README for the rows
-marked so). One place for every table that code, reports and notebooks compare against.
+"""The paper's reported numbers, and those of the baselines it compares with. One place for
+every table that code, reports, figures and notebooks compare against.
 
-Errors are test error in % (ImageNet: single-crop 224x224 top-1 validation error).
+Every number carries where it was read (:func:`citation`): the table or figure and one of
+:data:`SOURCES`. Errors are test error in %; ImageNet errors are validation errors of 224x224
+crops, keyed by how the images were tested (:func:`imagenet_key`): ``imagenet`` is the
+single-crop top-1 error, ``imagenet_10crop`` the 10-crop one, ``*_top5`` the top-5 errors.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+# Where the numbers below were read; a citation names one of these and a table or figure.
+SOURCES = {
+    "arxiv": "Huang, Liu, van der Maaten, Weinberger, 'Densely Connected Convolutional "
+    "Networks', arXiv:1608.06993v3 (its text: ../shared/reference/densenet-paper.txt)",
+    "cvpr": "the same paper, CVPR 2017 proceedings version, section 4.4: 'Table 3: The top-1 "
+    "and top-5 error rates on the ImageNet validation set, with single-crop / 10-crop "
+    "testing' (read from a copy of the CVPR text, English with a Chinese translation, kept in "
+    "a public GitHub repository; two other public copies give the same numbers)",
+    "readme": "the authors' README, github.com/liuzhuang13/DenseNet "
+    "(../shared/reference/official-densenet-readme.txt)",
+    "spec": "../shared/SPEC.md (the paper prints no ImageNet parameter counts)",
+    "fb.resnet.torch": "github.com/facebookarchive/fb.resnet.torch, pretrained/README.md "
+    "(commit 500b698), 'ImageNet 1-crop error rates (224x224)' and 'ImageNet 10-crop error "
+    "rates': the ResNets of the trainer the paper's ImageNet runs used (its footnote 1)",
+}
+
+Cited = tuple[str, str]  # (table or figure, key of SOURCES)
 
 
 @dataclass(frozen=True)
@@ -20,20 +41,35 @@ class PaperModel:
     params_m: float | None = None  # millions, as printed (CIFAR-10 classifier for CIFAR rows)
     errors: dict[str, float] = field(default_factory=dict)  # benchmark -> error %
     source: str = "paper"
+    cited: dict[str, Cited] = field(default_factory=dict)  # "params" or benchmark -> where
 
 
 def _cifar(key, label, depth, k, bc, params, c10, c10p, c100, c100p, svhn, source="paper"):
     kwargs = {"depth": depth, "growth_rate": k, "bottleneck": bc, "compression": 0.5 if bc else 1}
     errors = {"c10": c10, "c10+": c10p, "c100": c100, "c100+": c100p, "svhn": svhn}
-    return PaperModel(
-        key,
-        label,
-        "densenet_cifar",
-        kwargs,
-        params,
-        {b: e for b, e in errors.items() if e is not None},
-        source,
-    )
+    errors = {b: e for b, e in errors.items() if e is not None}
+    where = ("Table 2", "arxiv") if source == "paper" else ("'Wide-DenseNet-BC' table", "readme")
+    cited = dict.fromkeys(["params", *errors], where)
+    return PaperModel(key, label, "densenet_cifar", kwargs, params, errors, source, cited)
+
+
+def _imagenet(key, label, params, cvpr=None, readme=None, readme_table="original paper", arch=None):
+    """An ImageNet row: ``cvpr`` = (top-1, top-5 single-crop, top-1, top-5 10-crop) of
+    Table 3; ``readme`` = the README's top-1 of the released Torch model (table "Models in
+    the <readme_table>"). ``imagenet`` is Table 3's single-crop top-1 where there is one."""
+    errors: dict[str, float] = {}
+    cited: dict[str, Cited] = {"params": ("ImageNet networks table", "spec")} if params else {}
+    if cvpr is not None:
+        keys = ("imagenet", "imagenet_top5", "imagenet_10crop", "imagenet_10crop_top5")
+        errors.update(zip(keys, cvpr, strict=True))
+        cited.update(dict.fromkeys(keys, ("Table 3", "cvpr")))
+    if readme is not None:
+        where = (f"'Models in the {readme_table}' table (1-crop top-1)", "readme")
+        if "imagenet" not in errors:
+            errors["imagenet"], cited["imagenet"] = readme, where
+        errors["imagenet_readme"], cited["imagenet_readme"] = readme, where
+    source = "paper" if cvpr is not None else "README"
+    return PaperModel(key, label, arch or key, {}, params, errors, source, cited)
 
 
 # Table 2 of the paper, DenseNet rows, and the Wide-DenseNet-BC rows of the authors' README.
@@ -49,14 +85,16 @@ CIFAR_MODELS: tuple[PaperModel, ...] = (
     _cifar("wide_densenet_bc_40_60", "Wide-DenseNet-BC (L=40, k=60)", 40, 60, True, 4.3, None, 4.01, None, 19.99, None, "README"),
 )  # fmt: skip
 
-# Table 3 / the authors' README (top-1 error of the released Torch models).
+# Table 3 of the CVPR paper (single-crop and 10-crop, top-1 and top-5) and the README's top-1
+# of the released Torch models. DenseNet-161 and the cosine DenseNet-264 are not in Table 3:
+# their only numbers are the README's single-crop top-1 (no 10-crop, no top-5 column).
 IMAGENET_MODELS: tuple[PaperModel, ...] = (
-    PaperModel("densenet121", "DenseNet-121 (k=32)", "densenet121", {}, 8.0, {"imagenet": 25.0}),
-    PaperModel("densenet169", "DenseNet-169 (k=32)", "densenet169", {}, 14.1, {"imagenet": 23.6}),
-    PaperModel("densenet201", "DenseNet-201 (k=32)", "densenet201", {}, 20.0, {"imagenet": 22.5}),
-    PaperModel("densenet161", "DenseNet-161 (k=48)", "densenet161", {}, 28.7, {"imagenet": 22.2}),
-    PaperModel("densenet264", "DenseNet-264 (k=32)", "densenet264", {}, None, {"imagenet": 22.1}, "tech report"),
-    PaperModel("densenet264_cosine", "DenseNet-cosine-264 (k=32)", "densenet264", {}, None, {"imagenet": 21.6}, "README"),
+    _imagenet("densenet121", "DenseNet-121 (k=32)", 8.0, (25.02, 7.71, 23.61, 6.66), 25.0),
+    _imagenet("densenet169", "DenseNet-169 (k=32)", 14.1, (23.80, 6.85, 22.08, 5.92), 23.6),
+    _imagenet("densenet201", "DenseNet-201 (k=32)", 20.0, (22.58, 6.34, 21.46, 5.54), 22.5),
+    _imagenet("densenet161", "DenseNet-161 (k=48)", 28.7, None, 22.2),
+    _imagenet("densenet264", "DenseNet-264 (k=32)", None, (22.15, 6.12, 20.80, 5.29), 22.1, "tech report"),
+    _imagenet("densenet264_cosine", "DenseNet-cosine-264 (k=32)", None, None, 21.6, "tech report", "densenet264"),
 )  # fmt: skip
 
 BENCHMARKS = {
@@ -66,7 +104,19 @@ BENCHMARKS = {
     "c100+": "CIFAR-100+ (augmented)",
     "svhn": "SVHN",
     "imagenet": "ImageNet (top-1)",
+    "imagenet_top5": "ImageNet (top-5)",
+    "imagenet_10crop": "ImageNet, 10-crop (top-1)",
+    "imagenet_10crop_top5": "ImageNet, 10-crop (top-5)",
+    "imagenet_readme": "ImageNet (top-1, the authors' released Torch models)",
 }
+
+
+def imagenet_key(crops: int = 1, top5: bool = False) -> str:
+    """The ``errors`` key of ImageNet errors tested with ``crops`` crops (1 or 10)."""
+    if crops not in (1, 10):
+        raise ValueError(f"crops={crops!r}: the paper tests with 1 or 10 crops.")
+    return "imagenet" + ("_10crop" if crops == 10 else "") + ("_top5" if top5 else "")
+
 
 ALL_MODELS: tuple[PaperModel, ...] = CIFAR_MODELS + IMAGENET_MODELS
 
@@ -78,3 +128,58 @@ def paper_model(key: str) -> PaperModel:
             return model
     known = ", ".join(m.key for m in ALL_MODELS)
     raise KeyError(f"{key!r} is not a model of the paper; known: {known}.")
+
+
+def citation(row: PaperModel | Baseline, what: str) -> str:
+    """Where ``row``'s number for ``what`` (a benchmark key, or "params") was read."""
+    if what not in row.cited:
+        raise KeyError(f"{row.key} has no cited number for {what!r}; it has {sorted(row.cited)}.")
+    where, source = row.cited[what]
+    return f"{where}; {SOURCES[source]}"
+
+
+# ------------------------------------------------------------------------------ baselines
+@dataclass(frozen=True)
+class Baseline:
+    """A network the paper compares DenseNets with (Table 2, Figures 3 and 4)."""
+
+    key: str
+    label: str
+    tv_arch: str | None  # torchvision.models builder to count it with; None: printed count only
+    params_m: float | None  # millions, as printed (None where the source prints none)
+    errors: dict[str, float]
+    cited: dict[str, Cited]
+
+
+def _fb_resnet(depth: int, one_crop: tuple[float, float], ten_crop: tuple[float, float]):
+    keys = ("imagenet", "imagenet_top5", "imagenet_10crop", "imagenet_10crop_top5")
+    errors = dict(zip(keys, (*one_crop, *ten_crop), strict=True))
+    cited = {
+        k: ("1-crop table" if "10crop" not in k else "10-crop table", "fb.resnet.torch")
+        for k in keys
+    }
+    return Baseline(f"resnet{depth}", f"ResNet-{depth}", f"resnet{depth}", None, errors, cited)
+
+
+def _preact(depth: int, params: float, c10: float, c10p: float, c100: float, c100p: float):
+    errors = {"c10": c10, "c10+": c10p, "c100": c100, "c100+": c100p}
+    cited = dict.fromkeys(["params", *errors], ("Table 2", "arxiv"))
+    label = f"Pre-activation ResNet-{depth}"
+    return Baseline(f"preact_resnet{depth}", label, None, params, errors, cited)
+
+
+# Figure 3's ResNets: the text names ResNet-50 and ResNet-101 but prints none of their errors;
+# these are the errors of fb.resnet.torch's ResNets, trained with the code the paper used.
+IMAGENET_RESNETS: tuple[Baseline, ...] = (
+    _fb_resnet(34, (26.73, 8.74), (24.76, 7.35)),
+    _fb_resnet(50, (24.01, 7.02), (22.24, 6.08)),
+    _fb_resnet(101, (22.44, 6.21), (21.08, 5.35)),
+    _fb_resnet(152, (22.16, 6.16), (20.69, 5.21)),
+)
+
+# Table 2's pre-activation ResNets (Figure 4, middle and right; C10 and C100 were run by the
+# paper's authors). Figure 4's other ResNet points are drawn only, without numbers.
+PREACT_RESNETS: tuple[Baseline, ...] = (
+    _preact(164, 1.7, 11.26, 5.46, 35.58, 24.33),
+    _preact(1001, 10.2, 10.56, 4.62, 33.47, 22.71),
+)

@@ -132,3 +132,40 @@ def write_imagenet(
                     name = f"ILSVRC2012_val_{val_counter:08d}.JPEG"
                 Image.fromarray(pixels).save(folder / name, quality=90)
     return classes
+
+
+def digit_photos(sizes: list[tuple[int, int]], seed: int = 0) -> list[np.ndarray]:
+    """Real images of ``sizes`` (h, w), uint8 RGB ``[h, w, 3]``: scikit-learn's bundled
+    handwritten digits, upscaled (bicubic) and tinted, on a smooth colour gradient, so that
+    crops of different parts of an image differ as in a photograph."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().images  # [1797, 8, 8], values 0..16
+    rng = np.random.default_rng(seed)
+    photos = []
+    for h, w in sizes:
+        digit = digits[rng.integers(len(digits))] / 16.0
+        big = Image.fromarray((digit * 255).astype(np.uint8)).resize((w, h), Image.BICUBIC)
+        ink = np.asarray(big, dtype=np.float64)[..., None] / 255.0
+        yy, xx = np.mgrid[0:h, 0:w]
+        background = np.stack([xx / w, yy / h, 1.0 - xx / w], axis=-1) * rng.uniform(0.3, 1.0, 3)
+        tint = rng.uniform(0.0, 1.0, 3)
+        pixels = background * (1.0 - ink) + tint * ink
+        photos.append((np.clip(pixels, 0.0, 1.0) * 255).astype(np.uint8))
+    return photos
+
+
+def write_imagenet_val(root: str | Path, images_per_class: list[list[np.ndarray]]) -> list[Path]:
+    """``<root>/val/<wnid>/ILSVRC2012_val_*.JPEG`` (no train/, as for evaluating weights
+    trained elsewhere), one class folder per list of uint8 RGB images. Returns the files in
+    the order a data module lists them (by class, then name)."""
+    files, counter = [], 0
+    for i, images in enumerate(images_per_class):
+        folder = Path(root) / "val" / wnid(i)
+        folder.mkdir(parents=True, exist_ok=True)
+        for pixels in images:
+            counter += 1
+            path = folder / f"ILSVRC2012_val_{counter:08d}.JPEG"
+            Image.fromarray(pixels).save(path, quality=95)
+            files.append(path)
+    return files

@@ -18,6 +18,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import torch
+import torchvision
 import yaml
 
 from densenet_lit.analysis import checkpoint as ck
@@ -160,7 +161,7 @@ def fake_runs(tmp_path: Path) -> Path:
         model_args={"depth": 40, "growth_rate": 12, "bottleneck": False, "compression": 1.0},
         rows=rows_c, max_epochs=2, metrics_subdir="csv", checkpoint=False, start=t0, end=t0 + 45,
     )  # fmt: skip
-    # D: DenseNet-121 on ImageNet, 2 of 2 epochs, val error only (24.5 vs 25.0).
+    # D: DenseNet-121 on ImageNet, 2 of 2 epochs, val error only (24.5 vs 25.02, single-crop).
     write_fake_run(
         root, "imagenet121", "run-d",
         data_class="ImageNetDataModule",
@@ -463,7 +464,7 @@ def test_report_table_has_the_exact_numbers(fake_runs, tmp_path):
         "| +2.45 | 1.06M | 0.265 | 2 | 45 s |  |",
         "| cifar10plus_densenet_bc_100_12 | 20250101-100000-aaaaaa | c10+ | DenseNet-BC (L=100, "
         "k=12) | 4.51 | 4.75 (test) | +0.24 | 0.77M | 0.288 | 3 | 60.0 min | 110 |",
-        "| imagenet121 | run-d | imagenet | DenseNet-121 (k=32) | 25.00 | 24.50 (val) | -0.50 "
+        "| imagenet121 | run-d | imagenet | DenseNet-121 (k=32) | 25.02 | 24.50 (val) | -0.52 "
         "| 7.98M | 2.83 | 2 | 2.5 h | 950 |",
     ]
     assert "svhn_densenet_40_12" not in text  # unfinished (2 of 4 epochs)
@@ -650,3 +651,173 @@ def test_paper_points_and_figure(fake_runs, tmp_path):
     labels = [t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()]
     assert "your runs" in labels and "DenseNet-BC (paper)" in labels
     assert_png_not_blank(out)
+
+
+# ---------------------------------------------------------------- ImageNet: 1 or 10 crops
+def imagenet_eval_run(root: Path, run_id: str, arch: str, eval_crops: int | None) -> Path:
+    """A finished ImageNet run tested with ``eval_crops`` crops (None: not in its config)."""
+    data_args = {"data_dir": "data/imagenet", "batch_size": 256, "eval_crop": 224}
+    if eval_crops is not None:
+        data_args["eval_crops"] = eval_crops
+    rows = epoch_rows([30.0, 24.5])
+    rows.append({"epoch": 2, "step": 19, "test/error": 23.0, "test/error_top5": 6.5})
+    return write_fake_run(
+        root, f"imagenet_{arch}", run_id, data_class="ImageNetDataModule", data_args=data_args,
+        model_args={"arch": arch, "schedule": "step"}, rows=rows, max_epochs=2,
+    )  # fmt: skip
+
+
+def test_imagenet_runs_are_compared_with_the_column_of_their_crops(tmp_path):
+    """Table 3's single-crop or 10-crop top-1 error, by the run's ``data.eval_crops``;
+    DenseNet-161 has no 10-crop number anywhere, so its 10-crop run has none to compare."""
+    root = tmp_path / "runs"
+    imagenet_eval_run(root, "one", "densenet121", 1)
+    imagenet_eval_run(root, "ten", "densenet121", 10)
+    imagenet_eval_run(root, "unsaid", "densenet169", None)  # older configs: single-crop
+    imagenet_eval_run(root, "ten161", "densenet161", 10)
+    rows = {r.run_id: r for r in report.report_rows(runs.collect_local_runs([root]))}
+    got = {k: (r.benchmark, r.eval_crops, r.paper) for k, r in rows.items()}
+    assert got == {
+        "one": ("imagenet", 1, 25.02),
+        "ten": ("imagenet", 10, 23.61),
+        "unsaid": ("imagenet", 1, 23.80),
+        "ten161": ("imagenet", 10, None),
+    }
+    assert rows["ten"].difference == pytest.approx(23.0 - 23.61)
+    table = report.format_report(list(rows.values()))
+    assert (
+        "| ten | imagenet (10-crop) | DenseNet-121 (k=32) | 23.61 | 23.00 (test) | -0.61 |" in table
+    )
+    assert "| one | imagenet | DenseNet-121 (k=32) | 25.02 | 23.00 (test) | -2.02 |" in table
+
+
+def test_report_lists_evaluation_runs_when_asked(tmp_path, capsys):
+    """A 10-crop ``test`` of a checkpoint (no training metrics) is left out by default and
+    listed with ``--evaluations``."""
+    run_dir = tmp_path / "runs" / "imagenet121" / "test-10crop"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.csv").write_text("epoch,step,test/error,test/error_top5\n0,0,23.5,6.9\n")
+    config = {
+        "model": {"arch": "densenet121"},
+        "data": {
+            "class_path": "densenet_lit.data.ImageNetDataModule",
+            "init_args": {"eval_crops": 10},
+        },
+    }
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    assert report.main([str(tmp_path / "runs")]) == 0
+    assert "No finished runs found." in capsys.readouterr().out
+    assert report.main([str(tmp_path / "runs"), "--evaluations"]) == 0
+    out = capsys.readouterr().out
+    assert "| imagenet121 | test-10crop | imagenet (10-crop) | DenseNet-121 (k=32) | 23.61 " in out
+
+
+# ----------------------------------------------------------------------- Figures 3 and 4
+def c10plus_run(root: Path, depth: int, bottleneck: bool, compression: float, curve, test):
+    """A finished C10+ run of a k=12 CIFAR DenseNet: validation errors ``curve``, then ``test``."""
+    variant = ("b" if bottleneck else "") + ("c" if compression < 1 else "")
+    name = f"cifar10plus_densenet_{variant + '_' if variant else ''}{depth}_12"
+    rows = epoch_rows(curve)
+    rows.append({"epoch": len(curve), "step": 10 * len(curve), "test/error": test})
+    model = {
+        "depth": depth,
+        "growth_rate": 12,
+        "bottleneck": bottleneck,
+        "compression": compression,
+    }
+    return write_fake_run(
+        root, name, "r1", data_class="CIFAR10DataModule", data_args={"augment": True},
+        model_args=model, rows=rows, max_epochs=len(curve),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def figure_runs(tmp_path) -> Path:
+    root = tmp_path / "runs"
+    c10plus_run(root, 40, True, 1.0, [50.0, 20.0, 9.0], 6.0)  # DenseNet-B
+    c10plus_run(root, 70, True, 1.0, [45.0, 18.0, 8.0], 5.5)
+    c10plus_run(root, 40, False, 0.5, [50.0, 21.0, 9.5], 6.25)  # DenseNet-C
+    c10plus_run(root, 100, True, 0.5, [40.0, 15.0, 6.0, 5.0], 4.75)  # DenseNet-BC (L=100)
+    write_fake_run(  # C100+: in no panel of Figure 4
+        root, "cifar100plus_densenet_bc_100_12", "r1", data_class="CIFAR100DataModule",
+        data_args={"augment": True}, model_args={"depth": 100, "growth_rate": 12},
+        rows=epoch_rows([60.0, 30.0]), max_epochs=2,
+    )  # fmt: skip
+    imagenet_eval_run(root, "one", "densenet121", 1)  # test error 23.0
+    imagenet_eval_run(root, "ten", "densenet169", 10)
+    return root
+
+
+def line(ax, label: str):
+    (found,) = [ln for ln in ax.get_lines() if ln.get_label() == label]
+    return list(found.get_xdata()), list(found.get_ydata())
+
+
+def test_figure3_paper_points_resnets_and_runs(figure_runs, tmp_path):
+    from densenet_lit.analysis import figure3
+
+    points = figure3.figure3_points(1)
+    assert [(p.label, p.error) for p in points["DenseNet"]] == [
+        ("DenseNet-121", 25.02), ("DenseNet-169", 23.80), ("DenseNet-201", 22.58),
+        ("DenseNet-264", 22.15),
+    ]  # fmt: skip
+    resnets = {p.label: (p.error, p.cost.params) for p in points["ResNet"]}
+    resnet50 = count_parameters(torchvision.models.resnet50())
+    assert resnets["ResNet-50"] == (24.01, resnet50) and resnet50 == 25_557_032
+    assert [p.error for p in figure3.figure3_points(10)["ResNet"]] == [24.76, 22.24, 21.08, 20.69]
+    found = runs.collect_local_runs([figure_runs])
+    (one,) = figure3.imagenet_run_points(found, crops=1)
+    (ten,) = figure3.imagenet_run_points(found, crops=10)
+    assert (one.label, one.error, ten.label) == (
+        "imagenet_densenet121",
+        23.0,
+        "imagenet_densenet169",
+    )
+    fig = figure3.plot_figure3(found, crops=1, path=tmp_path / "f3.png")
+    params_ax, flops_ax = fig.axes
+    assert line(params_ax, "DenseNets (paper, Table 3)")[1] == [25.02, 23.80, 22.58, 22.15]
+    stars = flops_ax.collections[0].get_offsets().tolist()
+    assert stars == [[pytest.approx(one.cost.macs / 1e9), 23.0]]
+    assert_png_not_blank(tmp_path / "f3.png")
+
+
+def test_figure4_table2_points_baselines_and_runs(figure_runs, tmp_path):
+    from densenet_lit.analysis import figure4
+
+    table2 = {(p.family, p.label): p.error for p in figure4.paper_points(12)}
+    assert table2 == {("DenseNet", "L=40"): 5.24, ("DenseNet", "L=100"): 4.10,
+                      ("DenseNet-BC", "L=100"): 4.51}  # fmt: skip
+    bc = [p.error for p in figure4.paper_points(None) if p.family == "DenseNet-BC"]
+    assert bc == [4.51, 3.62, 3.46]  # Table 2 only, not the README's Wide-DenseNet-BCs
+    assert [(p.params, p.error) for p in figure4.resnet_points()] == [(1.7, 5.46), (10.2, 4.62)]
+    found = runs.collect_local_runs([figure_runs])
+    mine = {(p.family, p.label): (p.params, p.error) for p in figure4.run_points(found)}
+    b40 = costs.network_cost("densenet_cifar", (3, 32, 32), depth=40, growth_rate=12,
+                             bottleneck=True, compression=1.0, num_classes=10)  # fmt: skip
+    assert mine[("DenseNet-B", "L=40")] == (b40.params / 1e6, 6.0)
+    assert sorted(mine) == [("DenseNet-B", "L=40"), ("DenseNet-B", "L=70"),
+                            ("DenseNet-BC", "L=100"), ("DenseNet-C", "L=40")]  # fmt: skip
+    fig = figure4.plot_figure4(found, path=tmp_path / "f4.png")
+    left, middle, right = fig.axes[:3]
+    assert line(left, "DenseNet-B (yours)")[1] == [6.0, 5.5]
+    assert line(left, "DenseNet (Table 2)")[1] == [5.24, 4.10]
+    assert line(middle, "pre-act. ResNet (Table 2)") == ([1.7, 10.2], [5.46, 4.62])
+    assert line(middle, "DenseNet-BC (yours)")[1] == [4.75]
+    curve = line(right, "cifar10plus_densenet_bc_100_12/r1: test error")
+    assert curve == ([1, 2, 3, 4], [40.0, 15.0, 6.0, 5.0])
+    hlines = sorted(ln.get_ydata()[0] for ln in right.get_lines() if "(Table 2)" in ln.get_label())
+    assert hlines == [4.51, 4.62]
+    loss = [ln for ln in fig.axes[3].get_lines() if "training loss" in ln.get_label()]
+    assert list(loss[0].get_ydata()) == [1.0, 0.5, 1 / 3, 0.25]
+    assert_png_not_blank(tmp_path / "f4.png")
+
+
+def test_paper_figures_command(figure_runs, tmp_path, capsys):
+    out = tmp_path / "figures"
+    assert paper_plots.main([str(figure_runs), "--out", str(out), "--crops", "10"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("figure3_imagenet.png", "figure4_c10plus.png"):
+        assert f"wrote {out / name}" in printed
+        assert_png_not_blank(out / name)
+    assert paper_plots.main([str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "no such run directory" in capsys.readouterr().err

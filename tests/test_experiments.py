@@ -12,14 +12,17 @@ import yaml
 from cli_args import TINY_MODEL, flags, trainer_args
 from fake_data import write_cifar10, write_cifar100, write_imagenet, write_svhn
 
+from densenet_lit.analysis.costs import network_cost
 from densenet_lit.cli import main, run
 from densenet_lit.cli.extends import EXTENDS_KEY, config_chain
+from densenet_lit.models.spec import network_spec
 from densenet_lit.module import DenseNetModule
 from densenet_lit.paper import CIFAR_MODELS, IMAGENET_MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 RUNS = sorted(EXPERIMENTS.glob("*.yaml"))
+SWEEP = sorted((EXPERIMENTS / "sweep_c10plus").glob("*.yaml"))  # Figure 4 (left)
 OVERLAYS = sorted((EXPERIMENTS / "overlays").glob("*.yaml"))
 SHRINK = flags("model.", TINY_MODEL)
 
@@ -221,6 +224,45 @@ def test_imagenet_config_runs_fit_with_its_own_network(name, fake_data, tmp_path
     assert c.trainer.global_step == 1
     assert c.model.hparams.arch == "densenet" + name.removeprefix("imagenet").split("_")[0]
     assert c.model.model.classifier.out_features == 1000 and c.model.top5
+
+
+# ------------------------------------------------------------------ the Figure 4 (left) sweep
+def test_sweep_has_each_variant_at_each_depth():
+    """DenseNet, -B, -C and -BC (k=12) at depths 40, 70 and 100 on C10+."""
+    variants = ("densenet_", "densenet_b_", "densenet_c_", "densenet_bc_")
+    expected = {f"cifar10plus_{v}{depth}_12" for v in variants for depth in (40, 70, 100)}
+    assert {p.stem for p in SWEEP} == expected
+
+
+@pytest.mark.parametrize("path", SWEEP, ids=lambda p: p.stem)
+def test_sweep_config_is_its_network_with_the_c10plus_recipe(path, capsys):
+    cfg = resolved(capsys, path)
+    model, data, trainer = cfg["model"], cfg["data"], cfg["trainer"]
+    spec = network_spec(model)
+    network = spec.kwargs
+    assert spec.key == path.stem.removeprefix("cifar10plus_")
+    assert data["class_path"] == "densenet_lit.data.CIFAR10DataModule"
+    assert data["init_args"]["augment"] and model["drop_rate"] == 0.0
+    assert data["init_args"]["batch_size"] == 64 and trainer["max_epochs"] == 300
+    assert data["init_args"]["val_size"] == 0 and cfg["run"]["test_after_fit"]
+    assert model["lr"] == 0.1 and model["milestones"] == [0.5, 0.75]
+    # the runs of Table 2 are the top-level configs themselves: same network, same name
+    twin = EXPERIMENTS / path.name
+    if twin.is_file():
+        assert resolved(capsys, twin)["model"] == model
+        row = next(m for m in CIFAR_MODELS if m.key == spec.key)
+        args = {k: network[k] for k in ("depth", "growth_rate", "bottleneck", "compression")}
+        params = network_cost("densenet_cifar", (3, 32, 32), num_classes=10, **args).params
+        assert round(params / 1e6, 1) == row.params_m
+
+
+def test_a_sweep_config_runs_fit(fake_data, tmp_path):
+    path = EXPERIMENTS / "sweep_c10plus" / "cifar10plus_densenet_b_40_12.yaml"
+    args = ["fit", "--config", str(path), *data_args(path, fake_data), *quick(tmp_path)]
+    c = run([*args, "--model.depth", "10", "--model.growth_rate", "4"])  # DenseNet-B, tiny
+    assert c.trainer.global_step == 1 and "test/error" in c.trainer.callback_metrics
+    assert c.model.hparams.bottleneck and c.model.hparams.compression == 1.0
+    assert c.run_dir.parent.name == path.stem
 
 
 # ------------------------------------------------------------------------------ overlays

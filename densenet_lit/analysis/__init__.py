@@ -5,11 +5,13 @@
 * :mod:`~densenet_lit.analysis.compare`: validation error per epoch of several runs (local
   ``metrics.csv`` files or a W&B project) and a table of their final errors.
 * :mod:`~densenet_lit.analysis.report`: the reproduction report, runs beside the paper's table.
-* :mod:`~densenet_lit.analysis.paper_plots`: error against parameters and FLOPs (Figures 3/4).
+* :mod:`~densenet_lit.analysis.paper_plots`: error against parameters and FLOPs, and the
+  paper's Figures 3 and 4 (:mod:`~densenet_lit.analysis.figure3`,
+  :mod:`~densenet_lit.analysis.figure4`) with their baselines.
 * :mod:`~densenet_lit.analysis.runs`, :mod:`~densenet_lit.analysis.checkpoint`,
   :mod:`~densenet_lit.analysis.costs`: reading runs and checkpoints, counting costs.
 
-Each of feature_reuse, compare and report is also a command:
+Each of feature_reuse, compare, report and paper_plots is also a command:
 ``python -m densenet_lit.analysis.<name> --help``. The names below are imported lazily, so
 that running a submodule with ``-m`` does not import it twice.
 """
@@ -40,6 +42,9 @@ _EXPORTS = {
     "plot_error_vs_cost": "paper_plots",
     "plot_paper_figure": "paper_plots",
     "plot_cost_figure": "paper_plots",
+    "plot_figure3": "paper_plots",
+    "plot_figure4": "paper_plots",
+    "write_paper_figures": "paper_plots",
     "format_report": "report",
     "report_rows": "report",
     "write_report": "report",

@@ -52,6 +52,19 @@ def network_cost(arch: str, input_size: tuple[int, int, int], **kwargs: Any) -> 
     return _cached_cost(arch, _freeze(kwargs), tuple(input_size))
 
 
+@lru_cache(maxsize=32)
+def torchvision_cost(name: str, input_size: tuple[int, int, int] = (3, 224, 224)) -> Cost:
+    """Cost of ``torchvision.models.get_model(name)`` (e.g. ``"resnet50"``, the baselines of the
+    paper's Figure 3) at ``input_size``, built on ``meta`` without weights."""
+    import torchvision.models
+
+    if name not in torchvision.models.list_models():
+        raise ValueError(f"{name!r} is not a torchvision model; e.g. resnet34, resnet50.")
+    with torch.device("meta"):
+        model = torchvision.models.get_model(name, weights=None)
+    return module_cost(model, tuple(input_size))
+
+
 def paper_input_size(model: PaperModel) -> tuple[int, int, int]:
     """The paper's input for a model: 3x32x32 (CIFAR/SVHN networks) or 3x224x224 (ImageNet)."""
     return (3, 32, 32) if model.arch == "densenet_cifar" else (3, 224, 224)
@@ -127,6 +140,7 @@ __all__ = [
     "paper_costs",
     "paper_input_size",
     "paper_model_cost",
+    "torchvision_cost",
 ]
 
 

@@ -1,20 +1,31 @@
-"""Error against parameters and against FLOPs: the paper's numbers (its Figures 3 and 4, DenseNet
-points only) with your own runs added.
+"""Error against parameters and against FLOPs: the paper's numbers with your own runs added.
+
+* :func:`plot_figure3` (:mod:`~densenet_lit.analysis.figure3`): the paper's Figure 3, ImageNet
+  DenseNets beside ResNets; :func:`plot_figure4` (:mod:`~densenet_lit.analysis.figure4`): its
+  Figure 4 on C10+, DenseNet variants, DenseNet-BC beside pre-activation ResNets, and the
+  training curves.
+* :func:`plot_error_vs_cost` and the grids below: every DenseNet of the paper per benchmark.
 
 The paper's points are its reported errors placed at the parameters and multiply-adds of the
-networks as built here (:mod:`densenet_lit.analysis.costs`); your runs are rows of the
-reproduction report (:mod:`densenet_lit.analysis.report`) on the same benchmark.
+networks as built here (:mod:`densenet_lit.analysis.costs`); your runs are read from their run
+directories. ``python -m densenet_lit.analysis.paper_plots runs/ --out figures/`` writes
+Figures 3 and 4 as PNG files.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from densenet_lit.analysis.costs import Cost, paper_model_cost
+from densenet_lit.analysis.figure3 import plot_figure3
+from densenet_lit.analysis.figure4 import plot_figure4
 from densenet_lit.analysis.report import ReportRow
+from densenet_lit.analysis.runs import collect_local_runs
 from densenet_lit.paper import ALL_MODELS, BENCHMARKS, PaperModel
 
 AXES = {"params": "parameters (millions)", "flops": "FLOPs (GMACs, one image)"}
@@ -160,10 +171,61 @@ def plot_paper_figure(
     return fig
 
 
+def write_paper_figures(
+    paths: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    crops: int = 1,
+    evaluations: bool = False,
+) -> list[Path]:
+    """Figures 3 and 4 with the runs under ``paths`` (none: the paper's numbers only) as PNG
+    files in ``out``: ``figure3_imagenet.png`` (``crops``: 1 or 10, the ImageNet column) and
+    ``figure4_c10plus.png``. ``evaluations`` also reads validate/test runs of checkpoints
+    (e.g. a 10-crop test). Returns the files written."""
+    import matplotlib.pyplot as plt
+
+    runs = collect_local_runs(paths, training_only=not evaluations)
+    out = Path(out)
+    files = [out / "figure3_imagenet.png", out / "figure4_c10plus.png"]
+    for fig in (plot_figure3(runs, crops, files[0]), plot_figure4(runs, files[1])):
+        plt.close(fig)
+    return files
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m densenet_lit.analysis.paper_plots",
+        description="Draw the paper's Figures 3 (ImageNet) and 4 (C10+) as PNG files, with "
+        "the runs under the given directories added.",
+    )
+    parser.add_argument("runs", nargs="*", default=[],
+                        help="roots of runs (e.g. runs/) or run directories; none: paper only")  # fmt: skip
+    parser.add_argument("--out", required=True, help="folder for the PNG files")
+    parser.add_argument("--crops", type=int, choices=(1, 10), default=1,
+                        help="ImageNet errors of 1 (the paper's Figure 3) or 10 crops")  # fmt: skip
+    parser.add_argument("--evaluations", action="store_true",
+                        help="also read validate/test runs of checkpoints (e.g. 10-crop tests)")  # fmt: skip
+    opts = parser.parse_args(args)
+    try:
+        files = write_paper_figures(opts.runs, opts.out, opts.crops, opts.evaluations)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for f in files:
+        print(f"wrote {f}")
+    return 0
+
+
 __all__ = [
     "PaperPoint",
+    "main",
     "paper_points",
     "plot_cost_figure",
     "plot_error_vs_cost",
+    "plot_figure3",
+    "plot_figure4",
     "plot_paper_figure",
+    "write_paper_figures",
 ]
+
+if __name__ == "__main__":
+    sys.exit(main())

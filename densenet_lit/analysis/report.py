@@ -1,7 +1,8 @@
 """Reproduction report: finished runs beside the paper's numbers, as a Markdown table.
 
 ``python -m densenet_lit.analysis.report runs/ --out report.md`` (``--all`` adds unfinished
-runs; ``--wandb-project entity/project`` adds the runs of a W&B project when online).
+runs, ``--evaluations`` the validate/test runs of checkpoints; ``--wandb-project
+entity/project`` adds the runs of a W&B project when online).
 
 Columns: experiment (and run id), benchmark (c10, c10+, c100, c100+, svhn, imagenet), the
 paper's error for that network on that benchmark, ours, the difference (ours - paper, in
@@ -26,6 +27,7 @@ from densenet_lit.analysis.runs import (
     collect_local_runs,
     collect_wandb_runs,
     epochs_trained,
+    eval_crops,
     final_error,
     images_per_second,
     input_size,
@@ -40,6 +42,9 @@ from densenet_lit.analysis.runs import (
 NOTES = (
     "- **ours**: the last test error logged (`test`), else the last validation error (`val`).",
     "- **diff**: ours - paper, in percentage points (positive: worse than the paper).",
+    "- **paper**, ImageNet: top-1 error of the CVPR paper's Table 3, single-crop, or 10-crop "
+    "for runs tested with `data.eval_crops: 10` (`imagenet (10-crop)`); the README's "
+    "single-crop error where Table 3 has no row (see `densenet_lit.paper.citation`).",
     "- **params / FLOPs**: counted on the network built from the run's config; GMACs are "
     "multiply-adds of the convolutions and the classifier for one image at the data's test "
     "size, i.e. the paper's FLOPs.",
@@ -69,6 +74,7 @@ class ReportRow:
     wall_time_from: str | None
     images_per_sec: float | None
     finished: bool
+    eval_crops: int = 1  # crops per test image (ImageNet: 1 or 10)
 
     @property
     def difference(self) -> float | None:
@@ -100,6 +106,7 @@ def report_row(run: Run) -> ReportRow:
         wall_time_from=source,
         images_per_sec=images_per_second(run),
         finished=is_finished(run),
+        eval_crops=eval_crops(run),
     )
 
 
@@ -153,8 +160,9 @@ def format_report(rows: Sequence[ReportRow], title: str | None = "Reproduction r
         if r.max_epochs is not None and r.epochs is not None and r.epochs < r.max_epochs:
             epochs += f"/{r.max_epochs}"
         speed = "" if r.images_per_sec is None else f"{r.images_per_sec:,.0f}"
+        bench = (r.benchmark or "") + (f" ({r.eval_crops}-crop)" if r.eval_crops > 1 else "")
         lines.append(
-            f"| {r.experiment} | {r.run_id} | {r.benchmark or ''} | {r.model or ''} | {paper} "
+            f"| {r.experiment} | {r.run_id} | {bench} | {r.model or ''} | {paper} "
             f"| {ours} | {diff} | {params} | {macs} | {epochs} | {format_duration(r.wall_time_s)} "
             f"| {speed} |"
         )
@@ -168,11 +176,13 @@ def write_report(
     include_unfinished: bool = False,
     wandb_project: str | None = None,
     wandb_entity: str | None = None,
+    evaluations: bool = False,
 ) -> str:
     """Collect the runs under ``paths`` (and of ``wandb_project`` if named: raises
     :class:`~densenet_lit.analysis.runs.WandbUnavailable` when W&B cannot be read), format the
-    report and write it to ``out`` if given. Returns the Markdown text."""
-    found = collect_local_runs(paths)
+    report and write it to ``out`` if given. Returns the Markdown text. ``evaluations`` adds
+    the local runs of ``validate``/``test`` of a checkpoint (e.g. a 10-crop ImageNet test)."""
+    found = collect_local_runs(paths, training_only=not evaluations)
     if wandb_project:
         found += collect_wandb_runs(wandb_project, entity=wandb_entity)
     text = format_report(report_rows(found, include_unfinished))
@@ -192,13 +202,17 @@ def main(args: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="Markdown file to write (default: print only)")
     parser.add_argument("--all", action="store_true",
                         help="include unfinished runs (epochs shown as done/max)")  # fmt: skip
+    parser.add_argument("--evaluations", action="store_true",
+                        help="include validate/test runs of checkpoints (e.g. 10-crop tests)")  # fmt: skip
     parser.add_argument("--wandb-project", help="also read this W&B project (entity/project)")
     parser.add_argument("--wandb-entity", help="W&B entity, if not part of --wandb-project")
     opts = parser.parse_args(args)
     if not opts.runs and not opts.wandb_project:
         parser.error("give roots of runs / run directories, or --wandb-project")
     try:
-        text = write_report(opts.runs, opts.out, opts.all, opts.wandb_project, opts.wandb_entity)
+        text = write_report(
+            opts.runs, opts.out, opts.all, opts.wandb_project, opts.wandb_entity, opts.evaluations
+        )
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -206,7 +220,9 @@ def main(args: Sequence[str] | None = None) -> int:
         print(f"warning: {err}", file=sys.stderr)
         if not opts.runs:
             return 1
-        text = write_report(opts.runs, opts.out, include_unfinished=opts.all)
+        text = write_report(
+            opts.runs, opts.out, include_unfinished=opts.all, evaluations=opts.evaluations
+        )
     print(text, end="")
     if opts.out:
         print(f"\nreport written to {opts.out}")

@@ -32,7 +32,7 @@ import yaml
 from densenet_lit import rundir
 from densenet_lit.analysis.checkpoint import CheckpointError, network_spec
 from densenet_lit.analysis.costs import Cost, network_cost
-from densenet_lit.paper import CIFAR_MODELS, PaperModel, paper_model
+from densenet_lit.paper import CIFAR_MODELS, PaperModel, imagenet_key, paper_model
 from densenet_lit.rundir import CONFIG_NAME as CONFIG_FILE
 from densenet_lit.rundir import HPARAMS_FILE, METRICS_FILE
 
@@ -496,11 +496,20 @@ def paper_row(run: Run) -> PaperModel | None:
     return None
 
 
+def eval_crops(run: Run) -> int:
+    """Crops per test image (``data.eval_crops`` of ImageNet runs): 1 or 10."""
+    value = data_args(run).get("eval_crops")
+    return 10 if isinstance(value, int | float) and int(value) == 10 else 1
+
+
 def paper_error(run: Run) -> float | None:
-    """The paper's error for the run's network on the run's benchmark, if the paper has one."""
+    """The paper's error for the run's network on the run's benchmark, if the paper has one;
+    for ImageNet, the single-crop or the 10-crop column by how the run was tested."""
     row, bench = paper_row(run), benchmark(run)
     if row is None or bench is None:
         return None
+    if bench == "imagenet":
+        bench = imagenet_key(eval_crops(run))
     return row.errors.get(bench)
 
 
@@ -514,6 +523,7 @@ __all__ = [
     "collect_wandb_runs",
     "dataset_name",
     "epochs_trained",
+    "eval_crops",
     "final_error",
     "find_run_dirs",
     "images_per_second",

@@ -19,6 +19,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from densenet_lit.data.base import BaseDataModule, cpu_count, split_indices
 from densenet_lit.data.errors import CorruptDataError, DataError, not_found
+from densenet_lit.data.ten_crop import check_eval_crops, ten_crop_transform
 
 # fb.resnet.torch constants (datasets/imagenet.lua).
 MEAN = (0.485, 0.456, 0.406)
@@ -162,7 +163,8 @@ class ImageNetDataModule(BaseDataModule):
 
     Training: fb.resnet.torch augmentation (random-size crop to ``train_crop``, colour
     jitter 0.4, PCA lighting 0.1, horizontal flip, mean/std normalisation). Evaluation:
-    resize the shorter side to ``eval_resize``, centre crop ``eval_crop``. Worker
+    resize the shorter side to ``eval_resize``, centre crop ``eval_crop`` (``eval_crops: 10``:
+    the four corner and centre crops and their flips, as the paper's 10-crop errors). Worker
     processes (sized to the machine), pinned memory, persistent workers.
 
     The official ``val/`` images are the test set (the paper reports its errors there).
@@ -181,6 +183,7 @@ class ImageNetDataModule(BaseDataModule):
         train_crop: int = 224,
         eval_resize: int = 256,
         eval_crop: int = 224,
+        eval_crops: int = 1,
         val_size: int = 0,
         seed: int = 0,
         num_workers: int | None = None,
@@ -194,6 +197,10 @@ class ImageNetDataModule(BaseDataModule):
             train_crop: Side of the random-size training crop.
             eval_resize: Shorter side after resizing for evaluation.
             eval_crop: Side of the evaluation centre crop.
+            eval_crops: 1 = the centre crop (the paper's single-crop errors); 10 = the four
+                corners and the centre and their horizontal flips, logits averaged by the
+                module (the CVPR paper's 10-crop errors; ten times the evaluation compute).
+                Applies to every evaluation loader (validate, test, predict).
             val_size: 0 = validate on the official val/ images (which are also the test
                 set); > 0 = hold out that many training images, chosen with ``seed``.
             seed: Seed of the held-out validation split.
@@ -209,6 +216,7 @@ class ImageNetDataModule(BaseDataModule):
         self.train_crop = train_crop
         self.eval_resize = eval_resize
         self.eval_crop = eval_crop
+        self.eval_crops = check_eval_crops(eval_crops)
         self.download = download
         self.classes: list[str] = []
         self.save_hyperparameters()
@@ -309,7 +317,10 @@ class ImageNetDataModule(BaseDataModule):
             # checked again when an evaluation-only setup is followed by fit
             self.classes = self._check_layout(need_train)
         class_to_idx = {c: i for i, c in enumerate(self.classes)}
-        eval_tf = eval_transform(self.eval_resize, self.eval_crop)
+        if self.eval_crops == 10:
+            eval_tf = ten_crop_transform(self.eval_resize, self.eval_crop, MEAN, STD)
+        else:
+            eval_tf = eval_transform(self.eval_resize, self.eval_crop)
         if self.test_set is None:
             val_dir = self.root / "val"
             self.test_set = ImageListDataset(val_dir, *scan_split(val_dir, class_to_idx), eval_tf)
