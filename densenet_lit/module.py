@@ -182,6 +182,7 @@ class DenseNetModule(LightningModule):
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        self.train_batches_done = batch_idx + 1  # read when a checkpoint is saved after it
         loss = self._shared_step(batch, "train")
         # Filled on the device: a Python float given to self.log becomes torch.tensor(value,
         # device=...), a blocking copy that makes the host wait for the GPU at every step.
@@ -206,9 +207,6 @@ class DenseNetModule(LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self.train_batches_done = 0
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.train_batches_done = batch_idx + 1
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Save the running sums of this epoch's training metrics, summed over the DDP ranks,

@@ -26,7 +26,14 @@ C10_MEAN, C10_STD = (125.3, 123.0, 113.9), (63.0, 62.1, 66.7)
 
 def attach(dm, training: bool, world_size: int = 1):
     """A stand-in for the Trainer attributes the data modules read."""
-    dm.trainer = SimpleNamespace(training=training, world_size=world_size, num_devices=world_size)
+    dm.trainer = SimpleNamespace(
+        training=training,
+        world_size=world_size,
+        num_devices=world_size,
+        global_rank=0,
+        current_epoch=0,
+        num_training_batches=float("inf"),
+    )
     return dm
 
 
@@ -111,11 +118,16 @@ def test_cifar_shuffle_follows_the_global_seed(cifar10_dir):
     dm = cifar10(root)
     pl.seed_everything(7)
     first = [labels for _, labels in dm.train_dataloader()]
-    pl.seed_everything(7)
+    torch.manual_seed(123)  # the order does not follow the global RNG's state, only the seed
     again = [labels for _, labels in dm.train_dataloader()]
-    other = [labels for _, labels in dm.train_dataloader()]  # next epoch: a new order
+    next_epoch = dm.train_dataloader()
+    next_epoch.sampler.set_epoch(1)  # as Lightning does at the start of each epoch
+    other = [labels for _, labels in next_epoch]
+    pl.seed_everything(8)
+    other_seed = [labels for _, labels in dm.train_dataloader()]
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other_seed, strict=True))
 
 
 def test_cifar_eval_transform_normalises_and_is_deterministic(cifar10_dir):

@@ -14,7 +14,12 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from densenet_lit.rundir import BEST_FILENAME, LAST_NAME, all_checkpoints
+from densenet_lit.rundir import (
+    BEST_FILENAME,
+    LAST_NAME,
+    all_checkpoints,
+    resumable_checkpoints,
+)
 
 MONITOR = "val/error"
 
@@ -67,12 +72,14 @@ def has_validation(trainer: Trainer) -> bool:
 
 
 def checkpoint_files(trainer: Trainer) -> list[Path]:
-    """The checkpoint files of this run on disk, newest first: those of the checkpoint
-    callbacks (their directories) and Lightning's SLURM requeue checkpoints."""
+    """The checkpoint files of this run on disk: those of the checkpoint callbacks (their
+    directories) and Lightning's SLURM requeue checkpoints; the ones a run resumes from
+    (last, requeue) first, newest first."""
     files = set(all_checkpoints(trainer.default_root_dir))
     for cb in trainer.checkpoint_callbacks:
         dirpath = getattr(cb, "dirpath", None)
         if dirpath:
             files.update(f for f in Path(dirpath).glob("*.ckpt") if f.is_file())
     files = {f for f in files if not f.name.startswith(".")}
-    return sorted(files, key=lambda f: -f.stat().st_mtime)
+    resumable = set(resumable_checkpoints(trainer.default_root_dir))
+    return sorted(files, key=lambda f: (f not in resumable, -f.stat().st_mtime))
