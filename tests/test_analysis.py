@@ -705,6 +705,7 @@ def test_report_lists_evaluation_runs_when_asked(tmp_path, capsys):
         },
     }
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    (run_dir / "hparams.yaml").write_text("benchmark: imagenet\neval_crops: 10\n")
     assert report.main([str(tmp_path / "runs")]) == 0
     assert "No finished runs found." in capsys.readouterr().out
     assert report.main([str(tmp_path / "runs"), "--evaluations"]) == 0
