@@ -30,6 +30,7 @@ from torchvision.transforms.v2 import functional as F
 from densenet_lit.cli import run
 from densenet_lit.data import CorruptDataError, DataError, ImageNetDataModule
 from densenet_lit.data import device_decode as dd
+from densenet_lit.data import encoded as worker_side
 from densenet_lit.data.encoded import AugmentParams, EncodedBatch, jpeg_size
 from densenet_lit.data.pil_pipeline import MEAN, STD, Lighting
 
@@ -258,9 +259,14 @@ def test_the_encoded_bytes_are_held_once(photos, monkeypatch):
         dm.train_set, batch_size=4, num_workers=1, collate_fn=dm.collate_fn(), shuffle=False
     )
     batch = next(iter(loader))
-    assert isinstance(batch, EncodedBatch) and batch.data.is_shared()
+    assert isinstance(batch, EncodedBatch)
     files = b"".join(Path(p).read_bytes() for p in batch.paths)
     assert batch.data.numel() == len(files) and batch.data.numpy().tobytes() == files
+    # in a worker, the buffer is in shared memory before the files are read into it (else
+    # sending it would copy it there, while the worker still holds it)
+    monkeypatch.setattr(worker_side, "get_worker_info", lambda: "a worker")
+    data, offsets = worker_side.read_files(batch.paths)
+    assert data.is_shared() and offsets == batch.offsets and torch.equal(data, batch.data)
     assert batch.to("cpu").data is batch.data
     pinned = []
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: pinned.append(t) or t.clone())
