@@ -96,7 +96,6 @@ def constants(device: torch.device) -> dict[str, torch.Tensor]:
     """The pipeline's constant tensors on ``device``, made once per device: copying host
     values to a GPU at every batch would make the host wait for the GPU's queue."""
     values = {
-        "grey": torch.tensor(GREY).view(1, 3, 1, 1),
         "eigval": torch.tensor(PCA_EIGVAL),
         "eigvec_t": torch.tensor(PCA_EIGVEC).t().contiguous(),
         "mean": torch.tensor(MEAN).view(1, 3, 1, 1),
@@ -138,15 +137,22 @@ def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) ->
     blends every image with its own ``ref`` at once.
     """
     n = x.shape[0]
-    grey_w = constants(x.device)["grey"]
     for k in range(3):
         op = order[:, k].view(n, 1, 1, 1)
         f = factors.gather(1, order[:, k : k + 1]).view(n, 1, 1, 1)
-        grey = (x * grey_w).sum(1, keepdim=True)
+        grey = grey_of(x)
         mean = grey.mean((1, 2, 3), keepdim=True)
         ref = torch.where(op == 2, grey, torch.where(op == 1, mean, torch.zeros_like(mean)))
-        x.mul_(f).add_(ref * (1 - f)).clamp_(0, 1)
+        del grey
+        x.mul_(f).add_(ref.mul_(1 - f)).clamp_(0, 1)
     return x
+
+
+def grey_of(x: torch.Tensor) -> torch.Tensor:
+    """``[N, 1, H, W]`` grey of an RGB batch, as torchvision computes it (same operations in
+    the same order), without a temporary the size of the batch."""
+    r, g, b = x.unbind(1)
+    return r.mul(GREY[0]).add_(g, alpha=GREY[1]).add_(b, alpha=GREY[2]).unsqueeze(1)
 
 
 def lighting(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -164,8 +170,10 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 
 def augment(images: list[torch.Tensor], params: AugmentParams, size: int) -> torch.Tensor:
     """fb.resnet.torch's training augmentation of decoded uint8 images with drawn parameters:
-    the normalised float batch ``[N, 3, size, size]``."""
+    the normalised float batch ``[N, 3, size, size]``. Empties ``images`` once they are
+    cropped, so that the decoded images are freed before the float batch is made."""
     crops = crop_resize_flip(images, params.boxes.tolist(), params.flip.tolist(), size)
+    images.clear()
     x = crops.float().mul_(1.0 / 255)  # as ToDtype(float32, scale=True)
     del crops
     x = color_jitter(x, params.jitter, params.order)
@@ -173,5 +181,8 @@ def augment(images: list[torch.Tensor], params: AugmentParams, size: int) -> tor
 
 
 def evaluate(images: list[torch.Tensor], resize: int, crop: int) -> torch.Tensor:
-    """The evaluation pipeline of decoded uint8 images: the normalised float batch."""
-    return normalize(resize_center_crop(images, resize, crop).float().mul_(1.0 / 255))
+    """The evaluation pipeline of decoded uint8 images: the normalised float batch. Empties
+    ``images`` once they are cropped, as :func:`augment` does."""
+    crops = resize_center_crop(images, resize, crop)
+    images.clear()
+    return normalize(crops.float().mul_(1.0 / 255))
