@@ -34,13 +34,13 @@ from densenet_lit.data import encoded as worker_side
 from densenet_lit.data.encoded import AugmentParams, EncodedBatch, jpeg_size
 from densenet_lit.data.pil_pipeline import MEAN, STD, Lighting
 
-# Largest |device - PIL| difference allowed, in normalised units (1/255 of a channel is
-# about 0.017): the decoders agree bit for bit on the CPU, but PIL resizes in two passes
-# with uint8 rounding and clamping between them, torch in float. Measured on these smooth
-# pictures: at most 0.074 after the colour jitter (which amplifies by up to 1.4 per step),
-# 0.0175 (one level) for evaluation, and a mean below 0.001.
+# Largest |device - PIL| difference allowed, in normalised units (one level of 255 is about
+# 0.017): the decoders agree bit for bit on the CPU, but PIL resizes with uint8 arithmetic
+# (rounding and clamping between its two passes) and the device path in float, as torchvision
+# does on a GPU. Measured on these smooth pictures: at most 0.042 in training (the jitter
+# amplifies by up to 1.4 per step), 0.0175 in evaluation, a mean below 0.0035 per batch.
 TOLERANCE = 0.1
-MEAN_TOLERANCE = 0.002
+MEAN_TOLERANCE = 0.006
 
 
 def module(root: Path, decode: str, **kw) -> ImageNetDataModule:
@@ -378,3 +378,27 @@ def test_cuda_decoding_matches_the_cpu(photos):
     diff = (on_gpu.cpu() - on_cpu).abs()
     print(f"cuda - cpu: max {float(diff.max()):.4f}, mean {float(diff.mean()):.5f}")
     assert float(diff.max()) <= TOLERANCE and float(diff.mean()) <= MEAN_TOLERANCE
+
+
+@pytest.mark.gpu
+def test_device_memory_of_a_batch_of_256_photos(tmp_path):
+    """The device path's peak at batch 256 of 500x375 JPEGs, above the float batch it returns
+    (docs/benchmarks.md computes about 260 MB in all; nvJPEG's own buffers are not counted)."""
+    from densenet_lit.bench.loaders import write_synthetic_imagenet
+
+    write_synthetic_imagenet(tmp_path, n_train=256, n_classes=2)
+    dm = ImageNetDataModule(data_dir=str(tmp_path), batch_size=256, num_workers=0, decode="device")
+    dm.setup("fit")
+    keys = [(i, i) for i in range(256)]
+    dm.transform_batch(dm.train_set.__getitems__(keys).to("cuda"), train=True)  # warm-up
+    batch = dm.train_set.__getitems__(keys).to("cuda")
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    images, _ = dm.transform_batch(batch, train=True)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    print(
+        f"peak {peak / 2**20:.0f} MiB, of which the returned batch {images.nbytes / 2**20:.0f} MiB"
+    )
+    assert images.shape == (256, 3, 224, 224) and peak < 400 * 2**20

@@ -3,7 +3,8 @@ and run the fb.resnet.torch augmentation (or the evaluation resize and centre cr
 
 ``torchvision.io.decode_jpeg`` decodes the whole list of encoded images in one call (with
 nvJPEG on a GPU, with libjpeg-turbo on the CPU). The images differ in size, so cropping
-and resizing go image by image; everything after the resize (colour jitter, lighting,
+and resizing go image by image (in float, on the CPU too, so that the CPU tests check the
+arithmetic a GPU does); everything after the resize (colour jitter, lighting,
 normalisation) is one batched operation each. A horizontal flip commutes with the colour
 operations (all per pixel, or per image as the contrast's mean), so each crop is mirrored
 as it is cut instead of the float batch afterwards.
@@ -22,6 +23,7 @@ import warnings
 import numpy as np
 import torch
 from PIL import Image
+from torch.nn.functional import interpolate
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as F
 
@@ -30,6 +32,7 @@ from densenet_lit.data.errors import CorruptDataError
 from densenet_lit.data.pil_pipeline import INTERPOLATION, MEAN, PCA_EIGVAL, PCA_EIGVEC, STD
 
 GREY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
+BICUBIC_AA = {"mode": "bicubic", "antialias": True, "align_corners": False}
 
 
 def decode_jpegs(encoded: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
@@ -107,25 +110,30 @@ def constants(device: torch.device) -> dict[str, torch.Tensor]:
 def crop_resize_flip(
     images: list[torch.Tensor], boxes: list[list[int]], flips: list[bool], size: int
 ) -> torch.Tensor:
-    """Each image's box resized to ``size`` x ``size`` (bicubic, antialiased, rounded to
-    uint8 as PIL does) and mirrored where ``flips`` says: uint8 ``[N, 3, size, size]``."""
-    out = []
-    for image, (top, left, height, width), flip in zip(images, boxes, flips, strict=True):
-        crop = F.resized_crop(
-            image, top, left, height, width, [size, size], INTERPOLATION, antialias=True
-        )
-        out.append(crop.flip(-1) if flip else crop)
-    return torch.stack(out)
+    """Each image's box resized to ``size`` x ``size`` and mirrored where ``flips`` says:
+    float ``[N, 3, size, size]`` holding uint8 values (0-255, rounded).
+
+    Bicubic with antialiasing in float, as torchvision resizes a uint8 image on a GPU, then
+    clamped and rounded as it does; three operations per image, written into one batch.
+    """
+    out = torch.empty(len(images), 3, size, size, device=images[0].device)
+    for i, (image, (top, left, height, width), flip) in enumerate(
+        zip(images, boxes, flips, strict=True)
+    ):
+        crop = image[None, :, top : top + height, left : left + width].float()
+        resized = interpolate(crop, size=(size, size), **BICUBIC_AA)[0]
+        out[i] = resized.flip(-1) if flip else resized
+    return out.clamp_(0, 255).round_()
 
 
 def resize_center_crop(images: list[torch.Tensor], resize: int, crop: int) -> torch.Tensor:
-    """Shorter side to ``resize`` (bicubic, antialiased), centre ``crop``: uint8 ``[N, 3, crop, crop]``."""
-    return torch.stack(
-        [
-            F.center_crop(F.resize(image, [resize], INTERPOLATION, antialias=True), [crop, crop])
-            for image in images
-        ]
-    )
+    """Shorter side to ``resize`` (bicubic, antialiased, torchvision's output size), centre
+    ``crop``: float ``[N, 3, crop, crop]`` holding uint8 values, as :func:`crop_resize_flip`."""
+    out = torch.empty(len(images), 3, crop, crop, device=images[0].device)
+    for i, image in enumerate(images):
+        resized = F.resize(image.float(), [resize], INTERPOLATION, antialias=True)
+        out[i] = F.center_crop(resized, [crop, crop])
+    return out.clamp_(0, 255).round_()
 
 
 def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
@@ -172,10 +180,9 @@ def augment(images: list[torch.Tensor], params: AugmentParams, size: int) -> tor
     """fb.resnet.torch's training augmentation of decoded uint8 images with drawn parameters:
     the normalised float batch ``[N, 3, size, size]``. Empties ``images`` once they are
     cropped, so that the decoded images are freed before the float batch is made."""
-    crops = crop_resize_flip(images, params.boxes.tolist(), params.flip.tolist(), size)
+    x = crop_resize_flip(images, params.boxes.tolist(), params.flip.tolist(), size)
     images.clear()
-    x = crops.float().mul_(1.0 / 255)  # as ToDtype(float32, scale=True)
-    del crops
+    x.mul_(1.0 / 255)  # as ToDtype(float32, scale=True)
     x = color_jitter(x, params.jitter, params.order)
     return normalize(lighting(x, params.alpha))
 
@@ -183,6 +190,6 @@ def augment(images: list[torch.Tensor], params: AugmentParams, size: int) -> tor
 def evaluate(images: list[torch.Tensor], resize: int, crop: int) -> torch.Tensor:
     """The evaluation pipeline of decoded uint8 images: the normalised float batch. Empties
     ``images`` once they are cropped, as :func:`augment` does."""
-    crops = resize_center_crop(images, resize, crop)
+    x = resize_center_crop(images, resize, crop)
     images.clear()
-    return normalize(crops.float().mul_(1.0 / 255))
+    return normalize(x.mul_(1.0 / 255))
