@@ -383,7 +383,7 @@ def test_cuda_decoding_matches_the_cpu(photos):
 @pytest.mark.gpu
 def test_device_memory_of_a_batch_of_256_photos(tmp_path):
     """The device path's peak at batch 256 of 500x375 JPEGs, above the float batch it returns
-    (docs/benchmarks.md computes about 260 MB in all; nvJPEG's own buffers are not counted)."""
+    (docs/benchmarks.md computes 288 MiB; nvJPEG's own buffers are not counted)."""
     from densenet_lit.bench.loaders import write_synthetic_imagenet
 
     write_synthetic_imagenet(tmp_path, n_train=256, n_classes=2)
