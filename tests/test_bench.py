@@ -477,6 +477,7 @@ def test_the_gpu_tests_need_neither_jsonargparse_nor_wandb():
     """The files holding the GPU-only tests are collected where jsonargparse and wandb are
     missing, as on a bare GPU machine (docs/benchmarks.md)."""
     files = ["tests/test_module.py", "tests/test_bench.py", "tests/test_data_modules.py"]
+    files.append("tests/test_data_device_decode.py")
     code = (
         "import sys; sys.modules['jsonargparse'] = None; sys.modules['wandb'] = None\n"
         "import pytest\n"

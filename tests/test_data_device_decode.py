@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from densenet_lit.cli import run
 from densenet_lit.data import CorruptDataError, DataError, ImageNetDataModule
 from densenet_lit.data import device_decode as dd
 from densenet_lit.data import encoded as worker_side
@@ -318,6 +317,7 @@ def test_the_device_path_resumes_exactly_and_independently_of_workers(tmp_path):
     """As the PIL path (tests/test_fault_tolerance.py): 2 workers equal none, and a run cut in
     the middle of epoch 1 and resumed equals the uninterrupted one."""
     from densenet_lit.callbacks import Preempted
+    from densenet_lit.cli import run  # here: the GPU tests of this file run without jsonargparse
 
     data = tmp_path / "imagenet"
     write_imagenet(data, n_classes=3, n_per_class=8, n_val_per_class=2, size=(20, 24))
