@@ -169,3 +169,90 @@ def write_imagenet_val(root: str | Path, images_per_class: list[list[np.ndarray]
             Image.fromarray(pixels).save(path, quality=95)
             files.append(path)
     return files
+
+
+def smooth_pixels(rng: np.random.Generator, size: tuple[int, int] = (60, 80)) -> np.ndarray:
+    """A uint8 ``[H, W, 3]`` picture that is smooth like a photo (an upscaled 6x8 random image
+    plus a little noise), for comparisons where pure noise would exaggerate how much two
+    resize kernels differ."""
+    coarse = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse).resize(size[::-1], Image.BICUBIC), np.int16)
+    noisy = smooth + rng.integers(-8, 9, size=smooth.shape, dtype=np.int16)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def write_smooth_imagenet(
+    root: str | Path,
+    n_classes: int = 2,
+    n_per_class: int = 4,
+    n_val_per_class: int = 2,
+    size: tuple[int, int] = (60, 80),
+    seed: int = 0,
+) -> list[str]:
+    """As :func:`write_imagenet`, with :func:`smooth_pixels` pictures instead of noise."""
+    rng = np.random.default_rng(seed)
+    classes = [wnid(i) for i in range(n_classes)]
+    for c in classes:
+        for split, n in (("train", n_per_class), ("val", n_val_per_class)):
+            folder = Path(root) / split / c
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(n):
+                Image.fromarray(smooth_pixels(rng, size)).save(folder / f"{c}_{k}.JPEG", quality=90)
+    return classes
+
+
+# Files named .JPEG that GPU JPEG decoders refuse but PIL reads (ImageNet has such files).
+UNUSUAL_IMAGES = {"cmyk.JPEG": "CMYK", "grey.JPEG": "grayscale", "png.JPEG": "PNG"}
+
+
+def write_unusual_images(
+    folder: str | Path, size: tuple[int, int] = (60, 80), seed: int = 0
+) -> dict[str, str]:
+    """A CMYK JPEG, a grayscale JPEG and a PNG, each named ``.JPEG``, in ``folder``.
+
+    Returns ``{file name: what it is}`` (:data:`UNUSUAL_IMAGES`).
+    """
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(smooth_pixels(rng, size))
+    image.convert("CMYK").save(folder / "cmyk.JPEG", format="JPEG", quality=90)
+    image.convert("L").save(folder / "grey.JPEG", format="JPEG", quality=90)
+    image.save(folder / "png.JPEG", format="PNG")
+    return dict(UNUSUAL_IMAGES)
+
+
+def write_tiny_imagenet(
+    root: str | Path,
+    n_classes: int = 200,
+    n_per_class: int = 1,
+    n_val: int = 4,
+    size: tuple[int, int] = (16, 16),
+    sorted_val: bool = False,
+    seed: int = 0,
+) -> list[str]:
+    """Tiny-ImageNet's layout: ``train/<wnid>/images/<wnid>_<k>.JPEG`` (plus the
+    ``<wnid>_boxes.txt`` beside ``images/``), and ``val/images/val_<k>.JPEG`` listed in
+    ``val/val_annotations.txt`` (file, wnid, box), or, with ``sorted_val``, the validation
+    images sorted into ``val/<wnid>/``. Returns the class names in label order."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    classes = [wnid(i) for i in range(n_classes)]
+    for c in classes:
+        folder = root / "train" / c / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        (root / "train" / c / f"{c}_boxes.txt").write_text("")
+        for k in range(n_per_class):
+            pixels = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{c}_{k}.JPEG")
+    lines = []
+    for k in range(n_val):
+        c = classes[k % n_classes]
+        folder = root / "val" / (c if sorted_val else "images")
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"val_{k}.JPEG")
+        lines.append(f"val_{k}.JPEG\t{c}\t0\t0\t{size[1]}\t{size[0]}")
+    if not sorted_val:
+        (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    return classes

@@ -32,7 +32,11 @@ from densenet_lit.bench.epoch import (
     busy_range,
     merged_length,
 )
-from densenet_lit.bench.loaders import write_synthetic_imagenet
+from densenet_lit.bench.loaders import (
+    DEVICE_DECODE_PIPELINE,
+    LoaderRow,
+    write_synthetic_imagenet,
+)
 from densenet_lit.bench.report import EpochRow, epoch_section, loader_keeps_up, targets
 from densenet_lit.bench.steps import (
     RepeatBatch,
@@ -122,10 +126,16 @@ def test_loader_and_epoch_tables(quick_report):
     assert ("CIFAR-10", "torchvision", "0") in names
     assert any(n[0].startswith("SVHN") for n in names)
     assert any(n[0].startswith("digits") for n in names)
-    (imagenet,) = [r for r in loaders if r["loader"].startswith("ImageNet")]
-    assert "500x375 JPEGs" in imagenet["loader"] and imagenet["pipeline"].startswith("ours")
+    imagenet = [r for r in loaders if r["loader"].startswith("ImageNet")]
+    assert all("500x375 JPEGs" in r["loader"] for r in imagenet)
+    pil, bytes_only, decode, both = imagenet  # PIL path, then the device path in parts
+    assert pil["pipeline"].startswith("ours: decode + fb.resnet.torch")
     # the data module's own default worker count, as a training run would use it
-    assert int(imagenet["workers"]) == ImageNetDataModule().resolved_num_workers >= 1
+    assert int(pil["workers"]) == ImageNetDataModule().resolved_num_workers >= 1
+    assert "workers read bytes" in bytes_only["pipeline"]
+    assert "augmentation on the CPU alone" in decode["pipeline"] and decode["workers"] == "0"
+    assert "end to end" in both["pipeline"]
+    assert bytes_only["workers"] == both["workers"] == pil["workers"]
     assert all(number(r["img/s"]) > 0 for r in loaders)
 
     epochs = table_after(report, "### CIFAR-10 epoch")
@@ -405,6 +415,21 @@ def test_loader_target_is_judged_by_the_ratio_with_gpu_busy_beside_it():
     assert "0.98x" in table
 
 
+def test_the_device_decoding_target_is_judged_on_a_gpu():
+    specs = model_specs(quick=False)
+    pipeline = DEVICE_DECODE_PIPELINE.format(device="GPU")
+    rows = [LoaderRow("ImageNet", pipeline, 0, 64, ips) for ips in (5200.0, 4100.0)]
+    rows.append(LoaderRow("ImageNet", "ours: decode + fb.resnet.torch", 16, 64, 9000.0))
+    gpu = targets({}, [], specs, default_settings(torch.device("cuda"), quick=False), rows)
+    assert [r[1:] for r in gpu] == [
+        ["5,200 img/s (batches of 64)", "met"],
+        ["4,100 img/s (batches of 64)", "NOT met"],
+    ]
+    assert gpu[0][0].startswith("ImageNet JPEG decoding + augmentation on the device >= 5,000")
+    cpu = targets({}, [], specs, default_settings(torch.device("cpu"), quick=True), rows[:1])
+    assert cpu[0][2] == "not judged (CPU run; GPU target)"
+
+
 def test_documented_commands_use_real_options():
     """Every ``python -m densenet_lit.bench`` line of docs/benchmarks.md parses."""
     commands = re.findall(r"^python -m densenet_lit\.bench(.*)$", DOCS.read_text(), re.M)
@@ -452,6 +477,7 @@ def test_the_gpu_tests_need_neither_jsonargparse_nor_wandb():
     """The files holding the GPU-only tests are collected where jsonargparse and wandb are
     missing, as on a bare GPU machine (docs/benchmarks.md)."""
     files = ["tests/test_module.py", "tests/test_bench.py", "tests/test_data_modules.py"]
+    files.append("tests/test_data_device_decode.py")
     code = (
         "import sys; sys.modules['jsonargparse'] = None; sys.modules['wandb'] = None\n"
         "import pytest\n"

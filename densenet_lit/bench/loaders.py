@@ -14,6 +14,7 @@ image per sample) with ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip()``
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,8 +195,94 @@ def our_cifar10(root: Path, batch_size: int, workers: int | None, **kwargs):
     )
 
 
-def our_imagenet(root: Path, batch_size: int):
+def our_imagenet(root: Path, batch_size: int, decode: str = "pil"):
     """ImageNetDataModule as a training run builds it: default worker count and crops."""
     from densenet_lit.data import ImageNetDataModule
 
-    return ImageNetDataModule(data_dir=str(root), batch_size=batch_size)
+    return ImageNetDataModule(data_dir=str(root), batch_size=batch_size, decode=decode)
+
+
+# ------------------------------------------------------------- ImageNet's device path, in parts
+
+BYTES_PIPELINE = "ours, decode: device: workers read bytes and draw the augmentation only"
+DEVICE_DECODE_PIPELINE = (
+    "ours, decode: device: batched decode_jpeg + fb.resnet.torch augmentation on the {device} "
+    "alone (no workers)"
+)
+DEVICE_END_TO_END_PIPELINE = "ours, decode: device: end to end (workers + decode + augmentation)"
+
+
+def encoded_loader_throughput(datamodule, num_batches: int, warmup_batches: int = 2) -> float:
+    """Images/s of the device path's workers alone: batches of file bytes and drawn
+    augmentation parameters as the training loader delivers them, not decoded."""
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+
+    def batches():
+        while True:
+            yield from loader
+
+    stream = batches()
+    for _ in range(warmup_batches):  # worker start-up
+        next(stream)
+    n = 0
+    start = now(torch.device("cpu"))
+    for _ in range(num_batches):
+        n += len(next(stream))
+    return n / (now(torch.device("cpu")) - start)
+
+
+def device_decode_throughput(
+    datamodule, num_batches: int, device: torch.device, held: int = 4, warmup_batches: int = 2
+) -> float:
+    """Images/s of decoding and augmenting on ``device`` alone: ``held`` training batches are
+    read once (in this process), then moved and transformed ``num_batches`` times over, as
+    Lightning does (``transfer_batch_to_device``, then ``transform_batch``)."""
+    datamodule.setup("fit")
+    train = datamodule.train_set
+    size = datamodule.per_device_batch_size
+    if len(train) < size:
+        raise ValueError(f"{len(train)} training images, fewer than one batch of {size}")
+    held_batches = [
+        train.__getitems__(list(range(k * size, (k + 1) * size)))
+        for k in range(min(held, len(train) // size))
+    ]
+
+    def step(k: int) -> int:
+        moved = datamodule.transfer_batch_to_device(held_batches[k % len(held_batches)], device, 0)
+        images, _ = datamodule.transform_batch(moved, train=True)
+        return images.shape[0]
+
+    for k in range(warmup_batches):
+        step(k)
+    n = 0
+    start = now(device)
+    for k in range(num_batches):
+        n += step(k)
+    return n / (now(device) - start)
+
+
+def imagenet_device_rows(
+    root: Path, batch_size: int, num_batches: int, device: torch.device
+) -> list[tuple[str, int, Callable[[], float]]]:
+    """``(pipeline, workers, measure)`` of the device path's loader rows: the workers alone,
+    decoding and augmentation alone, and both together (``loader_throughput``)."""
+    from densenet_lit.data import loader_throughput
+
+    def ours():
+        return our_imagenet(root, batch_size, decode="device")
+
+    workers = ours().resolved_num_workers
+    return [
+        (BYTES_PIPELINE, workers, lambda: encoded_loader_throughput(ours(), num_batches)),
+        (
+            DEVICE_DECODE_PIPELINE.format(device="GPU" if device.type == "cuda" else "CPU"),
+            0,
+            lambda: device_decode_throughput(ours(), num_batches, device),
+        ),
+        (
+            DEVICE_END_TO_END_PIPELINE,
+            workers,
+            lambda: loader_throughput(ours(), num_batches, "train", device),
+        ),
+    ]

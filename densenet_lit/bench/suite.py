@@ -34,6 +34,7 @@ from densenet_lit.bench.epoch import OURS_PIPELINE, PLAIN_PIPELINE, our_epoch, p
 from densenet_lit.bench.loaders import (
     IMAGENET_SIZE,
     LoaderRow,
+    imagenet_device_rows,
     our_cifar10,
     our_imagenet,
     plain_loader_throughput,
@@ -315,12 +316,17 @@ def run_loaders(
         lambda: loader_throughput(DigitsDataModule(batch_size=b), n, "train", dev),
     )
     imagenet = our_imagenet(imagenet_root, b)
+    jpegs = f"ImageNet (synthetic {IMAGENET_SIZE[1]}x{IMAGENET_SIZE[0]} JPEGs)"
     add(
-        f"ImageNet (synthetic {IMAGENET_SIZE[1]}x{IMAGENET_SIZE[0]} JPEGs)",
+        jpegs,
         "ours: decode + fb.resnet.torch augmentation per image in workers (default count)",
         imagenet.resolved_num_workers,
         lambda: loader_throughput(imagenet, settings.imagenet_loader_batches, "train", dev),
     )
+    for pipeline, workers, measure in imagenet_device_rows(
+        imagenet_root, b, settings.imagenet_loader_batches, dev
+    ):
+        add(jpegs, pipeline, workers, measure)
 
 
 # ---------------------------------------------------------------------------------- epoch

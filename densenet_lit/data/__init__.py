@@ -2,7 +2,9 @@
 
 Every module takes a *global* ``batch_size`` and knows ``num_classes``, ``in_channels`` and
 ``image_size`` right after ``__init__`` (for the CLI's argument links). The 32x32 sets ship
-uint8 batches and normalise/augment on the device in ``on_after_batch_transfer``.
+uint8 batches and normalise/augment on the device in ``on_after_batch_transfer``; ImageNet
+(and any folder-of-classes data set) does so too with ``decode="device"``: its loader ships
+JPEG bytes, decoded on the device there.
 """
 
 from densenet_lit.data.base import BaseDataModule, InMemoryImageDataModule, TensorImageDataset

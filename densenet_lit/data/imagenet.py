@@ -1,165 +1,59 @@
-"""ImageNet (ILSVRC 2012) from the usual ``train/`` and ``val/`` class-folder layout.
+"""ImageNet (ILSVRC 2012), or any data set in its ``train/<class>/`` and ``val/<class>/`` layout.
 
-Images are decoded and augmented per image in worker processes (the fb.resnet.torch
-pipeline the paper used), then batched as normalised float tensors.
+Two ways to decode and augment (``decode``), with the same fb.resnet.torch pipeline:
+
+* ``pil`` (the reference): each image decoded with PIL and augmented in a worker process
+  (:mod:`densenet_lit.data.pil_pipeline`), batched as normalised float tensors.
+* ``device``: workers only read file bytes and draw each image's augmentation parameters
+  (:mod:`densenet_lit.data.encoded`); the batch is decoded and augmented on the device it
+  is trained on (:mod:`densenet_lit.data.device_decode`), in ``on_after_batch_transfer``.
 """
 
 from __future__ import annotations
 
-import os
+import collections
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
-import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
-from torchvision.transforms import InterpolationMode, v2
 
-from densenet_lit.data.base import BaseDataModule, cpu_count, split_indices
-from densenet_lit.data.errors import CorruptDataError, DataError, not_found
+from densenet_lit.data import device_decode
+from densenet_lit.data.base import BaseDataModule, collate_batch, cpu_count, split_indices
+from densenet_lit.data.class_folders import (
+    HOW_TO_GET,
+    LAYOUT,
+    check_layout,
+    count_classes,
+    scan_split,
+)
+from densenet_lit.data.encoded import EncodedBatch, EncodedImageDataset
+from densenet_lit.data.pil_pipeline import (  # re-exported: the reference pipeline's names
+    MEAN,
+    PCA_EIGVAL,
+    PCA_EIGVEC,
+    STD,
+    ImageListDataset,
+    Lighting,
+    eval_transform,
+    load_rgb,
+    train_transform,
+)
 from densenet_lit.data.ten_crop import check_eval_crops, ten_crop_transform
 
-# fb.resnet.torch constants (datasets/imagenet.lua).
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
-PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
-PCA_EIGVEC = (
-    (-0.5675, 0.7192, 0.4009),
-    (-0.5808, -0.0045, -0.8140),
-    (-0.5836, -0.6948, 0.4203),
-)
+__all__ = ["HOW_TO_GET", "MEAN", "PCA_EIGVAL", "PCA_EIGVEC", "STD", "ImageNetDataModule"]
+__all__ += ["ImageListDataset", "Lighting", "eval_transform", "load_rgb", "train_transform"]
 
-HOW_TO_GET = (
-    "ImageNet cannot be downloaded automatically. Get ILSVRC2012_img_train.tar and "
-    "ILSVRC2012_img_val.tar from https://image-net.org (free registration), unpack the "
-    "training archive into train/<wnid>/ folders (one tar per class) and sort the flat "
-    "validation images into val/<wnid>/ folders, e.g. with the valprep.sh script of "
-    "soumith/imagenetloader.torch."
-)
-
-
-def load_rgb(path: str) -> Image.Image:
-    """Decode an image file as RGB; a corrupt or truncated file becomes a DataError naming it."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except Exception as err:
-        raise CorruptDataError(
-            f"Cannot decode image '{path}': {err}. The file is truncated or corrupt; "
-            "replace it from the original ImageNet archive (or delete it)."
-        ) from err
-
-
-class Lighting:
-    """AlexNet-style PCA lighting noise on a float RGB image in [0, 1] (fb.resnet.torch).
-
-    Adds ``eigvec @ (alpha * eigval)`` to every pixel, ``alpha ~ N(0, alphastd)`` per image.
-    """
-
-    def __init__(self, alphastd: float = 0.1, eigval=PCA_EIGVAL, eigvec=PCA_EIGVEC):
-        self.alphastd = alphastd
-        self.eigval = torch.tensor(eigval, dtype=torch.float32)
-        self.eigvec = torch.tensor(eigvec, dtype=torch.float32)
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        if self.alphastd == 0:
-            return img
-        alpha = torch.randn(3) * self.alphastd
-        rgb = self.eigvec @ (alpha * self.eigval)
-        return img + rgb.view(3, 1, 1).to(img.dtype)
-
-
-def train_transform(crop: int) -> Callable:
-    """fb.resnet.torch training order: RandomSizedCrop, ColorJitter, Lighting, flip, normalise."""
-    return v2.Compose(
-        [
-            v2.RandomResizedCrop(
-                crop,
-                scale=(0.08, 1.0),
-                ratio=(3 / 4, 4 / 3),
-                interpolation=InterpolationMode.BICUBIC,
-                antialias=True,
-            ),
-            v2.PILToTensor(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4),
-            Lighting(0.1),
-            v2.RandomHorizontalFlip(0.5),
-            v2.Normalize(MEAN, STD),
-            v2.ToPureTensor(),
-        ]
-    )
-
-
-def eval_transform(resize: int, crop: int) -> Callable:
-    """Shorter side to ``resize``, centre ``crop``, normalise (deterministic)."""
-    return v2.Compose(
-        [
-            v2.Resize(resize, interpolation=InterpolationMode.BICUBIC, antialias=True),
-            v2.CenterCrop(crop),
-            v2.PILToTensor(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(MEAN, STD),
-            v2.ToPureTensor(),
-        ]
-    )
-
-
-class ImageListDataset(Dataset):
-    """Image files under ``root`` with labels, decoded and transformed on access.
-
-    Paths are kept as one numpy byte-string array, not a list of Python strings, so that
-    forked workers do not copy a million refcounted objects page by page.
-
-    An item is ``dataset[i]``, or ``dataset[(i, seed)]``: the transform then draws its random
-    numbers from the torch RNG seeded with ``seed`` (the caller's RNG state is left as it
-    was). ``DenseNetModule`` passes such seeds for training (``accepts_sample_seeds``), so
-    that an image's augmentation does not depend on which worker process decodes it.
-    """
-
-    accepts_sample_seeds = True
-
-    def __init__(self, root: Path, relpaths: np.ndarray, labels: np.ndarray, transform: Callable):
-        self.root = str(root)
-        self.relpaths = relpaths
-        self.labels = labels
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        i, seed = key if isinstance(key, tuple) else (key, None)
-        path = os.path.join(self.root, self.relpaths[i].decode())
-        image = load_rgb(path)
-        if seed is None:
-            return self.transform(image), int(self.labels[i])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.transform(image), int(self.labels[i])
-
-
-def _class_dirs(split_dir: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
-
-
-def scan_split(split_dir: Path, class_to_idx: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Relative paths (bytes) and labels of every image in ``split_dir/<class>/``."""
-    try:
-        samples = make_dataset(str(split_dir), class_to_idx, extensions=IMG_EXTENSIONS)
-    except FileNotFoundError as err:
-        raise DataError(
-            f"Wrong ImageNet layout in '{split_dir}': {err}. Every class folder must hold "
-            f"image files ({', '.join(IMG_EXTENSIONS[:3])}, ...)."
-        ) from err
-    rel = np.array([os.fsencode(os.path.relpath(p, split_dir)) for p, _ in samples])
-    return rel, np.array([label for _, label in samples], dtype=np.int64)
+IMAGENET_CLASSES = 1000
+DECODERS = ("pil", "device")
 
 
 class ImageNetDataModule(BaseDataModule):
-    """ImageNet in ``<data_dir>/{train,val}/<wnid>/*.JPEG`` (1,000 classes).
+    """ImageNet in ``<data_dir>/{train,val}/<wnid>/*.JPEG``, or any data set laid out so.
+
+    ``num_classes`` is the number of class folders (1,000 for ImageNet, 10 for Imagenette,
+    200 for Tiny-ImageNet's ``train/``); ``val/`` must hold the same class folders.
 
     Training: fb.resnet.torch augmentation (random-size crop to ``train_crop``, colour
     jitter 0.4, PCA lighting 0.1, horizontal flip, mean/std normalisation). Evaluation:
@@ -188,6 +82,8 @@ class ImageNetDataModule(BaseDataModule):
         seed: int = 0,
         num_workers: int | None = None,
         download: bool = False,
+        decode: Literal["pil", "device"] = "pil",
+        benchmark: str = "imagenet",
     ):
         """
         Args:
@@ -204,29 +100,51 @@ class ImageNetDataModule(BaseDataModule):
             val_size: 0 = validate on the official val/ images (which are also the test
                 set); > 0 = hold out that many training images, chosen with ``seed``.
             seed: Seed of the held-out validation split.
-            num_workers: Decoding worker processes per device; None = the machine's CPUs
-                divided among its devices (at most 16).
+            num_workers: Worker processes per device; None = the machine's CPUs divided
+                among its devices (at most 16).
             download: Accepted for a uniform interface; ImageNet has no automatic download
                 (the error for missing data explains how to get it).
+            decode: ``pil`` = decode and augment each image with PIL in the workers (the
+                reference); ``device`` = workers read the file bytes only, and the batch is
+                decoded (``torchvision.io.decode_jpeg``: nvJPEG on a GPU) and augmented on
+                the training device. Both draw the same augmentation for the same seed.
+            benchmark: what the data set is, for grouping and comparing runs (W&B groups,
+                reports): ``imagenet``, or e.g. ``imagenette`` for another class-folder set.
         """
         super().__init__(batch_size, num_workers, seed, val_size)
         if eval_crop > eval_resize:
             raise ValueError(f"eval_crop ({eval_crop}) must not exceed eval_resize ({eval_resize})")
+        if decode not in DECODERS:
+            raise ValueError(
+                f"data.decode={decode!r}: expected 'pil' (PIL in worker processes, the "
+                "reference) or 'device' (decode and augment on the training device)."
+            )
         self.data_dir = data_dir
         self.train_crop = train_crop
         self.eval_resize = eval_resize
         self.eval_crop = eval_crop
+        self.benchmark = benchmark
         self.eval_crops = check_eval_crops(eval_crops)
+        if self.eval_crops == 10 and decode == "device":
+            raise ValueError(
+                "data.eval_crops=10 with data.decode='device': ten-crop evaluation runs on the "
+                "PIL path. Give data.decode=pil for the ten-crop validate/test."
+            )
         self.download = download
+        self.decode = decode
         self.classes: list[str] = []
+        # files the device decoder could not read, decoded on the CPU: (path, why) -> images
+        self.cpu_decoded: collections.Counter[tuple[str, str]] = collections.Counter()
         self.save_hyperparameters()
         self.declare()
 
-    benchmark = "imagenet"
-
     @property
     def num_classes(self) -> int:
-        return 1000
+        """The number of class folders; 1,000 (ImageNet) while no folder can be read, as when
+        a config is checked without the data (setup then says what is missing)."""
+        if self.classes:
+            return len(self.classes)
+        return count_classes(self.root) or IMAGENET_CLASSES
 
     @property
     def in_channels(self) -> int:
@@ -245,10 +163,7 @@ class ImageNetDataModule(BaseDataModule):
         return True  # val_size 0: the official val/ images
 
     def layout(self) -> str:
-        return (
-            f"  {self.root}/\n      train/n01440764/n01440764_10026.JPEG ... (1,000 class folders)\n"
-            "      val/n01440764/ILSVRC2012_val_00000293.JPEG ... (the same class folders)"
-        )
+        return LAYOUT.format(root=self.root)
 
     def default_num_workers(self) -> int:
         if self.trainer is not None:
@@ -266,64 +181,26 @@ class ImageNetDataModule(BaseDataModule):
         """
         return stage in (None, "fit") or (stage == "validate" and self.val_size > 0)
 
-    def _missing_folders(self, need_train: bool) -> list[Path]:
-        if not self.root.is_dir():
-            return [self.root]
-        wanted = [self.root / "train"] if need_train else []
-        return [p for p in (*wanted, self.root / "val") if not p.is_dir()]
-
-    def _check_layout(self, need_train: bool) -> list[str]:
-        """Check the folders and return the class names; DataError on any layout problem.
-
-        ``val/`` is always required; ``train/`` only when ``need_train``. When both hold
-        class folders they must hold the same ones, whether or not ``train/`` is used.
-        """
-        train, val = self.root / "train", self.root / "val"
-        missing = self._missing_folders(need_train)
-        if missing:
-            how_to_get = HOW_TO_GET
-            if not need_train:
-                how_to_get += " Evaluation (validate, test, predict) needs only val/."
-            raise not_found("ImageNet", self.root, missing, self.layout(), how_to_get)
-        train_classes = _class_dirs(train) if train.is_dir() else []
-        val_classes = _class_dirs(val)
-        if need_train and not train_classes:
-            raise DataError(
-                f"Wrong ImageNet layout: '{train}' has no class folders.\n"
-                f"Expected layout:\n{self.layout()}\n{HOW_TO_GET}"
-            )
-        if not val_classes:
-            flat = [e.name for e in os.scandir(val) if e.is_file()]
-            raise DataError(
-                f"Wrong ImageNet layout: '{val}' has no class folders"
-                + (f" but {len(flat)} files directly inside (e.g. '{flat[0]}')" if flat else "")
-                + ". The validation images must be sorted into val/<wnid>/ folders like "
-                "train/ (e.g. with the valprep.sh script of soumith/imagenetloader.torch).\n"
-                f"Expected layout:\n{self.layout()}"
-            )
-        if train_classes and train_classes != val_classes:
-            only_train = sorted(set(train_classes) - set(val_classes))
-            only_val = sorted(set(val_classes) - set(train_classes))
-            raise DataError(
-                f"Wrong ImageNet layout under '{self.root}': train/ and val/ must hold the same "
-                f"class folders. Only in train/: {len(only_train)} {only_train[:5]}; "
-                f"only in val/: {len(only_val)} {only_val[:5]}."
-            )
-        return val_classes
+    def _dataset(self, split_dir: Path, paths, labels, train: bool):
+        if self.decode == "device":
+            return EncodedImageDataset(split_dir, paths, labels, self.train_crop if train else None)
+        if train:
+            return ImageListDataset(split_dir, paths, labels, train_transform(self.train_crop))
+        if self.eval_crops == 10:
+            evaluation = ten_crop_transform(self.eval_resize, self.eval_crop, MEAN, STD)
+        else:
+            evaluation = eval_transform(self.eval_resize, self.eval_crop)
+        return ImageListDataset(split_dir, paths, labels, evaluation)
 
     def setup(self, stage: str | None = None) -> None:
         need_train = self.needs_train(stage)
         if not self.classes or (need_train and self.train_set is None):
             # checked again when an evaluation-only setup is followed by fit
-            self.classes = self._check_layout(need_train)
+            self.classes = check_layout(self.root, need_train)
         class_to_idx = {c: i for i, c in enumerate(self.classes)}
-        if self.eval_crops == 10:
-            eval_tf = ten_crop_transform(self.eval_resize, self.eval_crop, MEAN, STD)
-        else:
-            eval_tf = eval_transform(self.eval_resize, self.eval_crop)
         if self.test_set is None:
             val_dir = self.root / "val"
-            self.test_set = ImageListDataset(val_dir, *scan_split(val_dir, class_to_idx), eval_tf)
+            self.test_set = self._dataset(val_dir, *scan_split(val_dir, class_to_idx), False)
         if not need_train:
             if self.val_size == 0:
                 self.val_set = self.test_set
@@ -335,10 +212,46 @@ class ImageNetDataModule(BaseDataModule):
                 keep, held = (
                     i.numpy() for i in split_indices(len(labels), self.val_size, self.seed)
                 )
-                self.val_set = ImageListDataset(train_dir, paths[held], labels[held], eval_tf)
+                self.val_set = self._dataset(train_dir, paths[held], labels[held], False)
                 paths, labels = paths[keep], labels[keep]
             else:
                 self.val_set = self.test_set
-            self.train_set = ImageListDataset(
-                train_dir, paths, labels, train_transform(self.train_crop)
-            )
+            self.train_set = self._dataset(train_dir, paths, labels, True)
+
+    # --- the device path ------------------------------------------------------------------
+    def collate_fn(self) -> Callable | None:
+        """The device path's dataset already returns a whole batch (one byte buffer)."""
+        return collate_batch if self.decode == "device" else None
+
+    def transform_batch(self, batch, train: bool):
+        """Decode and augment an :class:`EncodedBatch` on the device its labels are on; PIL
+        batches pass through. Training batches are those that carry augmentation parameters
+        (drawn by the training set's workers), so ``train`` is not needed to tell them."""
+        if not isinstance(batch, EncodedBatch):
+            return batch
+        images, on_cpu = device_decode.decode_batch(batch, batch.labels.device)
+        self.cpu_decoded.update(on_cpu)
+        if batch.params is not None:
+            x = device_decode.augment(images, batch.params, self.train_crop)
+        else:
+            x = device_decode.evaluate(images, self.eval_resize, self.eval_crop)
+        return x, batch.labels
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        return self.transform_batch(batch, train=self.is_training())
+
+    def teardown(self, stage: str) -> None:
+        """One warning for the whole stage that counts the images decoded on the CPU."""
+        if not self.cpu_decoded:
+            return
+        files = list(self.cpu_decoded)
+        examples = "; ".join(f"'{path}' ({why})" for path, why in files[:5])
+        warnings.warn(
+            f"decode=device: {self.cpu_decoded.total()} images ({len(files)} files) were not "
+            f"readable by the device's JPEG decoder and were decoded on the CPU instead, the "
+            f"same pixels as decode=pil gives: {examples}{'; ...' if len(files) > 5 else ''}. "
+            "A few such files are expected (ImageNet's training set has 22 CMYK JPEGs and a "
+            "PNG named .JPEG); if there are many, convert them to RGB JPEGs or use decode=pil.",
+            stacklevel=2,
+        )
+        self.cpu_decoded.clear()

@@ -9,11 +9,6 @@ import torch
 from densenet_lit.data.base import BaseDataModule
 
 
-def _to(batch, device: torch.device):
-    images, labels = batch
-    return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-
-
 def loader_throughput(
     datamodule: BaseDataModule,
     num_batches: int = 50,
@@ -24,9 +19,10 @@ def loader_throughput(
     """Images per second delivered by ``split``'s loader, including the on-device transform.
 
     Runs ``prepare_data``/``setup`` if needed, skips ``warmup_batches`` (worker start-up),
-    then times ``num_batches`` batches: loading, transfer to ``device`` and
-    ``transform_batch`` (the work ``on_after_batch_transfer`` does; augmentation included
-    for ``split="train"``). Restarts the loader when it runs out of batches.
+    then times ``num_batches`` batches: loading, ``transfer_batch_to_device`` and
+    ``transform_batch`` (the work ``on_after_batch_transfer`` does: augmentation for
+    ``split="train"``, and decoding for ImageNet's ``decode="device"``). Restarts the
+    loader when it runs out of batches.
     """
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
@@ -45,15 +41,20 @@ def loader_throughput(
         while True:
             yield from loader
 
+    def on_device(batch):
+        """What Lightning does with a batch: the transfer hook, then the on-device transform."""
+        moved = datamodule.transfer_batch_to_device(batch, device, 0)
+        return datamodule.transform_batch(moved, train=split == "train")
+
     stream = batches()
     for _ in range(warmup_batches):
-        datamodule.transform_batch(_to(next(stream), device), train=split == "train")
+        on_device(next(stream))
     n_images = 0
     if device.type == "cuda":
         torch.cuda.synchronize(device)  # the warm-up batches are not timed
     start = time.perf_counter()
     for _ in range(num_batches):
-        images, _ = datamodule.transform_batch(_to(next(stream), device), train=split == "train")
+        images, _ = on_device(next(stream))
         n_images += images.shape[0]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
