@@ -135,7 +135,8 @@ def test_preempting_rank_zero_stops_every_rank_at_the_same_step(tmp_path):
     saved = load_checkpoint(ckpt)
     assert saved["global_step"] == 2
     # the epoch's running sums cover both ranks: 2 steps of the global batch
-    assert float(saved["densenet_lit_train_sums"]["train_loss"]["weight"]) == 2 * GLOBAL_BATCH
+    sums = saved["densenet_lit_train_sums"]
+    assert sums["mid_epoch"] and float(sums["sums"]["train_loss"]["weight"]) == 2 * GLOBAL_BATCH
 
     resumed = run(
         ddp_args(tmp_path / "runs", "pre", "--run.wandb", "false", "--ckpt_path", "last", devices=1)
