@@ -20,6 +20,8 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
+from densenet_lit.collectives import QueuedReduction, is_distributed, reduce_now
+
 
 def has_validation(trainer: Trainer) -> bool:
     """Whether this fit will run a validation loop (a data module with ``val_size=0`` will not)."""
@@ -95,14 +97,27 @@ class ThroughputMonitor(Callback):
     """Log training images per second (all devices together) and, on GPU, peak memory.
 
     Logged once per training epoch as ``perf/images_per_sec`` and ``perf/peak_memory_gib``
-    (the largest ``torch.cuda.max_memory_allocated`` over the devices). The clock runs from the
-    start of the first training batch to the end of the last one and stops during validation.
+    (the largest ``torch.cuda.max_memory_allocated`` over the devices). Both describe the
+    timed training steps: the clock runs from the start of the first timed batch to the end
+    of the epoch's last one and stops during validation, and the memory peak is read when the
+    clock stops (a validation's own peak is left out). The first ``warmup_steps`` training
+    steps of the process (in the first epoch of a run, or of a resumed run) are not timed:
+    ``torch.compile`` compiles and cuDNN autotunes there, which would make the first epoch's
+    figures a measure of start-up. An epoch with no timed step logs neither figure.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, warmup_steps: int = 2) -> None:
+        if warmup_steps < 0:
+            raise ValueError(
+                f"ThroughputMonitor(warmup_steps={warmup_steps}): expected 0 or more steps."
+            )
+        self.warmup_steps = warmup_steps
+        self._steps = 0  # training steps of this process so far
+        self._timing = False  # the current batch is timed
         self._images = 0
         self._elapsed = 0.0
         self._started: float | None = None
+        self._peak = 0
 
     def _cuda(self, pl_module: LightningModule) -> bool:
         return pl_module.device.type == "cuda"
@@ -111,27 +126,30 @@ class ThroughputMonitor(Callback):
         if self._started is not None:
             if self._cuda(pl_module):
                 torch.cuda.synchronize(pl_module.device)
+                self._peak = max(self._peak, torch.cuda.max_memory_allocated(pl_module.device))
             self._elapsed += time.perf_counter() - self._started
             self._started = None
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._images, self._elapsed, self._started = 0, 0.0, None
-        if self._cuda(pl_module):
-            torch.cuda.reset_peak_memory_stats(pl_module.device)
+        self._images, self._elapsed, self._started, self._peak = 0, 0.0, None, 0
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self._started is None:
+        self._timing = self._steps >= self.warmup_steps
+        if self._timing and self._started is None:
             if self._cuda(pl_module):
-                torch.cuda.synchronize(pl_module.device)  # once per epoch
+                torch.cuda.synchronize(pl_module.device)  # once per epoch and validation
+                torch.cuda.reset_peak_memory_stats(pl_module.device)
             self._started = time.perf_counter()
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        x = batch[0] if isinstance(batch, list | tuple) else batch
-        self._images += int(x.shape[0]) if hasattr(x, "shape") else 0
+        self._steps += 1
+        if self._timing:
+            x = batch[0] if isinstance(batch, list | tuple) else batch
+            self._images += int(x.shape[0]) if hasattr(x, "shape") else 0
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._stop(pl_module)
@@ -142,10 +160,13 @@ class ThroughputMonitor(Callback):
             rate = self._images * trainer.world_size / self._elapsed
             # each rank's rate times the world size, averaged over the ranks
             pl_module.log("perf/images_per_sec", rate, on_epoch=True, sync_dist=True)
-        if self._cuda(pl_module):
-            peak = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
+        if self._cuda(pl_module) and self._peak > 0:
             pl_module.log(
-                "perf/peak_memory_gib", peak, on_epoch=True, sync_dist=True, reduce_fx="max"
+                "perf/peak_memory_gib",
+                self._peak / 2**30,
+                on_epoch=True,
+                sync_dist=True,
+                reduce_fx="max",
             )
 
 
@@ -187,18 +208,23 @@ class FiniteLossGuard(Callback):
     at the same step (one rank's bad batch stops every rank, none is left waiting). A
     checkpoint is never written after a bad step, nor with non-finite weights (a step that was
     finite can still overflow the weights): saving one is refused with the same error, so the
-    newest checkpoint on disk is always a good one.
+    newest checkpoint on disk is always a good one. Under DDP the weights are checked on every
+    rank and the verdict is shared (a reduction when a checkpoint is saved), so that every
+    rank stops, not only the one whose weights (e.g. batch-norm statistics) went bad.
 
     When the loss is checked (``check``):
         ``"every_step"``: before the backward pass of the same step, so the optimizer never
             steps on a bad loss. Reading the loss makes the host wait for the step's forward
-            pass, which costs nothing on the CPU but stalls the launch queue of a GPU.
-        ``"deferred"``: the check of step ``n`` is copied to the host without waiting and
-            read when step ``n + 1`` reaches the same point (by then it has long arrived), and
-            before anything is validated, logged at the epoch end or saved. Step ``n`` has
-            then updated the weights in memory, but the run stops before they reach a
-            checkpoint, and the error names step ``n``.
-        ``"auto"`` (default): ``"deferred"`` on CUDA devices, ``"every_step"`` elsewhere.
+            pass, which costs nothing on the CPU but stalls the launch queue of a GPU; under
+            DDP the host also waits for every rank's verdict (one reduction per step).
+        ``"deferred"``: the check of step ``n`` (under DDP: reduced over the ranks, queued
+            with ``async_op=True``) is copied to the host without waiting and read when step
+            ``n + 1`` reaches the same point (by then it has long arrived), and before
+            anything is validated, logged at the epoch end or saved. Step ``n`` has then
+            updated the weights in memory, but the run stops before they reach a checkpoint,
+            and the error names step ``n``. No step waits for the GPU or for another rank.
+        ``"auto"`` (default): ``"deferred"`` on CUDA devices and under DDP, ``"every_step"``
+            on a single CPU process.
     """
 
     def __init__(self, check: str = "auto") -> None:
@@ -207,48 +233,39 @@ class FiniteLossGuard(Callback):
                 f"FiniteLossGuard(check={check!r}): expected 'auto', 'every_step' or 'deferred'."
             )
         self.check = check
-        self._pending: tuple[torch.Tensor, Any, tuple[int, int, int]] | None = None
+        self._pending: tuple[QueuedReduction, tuple[int, int, int]] | None = None
 
-    def _deferred(self, device: torch.device) -> bool:
-        return self.check == "deferred" or (self.check == "auto" and device.type == "cuda")
+    def _deferred(self, trainer: Trainer, device: torch.device) -> bool:
+        if self.check == "auto":
+            return device.type == "cuda" or trainer.world_size > 1
+        return self.check == "deferred"
 
     def on_before_backward(
         self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor
     ) -> None:
         loss = loss.detach()
-        if not self._deferred(loss.device):
-            finite = bool(torch.isfinite(loss).all())
-            if not trainer.strategy.reduce_boolean_decision(finite, all=True):
-                self._stop(trainer, self._what(float(loss.float().mean()), finite))
+        # 1 where the loss is bad, in float32 (bf16-true makes bfloat16 the default dtype)
+        bad = (~torch.isfinite(loss).all()).to(torch.float32).reshape(1)
+        if not self._deferred(trainer, loss.device):
+            everywhere = reduce_now(bad) if is_distributed(trainer) else bad
+            if bool(everywhere):
+                self._stop(trainer, self._what(float(loss.float().mean()), not bool(bad)))
             return
         self._check_pending(trainer)  # the previous step's, which has arrived by now
-        local = torch.isfinite(loss).all().float()
-        everywhere = local.clone()
-        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-            # the minimum over the ranks, queued on the device. Not strategy.reduce: Lightning
-            # puts a barrier before it, which makes the host wait under NCCL.
-            dist.all_reduce(everywhere, op=dist.ReduceOp.MIN)
-        values = torch.stack([loss.float().mean(), local, everywhere])
-        event = None
-        if values.device.type == "cuda":
-            host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
-            host.copy_(values, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record(torch.cuda.current_stream(values.device))  # the copy's stream
-            values = host
-        self._pending = (values, event, self._position(trainer))
+        local = torch.cat([loss.float().mean().reshape(1), bad])
+        queued = QueuedReduction(bad, local=local, distributed=is_distributed(trainer))
+        self._pending = (queued, self._position(trainer))
 
     def _check_pending(self, trainer: Trainer) -> None:
         """Read the deferred check of the last step (waiting for it if needed); stop if bad."""
         if self._pending is None:
             return
-        values, event, position = self._pending
+        queued, position = self._pending
         self._pending = None
-        if event is not None:
-            event.synchronize()
-        loss, local, everywhere = (float(v) for v in values.cpu())
-        if not everywhere:
-            self._stop(trainer, self._what(loss, bool(local)), position)
+        everywhere, local = queued.result()
+        if bool(everywhere[0]):
+            loss, bad_here = float(local[0]), bool(local[1])
+            self._stop(trainer, self._what(loss, not bad_here), position)
 
     @staticmethod
     def _what(loss: float, finite_here: bool) -> str:
@@ -282,14 +299,16 @@ class FiniteLossGuard(Callback):
         }
         if not state:
             return
-        finite = [torch.isfinite(v).all() for v in state.values()]
-        device = finite[0].device
-        if bool(torch.stack([f.to(device) for f in finite]).all()):  # one device sync
+        device = trainer.strategy.root_device
+        finite = torch.stack([torch.isfinite(v).all().to(device) for v in state.values()])
+        bad = (~finite.all()).to(torch.float32).reshape(1)
+        # every rank saves (Lightning requires it): all of them raise, or none does
+        if not bool(reduce_now(bad) if is_distributed(trainer) else bad):  # one device sync
             return
-        bad = [k for k, f in zip(state, finite, strict=True) if not f]
-        if bad:
-            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-            self._stop(trainer, f"The weights hold NaN or infinite values ({shown}) ")
+        names = [k for k, f in zip(state, finite.tolist(), strict=True) if not f]
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        where = f"({shown})" if names else "on another DDP rank"
+        self._stop(trainer, f"The weights hold NaN or infinite values {where} ")
 
     @staticmethod
     def _position(trainer: Trainer) -> tuple[int, int, int]:
@@ -337,14 +356,21 @@ class PreemptionCheckpoint(Callback):
     """On SIGTERM or SIGUSR1 (preemption, ``scancel``, a cloud instance being reclaimed): save a
     checkpoint at the next batch boundary and stop with :class:`Preempted`.
 
-    The handler only records the signal. After the current training batch (all DDP ranks
-    agree on the step) the checkpoint is written, and the run stops before the next batch
-    starts, once the batch's metrics are logged. When the signal comes during the validation
-    at the end of an epoch or at its last batch, the epoch finishes first (metrics logged,
-    ``last.ckpt``/best saved as usual) and the checkpoint is written after it. The checkpoint
-    is ``last.ckpt`` in the checkpoint directory, written to a temporary file and renamed, so
-    a kill while saving cannot destroy the previous one; ``--ckpt_path last`` or the run
-    directory resumes it, exactly where it stopped (see ``DenseNetModule``, "Randomness").
+    The handler only records the signal. After the current training batch the checkpoint is
+    written, and the run stops before the next batch starts, once the batch's metrics are
+    logged. When the signal comes during the validation at the end of an epoch or at its last
+    batch, the epoch finishes first (metrics logged, ``last.ckpt``/best saved as usual) and
+    the checkpoint is written after it. The checkpoint is ``last.ckpt`` in the checkpoint
+    directory, written to a temporary file and renamed, so a kill while saving cannot destroy
+    the previous one; ``--ckpt_path last`` or the run directory resumes it, exactly where it
+    stopped (see ``DenseNetModule``, "Randomness").
+
+    Under DDP all ranks stop after the same step, whichever rank received the signal: at the
+    end of each step every rank queues the signal it has received (0 if none) in a maximum
+    over the ranks (``async_op=True``, no barrier), and reads it at the end of the next step,
+    when it has long arrived; so no step waits for the GPU or for another rank, and the run
+    stops one step later than on a single process (a signal during step ``n`` stops after
+    step ``n + 1``). At an epoch's end the ranks agree at once (the host waits there anyway).
 
     Under SLURM it is Lightning's requeue checkpoint ``hpc_ckpt_<n>.ckpt`` in the run directory
     instead, which a requeued job resumes from by itself. SIGUSR1 is left to Lightning there
@@ -366,8 +392,10 @@ class PreemptionCheckpoint(Callback):
 
     def _reset(self) -> None:
         self._received: int | None = None
+        self._signum = 0  # the signal every rank agreed to stop on
         self._stop_after_epoch = False
         self._pending: Preempted | None = None
+        self._vote: QueuedReduction | None = None
 
     # signal handling --------------------------------------------------------------------
     def _handler(self, signum: int, frame: Any) -> None:
@@ -412,9 +440,32 @@ class PreemptionCheckpoint(Callback):
         self._restore()
 
     # stopping ---------------------------------------------------------------------------
-    def _signalled(self, trainer: Trainer) -> bool:
-        """Whether any rank received a signal (a collective: every rank calls it)."""
-        return trainer.strategy.reduce_boolean_decision(self._received is not None, all=False)
+    def _received_here(self, trainer: Trainer) -> torch.Tensor:
+        # filled on the device: torch.tensor(..., device=cuda) would wait for the GPU's queue
+        signum = float(self._received or 0)
+        return torch.full((1,), signum, dtype=torch.float32, device=trainer.strategy.root_device)
+
+    def _read_vote(self) -> int:
+        """The signal of the reduction queued at the end of the previous step (0: none)."""
+        vote, self._vote = self._vote, None
+        return 0 if vote is None else int(vote.result()[0][0])
+
+    def _signal_after_step(self, trainer: Trainer) -> int:
+        """The signal to stop on after this step, the same on every rank (0: go on). Under DDP
+        the one queued a step ago, and this step's is queued (every rank calls this)."""
+        if not is_distributed(trainer):
+            return self._received or 0
+        signum = self._read_vote()
+        if not signum:
+            self._vote = QueuedReduction(self._received_here(trainer), op=dist.ReduceOp.MAX)
+        return signum
+
+    def _signal_now(self, trainer: Trainer) -> int:
+        """The signal any rank has received by now (every rank calls this; the host waits)."""
+        if not is_distributed(trainer):
+            return self._received or 0
+        queued = self._read_vote()
+        return max(queued, int(reduce_now(self._received_here(trainer))[0]))
 
     def _stop_if_saved(self) -> None:
         if self._pending is not None:
@@ -423,7 +474,10 @@ class PreemptionCheckpoint(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self._stop_after_epoch or self._pending is not None or not self._signalled(trainer):
+        if self._stop_after_epoch or self._pending is not None:
+            return
+        self._signum = self._signal_after_step(trainer)
+        if not self._signum:
             return
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             self._stop_after_epoch = True  # finish the epoch: validation, metrics, checkpoints
@@ -447,13 +501,16 @@ class PreemptionCheckpoint(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._stop_if_saved()
-        if self._stop_after_epoch or self._signalled(trainer):
+        if not self._stop_after_epoch:
+            self._signum = self._signal_now(trainer)
+        if self._signum:
             self._stop_after_epoch = True
             trainer.should_stop = True
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         try:
             self._stop_if_saved()
+            self._read_vote()  # one left by a run that ended within an epoch (max_steps)
             if self._stop_after_epoch:
                 raise self._save(trainer)
         finally:
@@ -497,9 +554,8 @@ class PreemptionCheckpoint(Callback):
             if isinstance(logger, WandbLogger) and trainer.is_global_zero:
                 with contextlib.suppress(Exception):
                     logger.experiment.mark_preempting()
-        # the signal number (the same on every rank, whichever got the signal)
-        received = torch.tensor(self._received or 0, device=trainer.strategy.root_device)
-        signum = int(trainer.strategy.reduce(received, reduce_op="max")) or int(signal.SIGTERM)
+        # the signal number, the same on every rank (whichever got the signal)
+        signum = self._signum or int(signal.SIGTERM)
         stop = Preempted(signum, str(path), trainer.global_step, trainer.current_epoch)
         rank_zero_info(f"{stop.signal_name} received: checkpoint saved to {path}; stopping.")
         return stop

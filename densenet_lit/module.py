@@ -24,6 +24,7 @@ from torch.utils.data import RandomSampler, Sampler
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
+from densenet_lit.collectives import is_distributed, mean_over_ranks
 from densenet_lit.models import MODEL_NAMES, build_model, load_torchvision_weights
 from densenet_lit.models.zoo import CIFAR_ARCH, CIFAR_DEFAULTS, with_cifar_defaults
 
@@ -364,16 +365,30 @@ class DenseNetModule(LightningModule):
             error5(logits, y)
             self.log(f"{stage}/error_top5", error5, on_step=False, on_epoch=True, batch_size=n)
         if on_step:
-            self.log(
-                "train/loss_step", loss, on_step=True, on_epoch=False, batch_size=n, sync_dist=True
-            )
+            step_loss = self._step_loss(loss)
+            self.log("train/loss_step", step_loss, on_step=True, on_epoch=False, batch_size=n)
         return loss
+
+    def _step_loss(self, loss: Tensor) -> Tensor:
+        """``train/loss_step``: under DDP the mean over the ranks on the steps whose metrics
+        reach the loggers and at each epoch's last step (whose value stays in
+        ``callback_metrics``), the rank's own loss on the others. Lightning's ``sync_dist``
+        would reduce at every step, with a barrier first, which makes the host wait."""
+        trainer = self.trainer
+        if not is_distributed(trainer):
+            return loss
+        step, every = trainer.global_step + 1, trainer.log_every_n_steps  # as Lightning counts
+        logged = every > 0 and step % every == 0
+        last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or step == trainer.max_steps
+        return mean_over_ranks(loss) if logged or last else loss
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss = self._shared_step(batch, "train")
         # Filled on the device: a Python float given to self.log becomes torch.tensor(value,
         # device=...), a blocking copy that makes the host wait for the GPU at every step.
-        lr = torch.full((), self.optimizers().param_groups[0]["lr"], device=self.device)
+        # float32, not the default dtype, which bf16-true makes bfloat16 (0.1 -> 0.10009765625).
+        lr = self.optimizers().param_groups[0]["lr"]
+        lr = torch.full((), lr, dtype=torch.float32, device=self.device)
         self.log("lr", lr, on_step=True, on_epoch=False)
         return loss
 

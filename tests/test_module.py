@@ -168,9 +168,24 @@ def test_logged_metric_names(tmp_path):
     trainer.fit(module, datamodule=_Random())
     logged = set(trainer.callback_metrics)
     assert {"train/loss", "train/error", "val/loss", "val/error", "lr"} <= logged
-    assert 0.0 <= float(trainer.callback_metrics["val/error"]) <= 100.0
+    # the error of the weights after fit (validated last) on the one validation batch
+    x, y = next(iter(_Random().val_dataloader()))
+    with torch.no_grad():
+        wrong = (module.eval()(x).argmax(dim=1) != y).sum().item()
+    assert float(trainer.callback_metrics["val/error"]) == pytest.approx(100.0 * wrong / len(y))
     (result,) = trainer.test(module, datamodule=_Random(), verbose=False)
     assert {"test/loss", "test/error"} <= set(result)
+
+
+def test_learning_rate_is_logged_in_float32_under_bf16_true(tmp_path):
+    """bf16-true makes bfloat16 the default dtype, in which 0.1 is 0.10009765625."""
+    module = DenseNetModule(**TINY, num_classes=4)
+    trainer = _trainer(
+        tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0, precision="bf16-true"
+    )
+    trainer.fit(module, datamodule=_Random())
+    lr = trainer.callback_metrics["lr"]
+    assert lr.dtype == torch.float32 and float(lr) == float(torch.tensor(0.1))  # 0.1000000015
 
 
 # ----------------------------------------------------------------------------- optimiser
