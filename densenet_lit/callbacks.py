@@ -371,6 +371,9 @@ class PreemptionCheckpoint(Callback):
     when it has long arrived; so no step waits for the GPU or for another rank, and the run
     stops one step later than on a single process (a signal during step ``n`` stops after
     step ``n + 1``). At an epoch's end the ranks agree at once (the host waits there anyway).
+    (Lightning 2.6 itself still broadcasts its own SIGTERM flag from rank 0 before every
+    step and reads it, which waits; an option to do so less often is proposed upstream,
+    Lightning-AI/pytorch-lightning#21640.)
 
     Under SLURM it is Lightning's requeue checkpoint ``hpc_ckpt_<n>.ckpt`` in the run directory
     instead, which a requeued job resumes from by itself. SIGUSR1 is left to Lightning there

@@ -312,6 +312,7 @@ class DenseNetModule(LightningModule):
         # The compiled network is kept outside the module tree (a plain attribute in
         # __dict__), so state_dict and checkpoints only hold `model.*`, never `_orig_mod.`.
         self.__dict__["_compiled_model"] = None
+        self._compiled_eval_batch = 0  # the largest batch evaluated through it so far
 
     # ----------------------------------------------------------------------------- forward
     def setup(self, stage: str) -> None:
@@ -332,16 +333,40 @@ class DenseNetModule(LightningModule):
 
     def configure_model(self) -> None:
         if self.hparams.compile and self.__dict__["_compiled_model"] is None:
-            # static shapes: training batches all have one size (drop_last); each other size
-            # (the last validation batch) gets its own graph rather than a dynamic one for all
+            # static shapes: training batches all have one size (drop_last); a smaller last
+            # evaluation batch is padded to the evaluation graph's size (_compiled_eval)
             self.__dict__["_compiled_model"] = torch.compile(self.model, dynamic=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.hparams.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
         compiled = self.__dict__["_compiled_model"]
         # `is None`, not truthiness: bool() of a compiled module calls len() and raises
-        return (self.model if compiled is None else compiled)(x)
+        if compiled is not None and not self.training:
+            return self._compiled_eval(compiled, x)
+        return (self.model if compiled is None else compiled)(self._in_layout(x))
+
+    def _in_layout(self, x: Tensor) -> Tensor:
+        if self.hparams.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _compiled_eval(self, compiled: nn.Module, x: Tensor) -> Tensor:
+        """The compiled network in evaluation, in one graph for the whole run.
+
+        Each batch size and each kind of input tensor gets a graph of its own (``dynamic``
+        is off). So a batch smaller than the largest evaluated so far (the last of the
+        validation or test set) is padded with zeros to its size, and the padding's outputs
+        are dropped: in eval mode each image's output depends on that image alone. And test
+        and predict, which Lightning runs in inference mode, evaluate a normal copy of the
+        batch outside it (under ``no_grad``), as the validation inside fit does.
+        """
+        n = x.shape[0]
+        self._compiled_eval_batch = size = max(n, self._compiled_eval_batch)
+        if n < size:
+            x = torch.cat([x, x.new_zeros((size - n, *x.shape[1:]))])
+        if not torch.is_inference_mode_enabled():
+            return compiled(self._in_layout(x))[:n]
+        with torch.inference_mode(False), torch.no_grad():
+            return compiled(self._in_layout(x.clone()))[:n]
 
     def _shared_step(self, batch: Any, stage: str) -> Tensor:
         x, y = batch[0], batch[1]
