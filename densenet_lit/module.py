@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import Metric
 
+from densenet_lit.collectives import is_distributed, mean_over_ranks
 from densenet_lit.data.ten_crop import crop_averaged_logits
 from densenet_lit.metrics import ClassificationError, WeightedMean
 from densenet_lit.models import load_torchvision_weights
@@ -123,6 +124,7 @@ class DenseNetModule(LightningModule):
         self.train_loss = WeightedMean()
         self.train_batches_done = 0  # training batches of the current epoch so far
         self.resumed_train_sums: dict[str, Any] | None = None
+        self.eval_batch_size = 0  # the largest batch the compiled network has evaluated
 
     # ----------------------------------------------------------------------------- forward
     def setup(self, stage: str) -> None:
@@ -145,14 +147,38 @@ class DenseNetModule(LightningModule):
         if self.hparams.compile and not self.compiled:
             # nn.Module.compile compiles in place: state_dict and checkpoints keep the plain
             # `model.*` names. Static shapes: training batches all have one size (drop_last);
-            # each other size (the last validation batch) gets its own graph
+            # a smaller last evaluation batch is padded to the evaluation graph's size
             self.model.compile(dynamic=False)
             self.compiled = True
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.compiled and not self.training:
+            return self.evaluate_compiled(x)
+        return self.model(self.in_layout(x))
+
+    def in_layout(self, x: Tensor) -> Tensor:
         if self.hparams.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x)
+        return x
+
+    def evaluate_compiled(self, x: Tensor) -> Tensor:
+        """The compiled network in evaluation, in one graph for the whole run.
+
+        Each batch size and each kind of input tensor gets a graph of its own (``dynamic``
+        is off). So a batch smaller than the largest evaluated so far (the last of the
+        validation or test set) is padded with zeros to its size, and the padding's outputs
+        are dropped: in eval mode each image's output depends on that image alone. And test
+        and predict, which Lightning runs in inference mode, evaluate a normal copy of the
+        batch outside it (under ``no_grad``), as the validation inside fit does.
+        """
+        n = x.shape[0]
+        self.eval_batch_size = size = max(n, self.eval_batch_size)
+        if n < size:
+            x = torch.cat([x, x.new_zeros((size - n, *x.shape[1:]))])
+        if not torch.is_inference_mode_enabled():
+            return self.model(self.in_layout(x))[:n]
+        with torch.inference_mode(False), torch.no_grad():
+            return self.model(self.in_layout(x.clone()))[:n]
 
     def _shared_step(self, batch: Any, stage: str) -> Tensor:
         x, y = batch[0], batch[1]
@@ -176,17 +202,31 @@ class DenseNetModule(LightningModule):
             error5(logits, y)
             self.log(f"{stage}/error_top5", error5, on_step=False, on_epoch=True, batch_size=n)
         if on_step:
-            self.log(
-                "train/loss_step", loss, on_step=True, on_epoch=False, batch_size=n, sync_dist=True
-            )
+            step_loss = self._step_loss(loss)
+            self.log("train/loss_step", step_loss, on_step=True, on_epoch=False, batch_size=n)
         return loss
+
+    def _step_loss(self, loss: Tensor) -> Tensor:
+        """``train/loss_step``: under DDP the mean over the ranks on the steps whose metrics
+        reach the loggers and at each epoch's last step (whose value stays in
+        ``callback_metrics``), the rank's own loss on the others. Lightning's ``sync_dist``
+        would reduce at every step, with a barrier first, which makes the host wait."""
+        trainer = self.trainer
+        if not is_distributed(trainer):
+            return loss
+        step, every = trainer.global_step + 1, trainer.log_every_n_steps  # as Lightning counts
+        logged = every > 0 and step % every == 0
+        last = self.train_batches_done >= trainer.num_training_batches or step == trainer.max_steps
+        return mean_over_ranks(loss) if logged or last else loss
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         self.train_batches_done = batch_idx + 1  # read when a checkpoint is saved after it
         loss = self._shared_step(batch, "train")
         # Filled on the device: a Python float given to self.log becomes torch.tensor(value,
         # device=...), a blocking copy that makes the host wait for the GPU at every step.
-        lr = torch.full((), self.optimizers().param_groups[0]["lr"], device=self.device)
+        # float32, not the default dtype, which bf16-true makes bfloat16 (0.1 -> 0.10009765625).
+        lr = self.optimizers().param_groups[0]["lr"]
+        lr = torch.full((), lr, dtype=torch.float32, device=self.device)
         self.log("lr", lr, on_step=True, on_epoch=False)
         return loss
 

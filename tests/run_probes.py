@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import traceback
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 
@@ -82,7 +84,10 @@ class RankProbe(Callback):
 class PoisonAt(Callback):
     """Make training go bad at global step ``step``: ``what="data"`` puts a NaN into the batch
     about to be trained on (a corrupt image), ``what="weights"`` makes a weight infinite right
-    after that step (a step that overflowed)."""
+    after that step (a step that overflowed), ``what="norm_stats"`` makes the running variance
+    of the first batch norm infinite at the end of the epoch of that step, after validation and
+    before the epoch's checkpoint (under DDP, a rank's own statistics: DDP broadcasts rank 0's
+    buffers at the next training step)."""
 
     def __init__(self, step: int, what: str = "data", rank: int | None = None) -> None:
         self.step = step
@@ -100,9 +105,20 @@ class PoisonAt(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
         if self.what == "weights" and trainer.global_step == self.step:
             with torch.no_grad():
                 next(pl_module.parameters()).view(-1)[0] = float("inf")
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
+        if self.what == "norm_stats" and trainer.global_step == self.step:
+            norm = next(
+                m for m in pl_module.modules() if getattr(m, "running_var", None) is not None
+            )
+            norm.running_var[0] = float("inf")
 
 
 class RaiseAt(Callback):
@@ -116,3 +132,88 @@ class RaiseAt(Callback):
     ) -> None:
         if trainer.global_step == self.step:
             raise ValueError("raised by a test callback")
+
+
+# the collectives of torch.distributed that code in the training loop could call
+COLLECTIVES = (
+    "all_reduce",
+    "all_gather",
+    "all_gather_object",
+    "all_gather_into_tensor",
+    "barrier",
+    "broadcast",
+    "broadcast_object_list",
+    "gather",
+    "reduce",
+    "reduce_scatter_tensor",
+    "scatter",
+)
+
+
+def _origin(stack: traceback.StackSummary) -> str:
+    """``densenet_lit`` when our code asked for the collective (directly, or through Lightning's
+    ``self.log(sync_dist=True)`` or ``strategy.reduce``), else the library that did: the
+    innermost frame of ``lightning`` or ``torchmetrics`` below the Trainer's entry."""
+    inside = [f.filename for f in stack if "torch/distributed" not in f.filename]
+    inside = [f for f in inside if not f.endswith("run_probes.py")]
+    lightning = [i for i, f in enumerate(inside) if "/lightning/" in f]
+    if lightning:
+        inside = inside[lightning[0] :]  # below the CLI's call of the Trainer
+    if any("/densenet_lit/" in f for f in inside):
+        return "densenet_lit"
+    for library in ("torchmetrics", "lightning"):
+        if any(f"/{library}/" in f for f in inside):
+            return library
+    return "other"
+
+
+class CollectiveCounter(Callback):
+    """Count the torch.distributed collectives of each training step, per DDP rank, into
+    ``$PROBE_DIR/collectives_rank<r>.json``: for each step ``{"step", "logged", "calls"}``
+    with calls ``[name, async_op, origin]``. A step's window runs from its batch start to the
+    next batch start (its own hooks, the logging after it, and Lightning's work before the
+    next batch); the last step of an epoch is left out (validation follows it). ``logged``:
+    the step's metrics went to the loggers (``global_step % log_every_n_steps == 0``)."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, Any]] = []
+        self._window: list[list[Any]] | None = None
+        self._originals: dict[str, Any] = {}
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        for name in COLLECTIVES:
+            original = getattr(dist, name)
+            self._originals[name] = original
+            setattr(dist, name, self._counting(name, original))
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        for name, original in self._originals.items():
+            setattr(dist, name, original)
+        out = Path(os.environ["PROBE_DIR"])
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"collectives_rank{trainer.global_rank}.json"
+        path.write_text(json.dumps(self.steps, indent=1))
+
+    def _counting(self, name: str, original: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            if self._window is not None:
+                origin = _origin(traceback.extract_stack())
+                self._window.append([name, bool(kwargs.get("async_op", False)), origin])
+            return original(*args, **kwargs)
+
+        return counted
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._window is not None:
+            every = trainer.log_every_n_steps
+            step = trainer.global_step  # the step of the window that ends here
+            self.steps.append({"step": step, "logged": step % every == 0, "calls": self._window})
+        self._window = []
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._window = None
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._window = None

@@ -226,11 +226,20 @@ def test_lightning_side_runs_with_the_cli_callbacks_and_csv_logger(tmp_path):
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
-def test_rejects_unknown_modes_and_models():
-    with pytest.raises(SystemExit):
+def test_rejects_unknown_modes_and_models(capsys):
+    with pytest.raises(SystemExit) as stopped:
         main(["--quick", "--modes", "fp32,fp8"])
-    with pytest.raises(SystemExit):
+    assert stopped.value.code == 2
+    assert "error: argument --modes: 'fp32,fp8': expected a comma-separated subset of fp32, " in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit) as stopped:
         main(["--quick", "--models", "resnet"])
+    assert stopped.value.code == 2
+    assert (
+        "error: argument --models: 'resnet': expected a comma-separated subset of cifar, "
+        "imagenet (or all)"
+    ) in capsys.readouterr().err
 
 
 def test_merged_length_counts_overlaps_once():

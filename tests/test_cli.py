@@ -51,9 +51,12 @@ def test_num_classes_and_in_channels_come_from_the_data(tmp_path):
     assert c.model.model.features.conv0.in_channels == 1
 
 
-def test_num_classes_cannot_be_set_by_hand(tmp_path):
-    with pytest.raises(SystemExit):
+def test_num_classes_cannot_be_set_by_hand(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
         run(digits_args(tmp_path, "--model.num_classes", "3", "--trainer.fast_dev_run", "true"))
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert 'error: Linked "model.num_classes" must be given via "data.num_classes".' in err
 
 
 def test_print_config(tmp_path, capsys):
@@ -113,7 +116,7 @@ def test_a_configured_default_callback_replaces_the_default(tmp_path):
 
 
 def test_later_configs_win_and_overlays_keep_base_callbacks(tmp_path, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as printed:
         main(
             [
                 "fit",
@@ -126,6 +129,7 @@ def test_later_configs_win_and_overlays_keep_base_callbacks(tmp_path, capsys):
                 "--print_config",
             ]
         )
+    assert printed.value.code in (0, None)  # printed, not a parser error
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["trainer"]["max_epochs"] == 3  # command line over files
     assert cfg["trainer"]["num_nodes"] == 2 and cfg["trainer"]["strategy"] == "ddp"
@@ -350,8 +354,9 @@ def test_a_user_error_reaches_stderr_in_one_write(tmp_path, monkeypatch):
 
     monkeypatch.delenv(TRACEBACK_ENV, raising=False)
     monkeypatch.setattr(sys, "stderr", Recorder())
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stopped:
         main(digits_args(tmp_path, "--model.depth", "101"))
+    assert stopped.value.code == 1
     (message,) = [w for w in writes if "error: model.depth=101" in w]
     assert message.startswith("error: ") and message.endswith("for the traceback)\n")
     assert len(message.encode()) < 4096  # PIPE_BUF on Linux: written to a pipe in one piece
@@ -429,8 +434,9 @@ def test_a_misspelt_option_gets_a_suggestion(tmp_path, capsys, where, suggested)
         "init_args": ["--data.init_args.batchsize", "12"],
     }[where]
     (tmp_path / "typo.yaml").write_text("model:\n  growth: 12\n")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stopped:
         main(digits_args(tmp_path, *extra))
+    assert stopped.value.code == 2
     assert f"Did you mean '{suggested}'?" in capsys.readouterr().err
 
 

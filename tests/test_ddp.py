@@ -51,7 +51,9 @@ def launch(
 ) -> subprocess.CompletedProcess:
     """``python -m densenet_lit ...`` as a user runs it; Lightning starts the second rank."""
     env = {k: v for k, v in os.environ.items() if k != rundir.RUN_DIR_ENV}
-    env.update(PYTHONPATH=str(TESTS), PROBE_DIR=str(probe), **env_extra)
+    # this checkout's densenet_lit (not an installed copy) and the probes of tests/
+    path = os.pathsep.join([str(TESTS.parent), str(TESTS)])
+    env.update(PYTHONPATH=path, PROBE_DIR=str(probe), **env_extra)
     return subprocess.run(
         [sys.executable, "-m", "densenet_lit", *args],
         cwd=cwd,
@@ -115,16 +117,17 @@ def test_ddp_processes_share_one_run_dir_and_agree(tmp_path):
 
 @pytest.mark.slow
 def test_preempting_rank_zero_stops_every_rank_at_the_same_step(tmp_path):
-    """SIGTERM reaches rank 0 only (the launching process): the ranks agree to stop after the
-    same step, save one checkpoint and all exit with 143. The run then continues, here on one
-    process with the same global batch."""
+    """SIGTERM reaches rank 0 only (the launching process) during step 1: the ranks agree to
+    stop after the same step, save one checkpoint and all exit with 143. Under DDP the
+    decision is read a step after it is queued (no step waits for it), so they stop after
+    step 2. The run then continues, here on one process with the same global batch."""
     probe = tmp_path / "probe"
     args = ddp_args(tmp_path / "runs", "pre", "--run.wandb", "false")
     args += ["--trainer.callbacks+=run_probes.Heartbeat"]
     args += [
         "--trainer.callbacks+=run_probes.SignalAt",
         "--trainer.callbacks.signals",
-        "{2: SIGTERM}",
+        "{1: SIGTERM}",
     ]
     proc = launch(args, tmp_path, probe)
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
@@ -164,6 +167,61 @@ def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path, check):
     )
     (run_dir,) = (tmp_path / "runs" / "nan").iterdir()
     assert not list(run_dir.rglob("*.ckpt"))  # the first checkpoint would come at epoch end
+
+
+@pytest.mark.slow
+def test_non_finite_weights_on_one_rank_stop_every_rank_before_the_checkpoint(tmp_path):
+    """Rank 1's batch-norm statistics turn infinite at the end of the epoch, before its
+    checkpoint (the loss was finite): the verdict on the weights is shared, so both ranks stop
+    with the error (neither waits in a collective for the other) and nothing is saved."""
+    probe = tmp_path / "probe"
+    args = ddp_args(tmp_path / "runs", "inf", "--run.wandb", "false")
+    args += ["--trainer.callbacks+=run_probes.PoisonAt", "--trainer.callbacks.step", "4"]
+    args += ["--trainer.callbacks.what", "norm_stats", "--trainer.callbacks.rank", "1"]
+    proc = launch(args, tmp_path, probe)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert (
+        "[rank 1] error: The weights hold NaN or infinite values "
+        "(model.features.denseblock1.denselayer1.norm1.running_var) at global step 4"
+    ) in proc.stderr
+    assert (
+        "\nerror: The weights hold NaN or infinite values on another DDP rank at global step 4"
+        in proc.stderr
+    )
+    (run_dir,) = (tmp_path / "runs" / "inf").iterdir()
+    assert not list(run_dir.rglob("*.ckpt"))
+
+
+@pytest.mark.slow
+def test_ddp_steps_between_logging_steps_issue_no_blocking_collective_of_ours(tmp_path):
+    """Every collective of the training steps, counted on both ranks (6 steps, metrics logged
+    every 3rd). Ours, between logging steps: one queued (``async_op=True``) reduction for the
+    loss check and one for the preemption signal, no barrier and nothing the host waits for;
+    at a logging step also the mean of ``train/loss_step`` over the ranks (no barrier). The
+    one blocking collective left is Lightning's own: its broadcast of rank 0's SIGTERM flag
+    before every step (Lightning 2.6)."""
+    probe = tmp_path / "probe"
+    args = ddp_args(tmp_path / "runs", "count", "--run.wandb", "false")
+    args += ["--trainer.limit_train_batches", "6", "--trainer.log_every_n_steps", "3"]
+    args += ["--trainer.callbacks+=run_probes.CollectiveCounter"]
+    proc = launch(args, tmp_path, probe)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    queued = ["all_reduce", True, "densenet_lit"]  # [name, async_op, whose]
+    lightning = ["broadcast", False, "lightning"]
+    for rank in (0, 1):
+        steps = json.loads((probe / f"collectives_rank{rank}.json").read_text())
+        assert [(s["step"], s["logged"]) for s in steps] == [
+            (1, False),
+            (2, False),
+            (3, True),
+            (4, False),
+            (5, False),
+        ]  # the 6th, the epoch's last, is followed by validation
+        for s in steps:
+            expected = [queued, queued, lightning]
+            if s["logged"]:
+                expected.append(["all_reduce", False, "densenet_lit"])  # train/loss_step
+            assert sorted(s["calls"]) == sorted(expected), (rank, s)
 
 
 def test_sync_batchnorm_on_cpu_is_a_clear_error(tmp_path):

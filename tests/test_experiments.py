@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 import yaml
 from cli_args import TINY_MODEL, flags, trainer_args
+from crops import crop_offsets
 from fake_data import write_cifar10, write_cifar100, write_imagenet, write_svhn
 
 from densenet_lit.analysis.costs import network_cost
 from densenet_lit.cli import main, run
 from densenet_lit.cli.extends import EXTENDS_KEY, config_chain
+from densenet_lit.data.transforms import normalize
 from densenet_lit.models.spec import network_spec
 from densenet_lit.module import DenseNetModule
 from densenet_lit.paper import CIFAR_MODELS, IMAGENET_MODELS
@@ -60,8 +64,9 @@ def recipe_of(path: Path) -> str | None:
 
 def resolved(capsys, *args: str) -> dict:
     """The config that ``fit --config ... --print_config`` prints."""
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as printed:
         main(["fit", *[a for p in args for a in ("--config", str(p))], "--print_config"])
+    assert printed.value.code in (0, None), capsys.readouterr().err  # not a parser error
     return yaml.safe_load(capsys.readouterr().out)
 
 
@@ -168,6 +173,28 @@ def test_config_matches_the_paper(path, capsys):
         assert data["class_path"] == "densenet_lit.data.ImageNetDataModule"
         arch = "densenet" + re.search(r"\d+", path.stem).group()
         assert model["arch"] == arch and model["depth"] is None
+
+
+# one "+" run per data set: test_config_matches_the_paper checks that every "+" run has
+# its data set's module with augment: true (the padding is the module's, not a config key)
+AUGMENTED = [EXPERIMENTS / f"{d}plus_densenet_bc_100_12.yaml" for d in ("cifar10", "cifar100")]
+
+
+@pytest.mark.parametrize("path", AUGMENTED, ids=lambda p: p.stem)
+def test_augmented_cifar_configs_crop_from_images_padded_by_4(path, capsys):
+    """The "+" augmentation of the paper: the data module of the config cuts each training
+    image (mirrored or not) from the image zero-padded by 4 pixels, at offsets that cover
+    0..8 in both axes."""
+    data = resolved(capsys, path)["data"]
+    module_name, _, class_name = data["class_path"].rpartition(".")
+    datamodule = getattr(importlib.import_module(module_name), class_name)(**data["init_args"])
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (2000, 3, 6, 6), dtype=torch.uint8)
+    batch = (images, torch.zeros(2000, dtype=torch.long))
+    out, _ = datamodule.transform_batch(batch, train=True)
+    x = normalize(images, datamodule.mean, datamodule.std)
+    offsets = crop_offsets(out, x, x.flip(-1), padding=4)
+    assert set(offsets[:, 0].tolist()) == set(offsets[:, 1].tolist()) == set(range(9))
 
 
 @pytest.mark.parametrize("path", RUNS, ids=lambda p: p.stem)

@@ -166,7 +166,8 @@ def test_signal_to_a_training_process_saves_and_the_run_resumes(tmp_path, monkey
     a checkpoint, exits with 128 + signal and prints the command that continues the run."""
     probe = tmp_path / "probe"
     env = {k: v for k, v in os.environ.items() if k != rundir.RUN_DIR_ENV}
-    env.update(PYTHONPATH=str(TESTS), PROBE_DIR=str(probe), WANDB_MODE="disabled")
+    path = os.pathsep.join([str(REPO), str(TESTS)])  # this checkout's densenet_lit, the probes
+    env.update(PYTHONPATH=path, PROBE_DIR=str(probe), WANDB_MODE="disabled")
     args = [
         "fit",
         "--config",

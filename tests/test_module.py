@@ -137,6 +137,9 @@ class _Random(LightningDataModule):
     def test_dataloader(self):
         return DataLoader(self.data, batch_size=self.batch_size)
 
+    def predict_dataloader(self):
+        return DataLoader(self.data, batch_size=self.batch_size)
+
 
 class _RecordLR(Callback):
     def __init__(self):
@@ -167,9 +170,24 @@ def test_logged_metric_names(tmp_path):
     trainer.fit(module, datamodule=_Random())
     logged = set(trainer.callback_metrics)
     assert {"train/loss", "train/error", "val/loss", "val/error", "lr"} <= logged
-    assert 0.0 <= float(trainer.callback_metrics["val/error"]) <= 100.0
+    # the error of the weights after fit (validated last) on the one validation batch
+    x, y = next(iter(_Random().val_dataloader()))
+    with torch.no_grad():
+        wrong = (module.eval()(x).argmax(dim=1) != y).sum().item()
+    assert float(trainer.callback_metrics["val/error"]) == pytest.approx(100.0 * wrong / len(y))
     (result,) = trainer.test(module, datamodule=_Random(), verbose=False)
     assert {"test/loss", "test/error"} <= set(result)
+
+
+def test_learning_rate_is_logged_in_float32_under_bf16_true(tmp_path):
+    """bf16-true makes bfloat16 the default dtype, in which 0.1 is 0.10009765625."""
+    module = DenseNetModule(**TINY, num_classes=4)
+    trainer = _trainer(
+        tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0, precision="bf16-true"
+    )
+    trainer.fit(module, datamodule=_Random())
+    lr = trainer.callback_metrics["lr"]
+    assert lr.dtype == torch.float32 and float(lr) == float(torch.tensor(0.1))  # 0.1000000015
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -285,6 +303,34 @@ def test_compiled_network_trains_and_checkpoints_load_uncompiled(tmp_path):
     plain = DenseNetModule.load_from_checkpoint(path, compile=False)
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(plain.eval()(x), module.eval()(x), atol=1e-4)
+
+
+def test_compiled_network_has_one_graph_for_training_and_one_for_evaluation(tmp_path, monkeypatch):
+    """A fit with validation (batches of 8, 8 and 4), then test and predict (which Lightning
+    runs in inference mode): one graph is compiled for training, one for evaluation; the
+    padded last batch and the copy out of inference mode give the plain network's outputs."""
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append("train" if torch.is_grad_enabled() else "eval")
+        return gm.forward  # no code generation: the graph runs as traced
+
+    compile_ = torch.compile
+    monkeypatch.setattr(
+        torch, "compile", lambda model, **kw: compile_(model, **{**kw, "backend": counting_backend})
+    )
+    torch.compiler.reset()
+    module = DenseNetModule(**TINY, num_classes=4, compile=True)
+    data = _Random(n=20)
+    trainer = _trainer(tmp_path, max_epochs=2, limit_train_batches=2)
+    trainer.fit(module, datamodule=data)
+    trainer.test(module, datamodule=data, verbose=False)
+    predicted = torch.cat(trainer.predict(module, datamodule=data))
+    assert graphs == ["eval", "train"]  # the sanity check's validation comes first
+    with torch.no_grad():
+        expected = module.model.eval()(data.data.tensors[0]).softmax(dim=-1)
+    assert predicted.shape == (20, 4)
+    assert torch.allclose(predicted, expected, atol=1e-6)
 
 
 def test_finite_loss_guard_rejects_an_unknown_check():

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from densenet_lit.callbacks.checkpoints import checkpoint_files
+from densenet_lit.collectives import QueuedReduction, is_distributed, reduce_now
 
 
 class FiniteLossGuard(Callback):
@@ -19,18 +19,23 @@ class FiniteLossGuard(Callback):
     at the same step (one rank's bad batch stops every rank, none is left waiting). A
     checkpoint is never written after a bad step, nor with non-finite weights (a step that was
     finite can still overflow the weights): saving one is refused with the same error, so the
-    newest checkpoint on disk is always a good one.
+    newest checkpoint on disk is always a good one. Under DDP the weights are checked on every
+    rank and the verdict is shared (a reduction when a checkpoint is saved), so that every
+    rank stops, not only the one whose weights (e.g. batch-norm statistics) went bad.
 
     When the loss is checked (``check``):
         ``"every_step"``: before the backward pass of the same step, so the optimizer never
             steps on a bad loss. Reading the loss makes the host wait for the step's forward
-            pass, which costs nothing on the CPU but stalls the launch queue of a GPU.
-        ``"deferred"``: the check of step ``n`` is copied to the host without waiting and
-            read when step ``n + 1`` reaches the same point (by then it has long arrived), and
-            before anything is validated, logged at the epoch end or saved. Step ``n`` has
-            then updated the weights in memory, but the run stops before they reach a
-            checkpoint, and the error names step ``n``.
-        ``"auto"`` (default): ``"deferred"`` on CUDA devices, ``"every_step"`` elsewhere.
+            pass, which costs nothing on the CPU but stalls the launch queue of a GPU; under
+            DDP the host also waits for every rank's verdict (one reduction per step).
+        ``"deferred"``: the check of step ``n`` (under DDP: reduced over the ranks, queued
+            with ``async_op=True``) is copied to the host without waiting and read when step
+            ``n + 1`` reaches the same point (by then it has long arrived), and before
+            anything is validated, logged at the epoch end or saved. Step ``n`` has then
+            updated the weights in memory, but the run stops before they reach a checkpoint,
+            and the error names step ``n``. No step waits for the GPU or for another rank.
+        ``"auto"`` (default): ``"deferred"`` on CUDA devices and under DDP, ``"every_step"``
+            on a single CPU process.
     """
 
     def __init__(self, check: str = "auto") -> None:
@@ -39,49 +44,40 @@ class FiniteLossGuard(Callback):
                 f"FiniteLossGuard(check={check!r}): expected 'auto', 'every_step' or 'deferred'."
             )
         self.check = check
-        self._pending: tuple[torch.Tensor, Any, tuple[int, int, int]] | None = None
+        self._pending: tuple[QueuedReduction, tuple[int, int, int]] | None = None
         self._batch_idx = 0
 
-    def _deferred(self, device: torch.device) -> bool:
-        return self.check == "deferred" or (self.check == "auto" and device.type == "cuda")
+    def _deferred(self, trainer: Trainer, device: torch.device) -> bool:
+        if self.check == "auto":
+            return device.type == "cuda" or trainer.world_size > 1
+        return self.check == "deferred"
 
     def on_before_backward(
         self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor
     ) -> None:
         loss = loss.detach()
-        if not self._deferred(loss.device):
-            finite = bool(torch.isfinite(loss).all())
-            if not trainer.strategy.reduce_boolean_decision(finite, all=True):
-                self._stop(trainer, self._what(float(loss.float().mean()), finite))
+        # 1 where the loss is bad, in float32 (bf16-true makes bfloat16 the default dtype)
+        bad = (~torch.isfinite(loss).all()).to(torch.float32).reshape(1)
+        if not self._deferred(trainer, loss.device):
+            everywhere = reduce_now(bad) if is_distributed(trainer) else bad
+            if bool(everywhere):
+                self._stop(trainer, self._what(float(loss.float().mean()), not bool(bad)))
             return
         self._check_pending(trainer)  # the previous step's, which has arrived by now
-        local = torch.isfinite(loss).all().float()
-        everywhere = local.clone()
-        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-            # the minimum over the ranks, queued on the device. Not strategy.reduce: Lightning
-            # puts a barrier before it, which makes the host wait under NCCL.
-            dist.all_reduce(everywhere, op=dist.ReduceOp.MIN)
-        values = torch.stack([loss.float().mean(), local, everywhere])
-        event = None
-        if values.device.type == "cuda":
-            host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
-            host.copy_(values, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record(torch.cuda.current_stream(values.device))  # the copy's stream
-            values = host
-        self._pending = (values, event, self._position(trainer))
+        local = torch.cat([loss.float().mean().reshape(1), bad])
+        queued = QueuedReduction(bad, local=local, distributed=is_distributed(trainer))
+        self._pending = (queued, self._position(trainer))
 
     def _check_pending(self, trainer: Trainer) -> None:
         """Read the deferred check of the last step (waiting for it if needed); stop if bad."""
         if self._pending is None:
             return
-        values, event, position = self._pending
+        queued, position = self._pending
         self._pending = None
-        if event is not None:
-            event.synchronize()
-        loss, local, everywhere = (float(v) for v in values.cpu())
-        if not everywhere:
-            self._stop(trainer, self._what(loss, bool(local)), position)
+        everywhere, local = queued.result()
+        if bool(everywhere[0]):
+            loss, bad_here = float(local[0]), bool(local[1])
+            self._stop(trainer, self._what(loss, not bad_here), position)
 
     @staticmethod
     def _what(loss: float, finite_here: bool) -> str:
@@ -115,14 +111,16 @@ class FiniteLossGuard(Callback):
         }
         if not state:
             return
-        finite = [torch.isfinite(v).all() for v in state.values()]
-        device = finite[0].device
-        if bool(torch.stack([f.to(device) for f in finite]).all()):  # one device sync
+        device = trainer.strategy.root_device
+        finite = torch.stack([torch.isfinite(v).all().to(device) for v in state.values()])
+        bad = (~finite.all()).to(torch.float32).reshape(1)
+        # every rank saves (Lightning requires it): all of them raise, or none does
+        if not bool(reduce_now(bad) if is_distributed(trainer) else bad):  # one device sync
             return
-        bad = [k for k, f in zip(state, finite, strict=True) if not f]
-        if bad:
-            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-            self._stop(trainer, f"The weights hold NaN or infinite values ({shown}) ")
+        names = [k for k, f in zip(state, finite.tolist(), strict=True) if not f]
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        where = f"({shown})" if names else "on another DDP rank"
+        self._stop(trainer, f"The weights hold NaN or infinite values {where} ")
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int

@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from densenet_lit.collectives import QueuedReduction, is_distributed, reduce_now
 from densenet_lit.rundir import last_checkpoint, next_requeue_checkpoint
 
 
@@ -64,14 +66,24 @@ class PreemptionCheckpoint(Callback):
     """On SIGTERM or SIGUSR1 (preemption, ``scancel``, a cloud instance being reclaimed): save a
     checkpoint at the next batch boundary and stop with :class:`Preempted`.
 
-    The handler only records the signal. After the current training batch (all DDP ranks
-    agree on the step) the checkpoint is written, and the run stops before the next batch
-    starts, once the batch's metrics are logged. When the signal comes during the validation
-    at the end of an epoch or at its last batch, the epoch finishes first (metrics logged,
-    ``last.ckpt``/best saved as usual) and the checkpoint is written after it. The checkpoint
-    is ``last.ckpt`` in the checkpoint directory, written to a temporary file and renamed, so
-    a kill while saving cannot destroy the previous one; ``--ckpt_path last`` or the run
-    directory resumes it, exactly where it stopped (see ``DenseNetModule``, "Randomness").
+    The handler only records the signal. After the current training batch the checkpoint is
+    written, and the run stops before the next batch starts, once the batch's metrics are
+    logged. When the signal comes during the validation at the end of an epoch or at its last
+    batch, the epoch finishes first (metrics logged, ``last.ckpt``/best saved as usual) and
+    the checkpoint is written after it. The checkpoint is ``last.ckpt`` in the checkpoint
+    directory, written to a temporary file and renamed, so a kill while saving cannot destroy
+    the previous one; ``--ckpt_path last`` or the run directory resumes it, exactly where it
+    stopped (see :mod:`densenet_lit.data.resume`).
+
+    Under DDP all ranks stop after the same step, whichever rank received the signal: at the
+    end of each step every rank queues the signal it has received (0 if none) in a maximum
+    over the ranks (``async_op=True``, no barrier), and reads it at the end of the next step,
+    when it has long arrived; so no step waits for the GPU or for another rank, and the run
+    stops one step later than on a single process (a signal during step ``n`` stops after
+    step ``n + 1``). At an epoch's end the ranks agree at once (the host waits there anyway).
+    (Lightning 2.6 itself still broadcasts its own SIGTERM flag from rank 0 before every
+    step and reads it, which waits; an option to do so less often is proposed upstream,
+    Lightning-AI/pytorch-lightning#21640.)
 
     Under SLURM it is Lightning's requeue checkpoint ``hpc_ckpt_<n>.ckpt`` in the run directory
     instead, which a requeued job resumes from by itself. SIGUSR1 is left to Lightning there
@@ -93,8 +105,10 @@ class PreemptionCheckpoint(Callback):
 
     def _reset(self) -> None:
         self._received: int | None = None
+        self._signum = 0  # the signal every rank agreed to stop on
         self._stop_after_epoch = False
         self._pending: Preempted | None = None
+        self._vote: QueuedReduction | None = None
 
     # signal handling --------------------------------------------------------------------
     def _handler(self, signum: int, frame: Any) -> None:
@@ -139,9 +153,32 @@ class PreemptionCheckpoint(Callback):
         self._restore()
 
     # stopping ---------------------------------------------------------------------------
-    def _signalled(self, trainer: Trainer) -> bool:
-        """Whether any rank received a signal (a collective: every rank calls it)."""
-        return trainer.strategy.reduce_boolean_decision(self._received is not None, all=False)
+    def _received_here(self, trainer: Trainer) -> torch.Tensor:
+        # filled on the device: torch.tensor(..., device=cuda) would wait for the GPU's queue
+        signum = float(self._received or 0)
+        return torch.full((1,), signum, dtype=torch.float32, device=trainer.strategy.root_device)
+
+    def _read_vote(self) -> int:
+        """The signal of the reduction queued at the end of the previous step (0: none)."""
+        vote, self._vote = self._vote, None
+        return 0 if vote is None else int(vote.result()[0][0])
+
+    def _signal_after_step(self, trainer: Trainer) -> int:
+        """The signal to stop on after this step, the same on every rank (0: go on). Under DDP
+        the one queued a step ago, and this step's is queued (every rank calls this)."""
+        if not is_distributed(trainer):
+            return self._received or 0
+        signum = self._read_vote()
+        if not signum:
+            self._vote = QueuedReduction(self._received_here(trainer), op=dist.ReduceOp.MAX)
+        return signum
+
+    def _signal_now(self, trainer: Trainer) -> int:
+        """The signal any rank has received by now (every rank calls this; the host waits)."""
+        if not is_distributed(trainer):
+            return self._received or 0
+        queued = self._read_vote()
+        return max(queued, int(reduce_now(self._received_here(trainer))[0]))
 
     def _stop_if_saved(self) -> None:
         if self._pending is not None:
@@ -150,7 +187,10 @@ class PreemptionCheckpoint(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self._stop_after_epoch or self._pending is not None or not self._signalled(trainer):
+        if self._stop_after_epoch or self._pending is not None:
+            return
+        self._signum = self._signal_after_step(trainer)
+        if not self._signum:
             return
         if batch_idx + 1 >= trainer.num_training_batches:
             self._stop_after_epoch = True  # finish the epoch: validation, metrics, checkpoints
@@ -174,13 +214,16 @@ class PreemptionCheckpoint(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._stop_if_saved()
-        if self._stop_after_epoch or self._signalled(trainer):
+        if not self._stop_after_epoch:
+            self._signum = self._signal_now(trainer)
+        if self._signum:
             self._stop_after_epoch = True
             trainer.should_stop = True
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         try:
             self._stop_if_saved()
+            self._read_vote()  # one left by a run that ended within an epoch (max_steps)
             if self._stop_after_epoch:
                 raise self._save(trainer)
         finally:
@@ -220,9 +263,8 @@ class PreemptionCheckpoint(Callback):
             if isinstance(logger, WandbLogger) and trainer.is_global_zero:
                 with contextlib.suppress(Exception):
                     logger.experiment.mark_preempting()
-        # the signal number (the same on every rank, whichever got the signal)
-        received = torch.tensor(self._received or 0, device=trainer.strategy.root_device)
-        signum = int(trainer.strategy.reduce(received, reduce_op="max")) or int(signal.SIGTERM)
+        # the signal number, the same on every rank (whichever got the signal)
+        signum = self._signum or int(signal.SIGTERM)
         stop = Preempted(signum, str(path), trainer.global_step, trainer.current_epoch)
         rank_zero_info(f"{stop.signal_name} received: checkpoint saved to {path}; stopping.")
         return stop
