@@ -255,7 +255,7 @@ def our_epoch(spec: ModelSpec, mode: Mode, settings: Settings, data_root: Path) 
             **trainer_kwargs(settings, mode, root, [EpochTimer()]),
         )
         trainer.fit(module, datamodule=datamodule)
-    done = trainer.fit_loop.epoch_loop.batch_progress.total.completed
+    done = trainer.global_step  # one optimizer step per batch (no accumulation)
     result = EpochResult(
         pipeline=OURS_PIPELINE,
         mode=mode.name,
