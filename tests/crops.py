@@ -24,3 +24,20 @@ def crop_offsets(out: torch.Tensor, *sources: torch.Tensor, padding: int) -> tor
     index = found.flatten(1).argmax(dim=1)
     side = 2 * padding + 1
     return torch.stack([index // side, index % side], dim=1)
+
+
+def window_offsets(out: torch.Tensor, padded: torch.Tensor) -> list[tuple[int, int] | None]:
+    """For each image, the (top, left) at which ``out[i]`` is a window of ``padded[i]``."""
+    _, _, h, w = out.shape
+    found = []
+    for o, p in zip(out, padded, strict=True):
+        hit = None
+        for top in range(p.shape[1] - h + 1):
+            for left in range(p.shape[2] - w + 1):
+                if torch.equal(p[:, top : top + h, left : left + w], o):
+                    hit = (top, left)
+                    break
+            if hit:
+                break
+        found.append(hit)
+    return found

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from crops import window_offsets
 from fake_data import write_cifar10, write_cifar100, write_svhn
-from test_data_transforms import window_offsets
 from torch.utils.data import DistributedSampler
 
 from densenet_lit.data import (
