@@ -18,15 +18,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from densenet_lit.rundir import WANDB_ID_FILE
+from densenet_lit.tracking.csv_logger import logged_minimums
+from densenet_lit.tracking.wandb_logger import SafeWandbLogger
 
 # Seconds finishing a W&B run may take before the process moves on (without network,
 # wandb.finish() can wait for its uploads until the job is killed).
 WANDB_FINISH_TIMEOUT = 120.0
-# How the runs table summarises each metric, and what epoch metrics are plotted against.
+# How the runs table summarises each metric ("min" over the whole run, across resumptions:
+# see SafeWandbLogger), and what the metrics are plotted against: epoch metrics against the
+# epoch, per-step ones against the trainer's global step (both continue where a resumed run
+# stopped; W&B's own ``_step`` counts this process's log calls).
 SUMMARIES = {
     "val/error": "min,last",
     "val/error_top5": "min,last",
@@ -36,6 +40,9 @@ SUMMARIES = {
     "train/error": "last",
 }
 EPOCH_METRICS = ("train/loss", "train/error*", "val/*", "test/*", "perf/*")
+STEP_METRICS = ("train/loss_step", "lr")
+# The x-axes: Lightning logs both with every row.
+EPOCH_AXIS, STEP_AXIS = "epoch", "trainer/global_step"
 
 
 def reachable(url: str, timeout: float = 3.0) -> bool:
@@ -91,40 +98,12 @@ def wandb_mode() -> tuple[str, str]:
     return "online", "API key found"
 
 
-class SafeWandbLogger(WandbLogger):
-    """A WandbLogger whose failures are warnings: W&B must never stop training."""
-
-    broken = False
-
-    def guard(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.broken:
-            return None
-        try:
-            return fn(*args, **kwargs)
-        except Exception as err:  # the W&B service died, disk full, ...
-            self.broken = True
-            rank_zero_warn(f"W&B logging failed and is switched off for this run: {err!r}")
-            return None
-
-    def log_metrics(self, *args: Any, **kwargs: Any) -> None:
-        self.guard(super().log_metrics, *args, **kwargs)
-
-    def log_hyperparams(self, *args: Any, **kwargs: Any) -> None:
-        self.guard(super().log_hyperparams, *args, **kwargs)
-
-    def after_save_checkpoint(self, *args: Any, **kwargs: Any) -> None:
-        self.guard(super().after_save_checkpoint, *args, **kwargs)
-
-    def finalize(self, *args: Any, **kwargs: Any) -> None:
-        self.guard(super().finalize, *args, **kwargs)
-
-
 @dataclass
 class WandbRun:
     """A W&B run this process started: its logger, where an offline run waits for
     ``wandb sync`` (None when online) and why it is in its mode."""
 
-    logger: WandbLogger
+    logger: SafeWandbLogger
     sync_dir: Path | None
     mode_reason: str
 
@@ -143,13 +122,25 @@ def run_id(run_dir: Path) -> str:
 
 
 def describe_metrics(run: Any) -> None:
-    """Summaries (best error as the minimum, the last value kept too) and the epoch as the
-    x-axis of epoch metrics."""
-    run.define_metric("epoch", hidden=True)
+    """Summaries (best error as the minimum, the last value kept too), the epoch as the
+    x-axis of epoch metrics and the global step as that of per-step metrics. (No ``*`` glob
+    for the latter: W&B matches overlapping globs in no fixed order.)"""
+    run.define_metric(EPOCH_AXIS, hidden=True)
+    run.define_metric(STEP_AXIS, hidden=True)
     for pattern in EPOCH_METRICS:
-        run.define_metric(pattern, step_metric="epoch")
+        run.define_metric(pattern, step_metric=EPOCH_AXIS)
+    for name in STEP_METRICS:
+        run.define_metric(name, step_metric=STEP_AXIS)
     for name, summary in SUMMARIES.items():
-        run.define_metric(name, summary=summary, step_metric="epoch")
+        run.define_metric(name, summary=summary, step_metric=EPOCH_AXIS)
+
+
+def run_minimums(run_dir: Path) -> dict[str, float | None]:
+    """The metrics summarised by their minimum, with the lowest value the run logged so far
+    (``metrics.csv``: the parts before a resumption), None where it logged none."""
+    names = [name for name, summary in SUMMARIES.items() if "min" in summary.split(",")]
+    logged = logged_minimums(run_dir, names)
+    return {name: logged.get(name) for name in names}
 
 
 def start_wandb(
@@ -186,7 +177,11 @@ def start_wandb(
         )
         describe_metrics(run)
         logger = SafeWandbLogger(
-            experiment=run, project=project, save_dir=str(run_dir), log_model=log_model
+            experiment=run,
+            project=project,
+            save_dir=str(run_dir),
+            log_model=log_model,
+            minimums=run_minimums(run_dir),
         )
         offline = mode in ("offline", "dryrun")
         return WandbRun(logger, Path(run.dir).parent if offline else None, reason)
