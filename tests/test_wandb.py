@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import wandb
 from cli_args import cli_args
 
 from densenet_lit import rundir
@@ -213,6 +214,9 @@ def test_a_run_preempted_twice_is_one_wandb_run(tmp_path, no_wandb_account, monk
         run(resumable_args(root, "--ckpt_path", str(run_dir), *sigterm_at(8)))
     last = run(resumable_args(root, "--ckpt_path", "auto", "--run.wandb_log_model", "true"))
     assert last.run_dir == run_dir and last.trainer.global_step == 12
+    # the pieces share this process's W&B service, which writes the last one's file to disk
+    # when it shuts down (a process of its own would at its exit)
+    wandb.teardown()
 
     parts = offline_parts(run_dir)
     run_id = (run_dir / rundir.WANDB_ID_FILE).read_text().strip()
