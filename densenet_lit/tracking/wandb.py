@@ -4,7 +4,9 @@ run resumes, and finishing it without ever stopping training.
 One training run is one W&B run, however often it is preempted and resumed: the W&B run id
 is kept in the run directory (``wandb_run_id``) when the run starts, and a run resumed in
 that directory continues the same W&B run (``resume="allow"``), online and offline alike (the
-offline pieces of one run share its id and ``wandb sync`` uploads them as one run).
+offline pieces of one run share its id and ``wandb sync`` uploads them as one run). The
+logger itself (summaries over the whole run, checkpoint uploads) is
+:class:`~densenet_lit.tracking.wandb_logger.SafeWandbLogger`.
 """
 
 from __future__ import annotations
