@@ -198,7 +198,7 @@ def sigterm_at(step: int) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_run_preempted_twice_is_one_wandb_run(tmp_path, no_wandb_account, monkeypatch):
+def test_a_run_preempted_twice_is_one_wandb_run(tmp_path, no_wandb_account, monkeypatch, capsys):
     """Preempted in epoch 1, continued from its run directory, preempted in epoch 2 and
     continued with --ckpt_path auto: the three offline pieces are one W&B run (one id, that
     of wandb_run_id) whose history holds every epoch and every step once, plotted against
@@ -225,6 +225,10 @@ def test_a_run_preempted_twice_is_one_wandb_run(tmp_path, no_wandb_account, monk
     assert all(p["dir"].name.endswith(f"-{run_id}") for p in parts)
     assert {p["run"].display_name for p in parts} == {f"wr/{run_dir.name}"}
     assert {p["run"].run_group for p in parts} == {"digits-densenet_bc_10_4"}
+    # the last part says how to upload all of them
+    hints = [line for line in capsys.readouterr().out.splitlines() if "wandb sync" in line]
+    assert hints[-1].endswith(f"wandb sync {run_dir}/wandb/offline-run-*-{run_id}")
+    assert sorted(run_dir.glob(f"wandb/offline-run-*-{run_id}")) == sorted(p["dir"] for p in parts)
 
     # every epoch's val/error and train/loss once, every step's train/loss_step once
     rows = [row for p in parts for row in p["history"]]

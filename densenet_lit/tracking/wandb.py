@@ -192,6 +192,14 @@ def start_wandb(
         return None
 
 
+def sync_target(sync_dir: Path) -> str:
+    """What to give ``wandb sync``: the offline run directory, or all the parts of a resumed
+    run (``offline-run-<time>-<id>``, one per part, same id), which it uploads as one run."""
+    run_id = sync_dir.name.rsplit("-", 1)[-1]
+    parts = list(sync_dir.parent.glob(f"offline-run-*-{run_id}"))
+    return str(sync_dir) if len(parts) <= 1 else f"{sync_dir.parent}/offline-run-*-{run_id}"
+
+
 def finish_within(run: WandbRun, timeout: float) -> bool:
     """Finish the run in a daemon thread; False if it took longer than ``timeout`` seconds (it
     then goes on in the background) or failed (a warning says why)."""
@@ -224,7 +232,7 @@ def finish_wandb(runs: list[WandbRun], sync_hint: bool = True) -> None:
         if rank_zero_only.rank != 0:
             continue
         if not finish_within(run, WANDB_FINISH_TIMEOUT):
-            where = run.sync_dir
+            where = run.sync_dir and sync_target(run.sync_dir)
             rank_zero_warn(
                 f"W&B did not finish within {WANDB_FINISH_TIMEOUT:.0f} s (no network?); "
                 "training is not affected. What was not uploaded is kept"
@@ -234,6 +242,6 @@ def finish_wandb(runs: list[WandbRun], sync_hint: bool = True) -> None:
         if run.sync_dir is not None and sync_hint:
             print(
                 f"W&B run saved offline ({run.mode_reason}); upload it with: "
-                f"wandb sync {run.sync_dir}",
+                f"wandb sync {sync_target(run.sync_dir)}",
                 flush=True,
             )
