@@ -50,10 +50,15 @@ class Heartbeat(Callback):
 
 class RankProbe(Callback):
     """Record, per DDP rank, in ``$PROBE_DIR``: the batch sizes each training step saw, the
-    logged metrics and the whole state (weights and buffers) at the end of fit."""
+    logged metrics, where training started and from which checkpoint, and the whole state
+    (weights and buffers) at the end of fit."""
 
     def __init__(self) -> None:
         self.batch_sizes: list[int] = []
+        self.start_step: int | None = None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.start_step = trainer.global_step  # where a resumed run continued
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
@@ -72,6 +77,10 @@ class RankProbe(Callback):
             "world_size": trainer.world_size,
             "batch_sizes": self.batch_sizes,
             "global_step": trainer.global_step,
+            "start_step": self.start_step,
+            "ckpt_path": trainer.ckpt_path,
+            "run_dir": trainer.default_root_dir,
+            "torchelastic_restart": os.environ.get("TORCHELASTIC_RESTART_COUNT"),
             "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
             "norm_layers": sorted(set(sync_bn)),
             "val_samples": len(trainer.val_dataloaders.sampler)
@@ -217,3 +226,26 @@ class CollectiveCounter(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._window = None
+
+
+class CrashOnce(Callback):
+    """End the process of global rank ``rank`` at once after global step ``step``, as a crash
+    or a kill would (``os._exit(1)``: no cleanup, no checkpoint), the first time only: it
+    leaves ``$PROBE_DIR/crashed`` behind, so that the workers a torchrun restart starts (with
+    the same command line) train through. (A marker rather than TORCHELASTIC_RESTART_COUNT:
+    a node whose own worker did not fail restarts with its count unchanged, and the ranks
+    may change nodes.)"""
+
+    def __init__(self, step: int, rank: int = 1) -> None:
+        self.step = step
+        self.rank = rank
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        marker = Path(os.environ["PROBE_DIR"]) / "crashed"
+        chosen = trainer.global_step == self.step and trainer.global_rank == self.rank
+        if chosen and not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(str(trainer.global_step))
+            os._exit(1)

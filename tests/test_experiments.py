@@ -381,3 +381,4 @@ def test_slurm_example_matches_the_multinode_overlay():
     assert "srun python -m densenet_lit fit" in script
     assert "#SBATCH --signal=SIGUSR1@90" in script and "#SBATCH --requeue" in script
     assert "--ntasks-per-node" in script and "overlays/multinode.yaml" in script
+    assert script.rstrip().endswith("--ckpt_path auto")  # the requeued job resumes the run

@@ -248,6 +248,8 @@ class DenseNetCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self.check_checkpoint_and_images()
+        for wandb_run in self.wandb_runs:  # uploaded at the end (--run.wandb_log_model true)
+            wandb_run.logger.add_checkpoint_callbacks(self.trainer.checkpoint_callbacks)
         preflight.check_global_batch(self.datamodule, self.trainer)
         preflight.check_sync_batchnorm(self.section("trainer", self.config_init), self.trainer)
 

@@ -28,8 +28,10 @@ def add_run_options(parser: LightningArgumentParser) -> None:
         "--run.wandb_log_model",
         type=bool | Literal["all"],
         default=False,
-        help="Upload checkpoints to W&B as artifacts (aliases 'latest' and 'best'): true = "
-        "at the end of training, 'all' = each one as it is saved. Off by default.",
+        help="Upload checkpoints to W&B as versions of the artifact model-<W&B run id>: "
+        "true = the run's checkpoints when training ends, 'all' = each one as it is saved. "
+        "The one with the lowest val/error gets the alias 'best'; W&B gives 'latest' to the "
+        "newest upload. Off by default.",
     )
     parser.add_argument(
         "--run.tags", type=list[str], default=[], help="Extra W&B tags for this run."

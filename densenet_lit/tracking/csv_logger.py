@@ -95,3 +95,19 @@ class RunCSVLogger(Logger):
             writer.writeheader()
             writer.writerows(rows)
         self._columns = columns
+
+
+def logged_minimums(run_dir: str | os.PathLike, names: list[str]) -> dict[str, float]:
+    """The lowest value of each metric in ``names`` that ``metrics.csv`` of ``run_dir`` holds
+    (what the earlier parts of a resumed run logged); metrics never logged are left out."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return {}
+    lowest: dict[str, float] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            for name in names:
+                value = row.get(name)
+                if value:
+                    lowest[name] = min(float(value), lowest.get(name, float("inf")))
+    return lowest

@@ -4,7 +4,9 @@ run resumes, and finishing it without ever stopping training.
 One training run is one W&B run, however often it is preempted and resumed: the W&B run id
 is kept in the run directory (``wandb_run_id``) when the run starts, and a run resumed in
 that directory continues the same W&B run (``resume="allow"``), online and offline alike (the
-offline pieces of one run share its id and ``wandb sync`` uploads them as one run).
+offline pieces of one run share its id and ``wandb sync`` uploads them as one run). The
+logger itself (summaries over the whole run, checkpoint uploads) is
+:class:`~densenet_lit.tracking.wandb_logger.SafeWandbLogger`.
 """
 
 from __future__ import annotations
@@ -18,15 +20,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from densenet_lit.rundir import WANDB_ID_FILE
+from densenet_lit.tracking.csv_logger import logged_minimums
+from densenet_lit.tracking.wandb_logger import SafeWandbLogger
 
 # Seconds finishing a W&B run may take before the process moves on (without network,
 # wandb.finish() can wait for its uploads until the job is killed).
 WANDB_FINISH_TIMEOUT = 120.0
-# How the runs table summarises each metric, and what epoch metrics are plotted against.
+# How the runs table summarises each metric ("min" over the whole run, across resumptions:
+# see SafeWandbLogger), and what the metrics are plotted against: epoch metrics against the
+# epoch, per-step ones against the trainer's global step (both continue where a resumed run
+# stopped; W&B's own ``_step`` counts this process's log calls).
 SUMMARIES = {
     "val/error": "min,last",
     "val/error_top5": "min,last",
@@ -36,6 +42,9 @@ SUMMARIES = {
     "train/error": "last",
 }
 EPOCH_METRICS = ("train/loss", "train/error*", "val/*", "test/*", "perf/*")
+STEP_METRICS = ("train/loss_step", "lr")
+# The x-axes: Lightning logs both with every row.
+EPOCH_AXIS, STEP_AXIS = "epoch", "trainer/global_step"
 
 
 def reachable(url: str, timeout: float = 3.0) -> bool:
@@ -91,40 +100,12 @@ def wandb_mode() -> tuple[str, str]:
     return "online", "API key found"
 
 
-class SafeWandbLogger(WandbLogger):
-    """A WandbLogger whose failures are warnings: W&B must never stop training."""
-
-    broken = False
-
-    def guard(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.broken:
-            return None
-        try:
-            return fn(*args, **kwargs)
-        except Exception as err:  # the W&B service died, disk full, ...
-            self.broken = True
-            rank_zero_warn(f"W&B logging failed and is switched off for this run: {err!r}")
-            return None
-
-    def log_metrics(self, *args: Any, **kwargs: Any) -> None:
-        self.guard(super().log_metrics, *args, **kwargs)
-
-    def log_hyperparams(self, *args: Any, **kwargs: Any) -> None:
-        self.guard(super().log_hyperparams, *args, **kwargs)
-
-    def after_save_checkpoint(self, *args: Any, **kwargs: Any) -> None:
-        self.guard(super().after_save_checkpoint, *args, **kwargs)
-
-    def finalize(self, *args: Any, **kwargs: Any) -> None:
-        self.guard(super().finalize, *args, **kwargs)
-
-
 @dataclass
 class WandbRun:
     """A W&B run this process started: its logger, where an offline run waits for
     ``wandb sync`` (None when online) and why it is in its mode."""
 
-    logger: WandbLogger
+    logger: SafeWandbLogger
     sync_dir: Path | None
     mode_reason: str
 
@@ -143,13 +124,25 @@ def run_id(run_dir: Path) -> str:
 
 
 def describe_metrics(run: Any) -> None:
-    """Summaries (best error as the minimum, the last value kept too) and the epoch as the
-    x-axis of epoch metrics."""
-    run.define_metric("epoch", hidden=True)
+    """Summaries (best error as the minimum, the last value kept too), the epoch as the
+    x-axis of epoch metrics and the global step as that of per-step metrics. (No ``*`` glob
+    for the latter: W&B matches overlapping globs in no fixed order.)"""
+    run.define_metric(EPOCH_AXIS, hidden=True)
+    run.define_metric(STEP_AXIS, hidden=True)
     for pattern in EPOCH_METRICS:
-        run.define_metric(pattern, step_metric="epoch")
+        run.define_metric(pattern, step_metric=EPOCH_AXIS)
+    for name in STEP_METRICS:
+        run.define_metric(name, step_metric=STEP_AXIS)
     for name, summary in SUMMARIES.items():
-        run.define_metric(name, summary=summary, step_metric="epoch")
+        run.define_metric(name, summary=summary, step_metric=EPOCH_AXIS)
+
+
+def run_minimums(run_dir: Path) -> dict[str, float | None]:
+    """The metrics summarised by their minimum, with the lowest value the run logged so far
+    (``metrics.csv``: the parts before a resumption), None where it logged none."""
+    names = [name for name, summary in SUMMARIES.items() if "min" in summary.split(",")]
+    logged = logged_minimums(run_dir, names)
+    return {name: logged.get(name) for name in names}
 
 
 def start_wandb(
@@ -186,13 +179,25 @@ def start_wandb(
         )
         describe_metrics(run)
         logger = SafeWandbLogger(
-            experiment=run, project=project, save_dir=str(run_dir), log_model=log_model
+            experiment=run,
+            project=project,
+            save_dir=str(run_dir),
+            log_model=log_model,
+            minimums=run_minimums(run_dir),
         )
         offline = mode in ("offline", "dryrun")
         return WandbRun(logger, Path(run.dir).parent if offline else None, reason)
     except Exception as err:
         rank_zero_warn(f"W&B could not start ({err!r}); this run logs to CSV only.")
         return None
+
+
+def sync_target(sync_dir: Path) -> str:
+    """What to give ``wandb sync``: the offline run directory, or all the parts of a resumed
+    run (``offline-run-<time>-<id>``, one per part, same id), which it uploads as one run."""
+    run_id = sync_dir.name.rsplit("-", 1)[-1]
+    parts = list(sync_dir.parent.glob(f"offline-run-*-{run_id}"))
+    return str(sync_dir) if len(parts) <= 1 else f"{sync_dir.parent}/offline-run-*-{run_id}"
 
 
 def finish_within(run: WandbRun, timeout: float) -> bool:
@@ -227,7 +232,7 @@ def finish_wandb(runs: list[WandbRun], sync_hint: bool = True) -> None:
         if rank_zero_only.rank != 0:
             continue
         if not finish_within(run, WANDB_FINISH_TIMEOUT):
-            where = run.sync_dir
+            where = run.sync_dir and sync_target(run.sync_dir)
             rank_zero_warn(
                 f"W&B did not finish within {WANDB_FINISH_TIMEOUT:.0f} s (no network?); "
                 "training is not affected. What was not uploaded is kept"
@@ -237,6 +242,6 @@ def finish_wandb(runs: list[WandbRun], sync_hint: bool = True) -> None:
         if run.sync_dir is not None and sync_hint:
             print(
                 f"W&B run saved offline ({run.mode_reason}); upload it with: "
-                f"wandb sync {run.sync_dir}",
+                f"wandb sync {sync_target(run.sync_dir)}",
                 flush=True,
             )

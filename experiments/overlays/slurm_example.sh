@@ -19,8 +19,12 @@ cd "${SLURM_SUBMIT_DIR}"
 source .venv/bin/activate
 
 # srun starts one task per GPU on every node; Lightning reads the ranks from SLURM.
+# --ckpt_path auto: the first time this starts the run in runs/imagenet161/slurm-<job id>;
+# the requeued job (same job id, same script) continues it from its newest checkpoint there
+# (Lightning's requeue checkpoint, or last.ckpt after a requeue that wrote none).
 srun python -m densenet_lit fit \
     --config experiments/imagenet161.yaml \
     --config experiments/overlays/multinode.yaml \
     --trainer.num_nodes "${SLURM_JOB_NUM_NODES}" \
-    --trainer.devices "${SLURM_NTASKS_PER_NODE}"
+    --trainer.devices "${SLURM_NTASKS_PER_NODE}" \
+    --ckpt_path auto
