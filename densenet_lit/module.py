@@ -46,7 +46,9 @@ class DenseNetModule(LightningModule):
             and SVHN, the runs without augmentation).
         num_classes: classifier outputs; the CLI links it from the data module.
         in_channels: input channels; the CLI links it from the data module.
-        memory_efficient: recompute concatenation/BN/ReLU in the backward pass.
+        memory_efficient: memory level, what the backward pass recomputes instead of keeping:
+            ``False``/0 nothing; ``True``/1 concatenation and first BN-ReLU; 2 both BN-ReLUs;
+            3 all but each layer's last convolution (see densenet_lit.models.memory_efficient).
         pretrained: path of a torchvision ImageNet weight file to initialise the network from
             at the start of fit/validate/test (not the classifier when ``num_classes`` is not
             1000); a checkpoint given with ``ckpt_path`` takes precedence.
@@ -85,7 +87,7 @@ class DenseNetModule(LightningModule):
         drop_rate: float = 0.0,
         num_classes: int = 10,
         in_channels: int = 3,
-        memory_efficient: bool = False,
+        memory_efficient: bool | int = False,
         pretrained: str | None = None,
         lr: float = 0.1,
         momentum: float = 0.9,

@@ -1,4 +1,5 @@
-"""The network: architectures, parameter counts, memory-efficient mode, weights, features."""
+"""The network: architectures, parameter counts, weights, features (memory levels:
+test_memory_efficient.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from densenet_lit.models import (
     densenet_cifar,
     load_torchvision_weights,
 )
-from densenet_lit.models.memory import activation_bytes
 from densenet_lit.models.pretrained import torchvision_key
 from densenet_lit.models.summary import count_macs, count_parameters
 from densenet_lit.paper import CIFAR_MODELS, IMAGENET_MODELS
@@ -145,7 +145,7 @@ def test_bad_hyperparameters_are_rejected(kwargs):
 def test_keyword_arguments_pass_through_named_models():
     model = build_model("densenet121", num_classes=7, drop_rate=0.2, memory_efficient=True)
     assert model.classifier.out_features == 7
-    assert model.memory_efficient
+    assert model.memory_efficient == 1
     drops = [m.p for m in model.modules() if isinstance(m, nn.Dropout)]
     assert drops and set(drops) == {0.2}
 
@@ -196,54 +196,6 @@ def test_features_for_transfer_learning():
     assert last_block.shape == (3, 448, 8, 8)
     head = torch.relu(model.features.norm5(last_block)).mean((2, 3))
     torch.testing.assert_close(head, pooled)
-
-
-@pytest.mark.parametrize("bottleneck", [True, False])
-def test_memory_efficient_gives_same_outputs_and_gradients(bottleneck):
-    torch.manual_seed(0)
-    normal = densenet_cifar(16, 6, bottleneck=bottleneck, drop_rate=0.0)
-    efficient = densenet_cifar(16, 6, bottleneck=bottleneck, memory_efficient=True)
-    efficient.load_state_dict(normal.state_dict())
-    x = torch.randn(8, 3, 32, 32, requires_grad=True)
-    x2 = x.detach().clone().requires_grad_(True)
-    out_n, out_e = normal(x), efficient(x2)
-    torch.testing.assert_close(out_e, out_n)
-    out_n.square().sum().backward()
-    out_e.square().sum().backward()
-    torch.testing.assert_close(x2.grad, x.grad)
-    for (name, pn), (_, pe) in zip(
-        normal.named_parameters(), efficient.named_parameters(), strict=True
-    ):
-        torch.testing.assert_close(pe.grad, pn.grad, msg=name)
-
-
-def test_memory_efficient_updates_batchnorm_statistics_once():
-    torch.manual_seed(0)
-    normal = densenet_cifar(16, 6)
-    efficient = densenet_cifar(16, 6, memory_efficient=True)
-    efficient.load_state_dict(normal.state_dict())
-    x = torch.randn(8, 3, 32, 32)
-    for model in (normal, efficient):
-        model.train()
-        model(x).sum().backward()
-    n_state, e_state = normal.state_dict(), efficient.state_dict()
-    for key in n_state:
-        torch.testing.assert_close(e_state[key], n_state[key], msg=key)
-    assert efficient.features.denseblock1.denselayer1.norm1.num_batches_tracked.item() == 1
-
-
-def test_memory_efficient_holds_less_activation_memory():
-    torch.manual_seed(0)
-    x = torch.randn(4, 3, 32, 32)
-    normal = activation_bytes(densenet_cifar(100, 12), x)
-    efficient = activation_bytes(densenet_cifar(100, 12, memory_efficient=True), x)
-    assert efficient < 0.5 * normal
-
-
-def test_memory_efficient_works_in_eval_and_no_grad():
-    model = densenet_cifar(16, 6, memory_efficient=True).eval()
-    with torch.no_grad():
-        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
 def _to_old_torchvision_names(state: dict) -> dict:

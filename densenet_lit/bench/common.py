@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from densenet_lit.models import DenseNet, build_model
+from densenet_lit.models import DEEPEST_MEMORY_LEVEL, DenseNet, build_model
 
 # ----------------------------------------------------------------------------------- modes
 
@@ -30,7 +30,7 @@ class Mode:
     channels_last: bool = False
     bf16: bool = False
     compile: bool = False
-    memory_efficient: bool = False
+    memory_efficient: int = 0  # memory level (densenet_lit.models.memory_efficient)
 
     @property
     def precision(self) -> str:
@@ -46,7 +46,7 @@ class Mode:
             "torch.compile" if self.compile else "eager",
         ]
         if self.memory_efficient:
-            parts.append("memory_efficient=True")
+            parts.append(f"memory_efficient={self.memory_efficient}")
         return ", ".join(parts)
 
 
@@ -58,9 +58,11 @@ MODES: dict[str, Mode] = {
         Mode("bf16-mixed", bf16=True),
         Mode("compile", compile=True),
         Mode("fast", channels_last=True, bf16=True, compile=True),
-        Mode("memory_efficient", memory_efficient=True),
+        Mode("memory_efficient", memory_efficient=1),
+        Mode(f"memory_efficient={DEEPEST_MEMORY_LEVEL}", memory_efficient=DEEPEST_MEMORY_LEVEL),
+        Mode("fast+memory_efficient", channels_last=True, bf16=True, compile=True, memory_efficient=1),
     )
-}
+}  # fmt: skip
 COMPILE_MODES = tuple(name for name, m in MODES.items() if m.compile)
 
 # ---------------------------------------------------------------------------------- models
@@ -85,7 +87,7 @@ class ModelSpec:
     has_torchvision_baseline: bool
     tiny: bool = False
 
-    def ours(self, memory_efficient: bool) -> nn.Module:
+    def ours(self, memory_efficient: int) -> nn.Module:
         """Our network (densenet_lit.models), as the Lightning module holds it."""
         if self.tiny and self.key == "imagenet":
             return DenseNet(
@@ -104,8 +106,8 @@ class ModelSpec:
             arch, num_classes=self.num_classes, memory_efficient=memory_efficient, **kwargs
         )
 
-    def torchvision(self, memory_efficient: bool) -> nn.Module:
-        """torchvision's network (ImageNet models only: torchvision has no CIFAR DenseNet)."""
+    def torchvision(self, memory_efficient: int) -> nn.Module:
+        """torchvision's network (ImageNet only), memory-efficient at any level above 0."""
         import torchvision
 
         if not self.has_torchvision_baseline:
@@ -116,10 +118,10 @@ class ModelSpec:
                 block_config=(1, 1, 1, 1),
                 num_init_features=8,
                 num_classes=self.num_classes,
-                memory_efficient=memory_efficient,
+                memory_efficient=bool(memory_efficient),
             )
         return torchvision.models.densenet121(
-            num_classes=self.num_classes, memory_efficient=memory_efficient
+            num_classes=self.num_classes, memory_efficient=bool(memory_efficient)
         )
 
 

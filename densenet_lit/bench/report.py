@@ -9,8 +9,16 @@ from densenet_lit.bench.epoch import EpochResult
 from densenet_lit.bench.loaders import DEVICE_DECODE_PIPELINE, LoaderRow
 from densenet_lit.bench.steps import StepResult
 from densenet_lit.callbacks import default_callbacks
+from densenet_lit.models import DEEPEST_MEMORY_LEVEL
 
 PLAIN, PLAIN_OURS, LIGHTNING = "plain", "plain_ours", "lightning"
+# (mode, at most this fraction of fp32's memory, at no more than this many times its step
+# time): memory_efficient=True; the deepest level: the 0.30x memory of the authors' most
+# frugal level (their models/README.md) at 1.3x time.
+MEMORY_TARGETS = (
+    ("memory_efficient", 0.5, 1.25),
+    (f"memory_efficient={DEEPEST_MEMORY_LEVEL}", 0.3, 1.3),
+)
 NA = "n/a"
 LOADER_RATIO_TARGET = 0.95  # epoch images/s over step-alone images/s: the loader keeps up
 BUSY_TARGET = 0.95  # the issue's "GPU busy > 95% of a CIFAR epoch"
@@ -230,20 +238,23 @@ def targets(
     for key, rows in steps.items():
         name = specs[key].short
         by_mode = {r.mode: r for r in rows}
-        fp32, fast, eff = by_mode.get("fp32"), by_mode.get("fast"), by_mode.get("memory_efficient")
+        fp32, fast = by_mode.get("fp32"), by_mode.get("fast")
         if fp32 and fast and fp32.ips(LIGHTNING) and fast.ips(LIGHTNING):
             s = fast.ips(LIGHTNING) / fp32.ips(LIGHTNING)
             out.append([f"{name}: fast mode >= 2x fp32 eager", f"{s:.2f}x", verdict(s >= 2.0)])
-        if fp32 and eff:
+        for mode, max_mem, max_slow in MEMORY_TARGETS:
+            eff = by_mode.get(mode)
+            if not (fp32 and eff):
+                continue
             m0, m1 = fp32.memory_mib.get(LIGHTNING), eff.memory_mib.get(LIGHTNING)
             t0, t1 = fp32.ips(LIGHTNING), eff.ips(LIGHTNING)
             if m0 and m1 and t0 and t1:
                 mem, slow = m1 / m0, t0 / t1
                 out.append(
                     [
-                        f"{name}: memory_efficient <= 0.5x memory at <= 1.25x time",
+                        f"{name}: {mode} <= {max_mem}x memory at <= {max_slow}x time",
                         f"{mem:.2f}x {memory_label(settings)}, {slow:.2f}x time per step",
-                        verdict(mem <= 0.5 and slow <= 1.25),
+                        verdict(mem <= max_mem and slow <= max_slow),
                     ]
                 )
     for row in epochs:

@@ -1,6 +1,9 @@
-"""The DenseNet family: the network, the paper's models by name, weights and summaries."""
+"""The DenseNet family: the network, its memory levels, the paper's models by name, weights
+and summaries."""
 
 from densenet_lit.models.densenet import DenseBlock, DenseLayer, DenseNet, Transition
+from densenet_lit.models.memory_efficient import DEEPEST as DEEPEST_MEMORY_LEVEL
+from densenet_lit.models.memory_efficient import LEVELS as MEMORY_LEVELS
 from densenet_lit.models.pretrained import load_torchvision_weights
 from densenet_lit.models.zoo import (
     IMAGENET_CONFIGS,
@@ -16,7 +19,9 @@ from densenet_lit.models.zoo import (
 )
 
 __all__ = [
+    "DEEPEST_MEMORY_LEVEL",
     "IMAGENET_CONFIGS",
+    "MEMORY_LEVELS",
     "MODEL_NAMES",
     "DenseBlock",
     "DenseLayer",

@@ -14,40 +14,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
 
 import torch
-import torch.utils.checkpoint as cp
 from torch import Tensor, nn
 
-
-@contextmanager
-def _frozen_running_stats(norm: nn.modules.batchnorm._BatchNorm) -> Iterator[None]:
-    """Run a batch norm in training mode without touching its running statistics.
-
-    Recomputation in the backward pass runs the batch norm a second time on the same batch;
-    its output is the same (batch statistics), but left alone it would move the running
-    mean and variance (and ``num_batches_tracked``) twice per step. Momentum 0 keeps the
-    running estimates exactly as they are.
-    """
-    momentum = norm.momentum
-    tracked = None if norm.num_batches_tracked is None else norm.num_batches_tracked.clone()
-    norm.momentum = 0.0
-    try:
-        yield
-    finally:
-        norm.momentum = momentum
-        if tracked is not None:
-            norm.num_batches_tracked.copy_(tracked)
+from densenet_lit.models.memory_efficient import memory_level, recomputed_forward
 
 
 class DenseLayer(nn.Module):
     """H_l: BN-ReLU-Conv3x3, or with a bottleneck BN-ReLU-Conv1x1-BN-ReLU-Conv3x3.
 
-    With ``memory_efficient`` the concatenation, first batch norm and ReLU (and the
-    convolution that reads them) are recomputed in the backward pass instead of stored,
-    so a block's activation memory grows linearly with its depth rather than
-    quadratically (Pleiss et al., arXiv 1707.06990).
+    ``memory_efficient``, a memory level from 0 (``False``) to 3, chooses what the layer
+    keeps for the backward pass and what it recomputes instead (see
+    :mod:`densenet_lit.models.memory_efficient`). From level 1 (``True``) on, the
+    concatenation and the first BN-ReLU are recomputed, so a block's activation memory grows
+    linearly with its depth rather than quadratically (Pleiss et al., arXiv 1707.06990).
     """
 
     def __init__(
@@ -57,7 +38,7 @@ class DenseLayer(nn.Module):
         bottleneck: bool = True,
         bn_size: int = 4,
         drop_rate: float = 0.0,
-        memory_efficient: bool = False,
+        memory_efficient: bool | int = False,
     ) -> None:
         super().__init__()
         first_width = bn_size * growth_rate if bottleneck else growth_rate
@@ -74,32 +55,16 @@ class DenseLayer(nn.Module):
             self.relu2 = nn.ReLU(inplace=True)
             self.conv2 = nn.Conv2d(first_width, growth_rate, 3, padding=1, bias=False)
             self.drop2 = nn.Dropout(drop_rate)
-        self.memory_efficient = memory_efficient
-
-    def _recompute_contexts(self):
-        # (context of the forward pass, context of the recomputation in backward)
-        return nullcontext(), _frozen_running_stats(self.norm1)
-
-    def _first_conv(self, *features: Tensor) -> Tensor:
-        return self.conv1(self.relu1(self.norm1(torch.cat(features, 1))))
+        self.memory_efficient = memory_level(memory_efficient)
 
     def forward(self, features: Sequence[Tensor]) -> Tensor:
-        recompute = (
+        if (
             self.memory_efficient
             and torch.is_grad_enabled()
             and any(f.requires_grad for f in features)
-        )
-        if recompute:
-            out = cp.checkpoint(
-                self._first_conv,
-                *features,
-                use_reentrant=False,
-                context_fn=self._recompute_contexts,
-                preserve_rng_state=False,  # no randomness inside: dropout comes after it
-            )
-        else:
-            out = self._first_conv(*features)
-        out = self.drop1(out)
+        ):
+            return recomputed_forward(self, features)
+        out = self.drop1(self.conv1(self.relu1(self.norm1(torch.cat(features, 1)))))
         if self.bottleneck:
             out = self.drop2(self.conv2(self.relu2(self.norm2(out))))
         return out
@@ -151,7 +116,8 @@ class DenseNet(nn.Module):
             runs without augmentation).
         num_classes: outputs of the classifier.
         in_channels: channels of the input images.
-        memory_efficient: recompute concatenation, BN and ReLU in the backward pass.
+        memory_efficient: memory level of the dense layers, ``False``/0 to 2: what the
+            backward pass recomputes instead of storing (see :class:`DenseLayer`).
     """
 
     def __init__(
@@ -166,7 +132,7 @@ class DenseNet(nn.Module):
         drop_rate: float = 0.0,
         num_classes: int = 1000,
         in_channels: int = 3,
-        memory_efficient: bool = False,
+        memory_efficient: bool | int = False,
     ) -> None:
         super().__init__()
         _check_positive(growth_rate=growth_rate, stem_channels=stem_channels, bn_size=bn_size)
@@ -256,13 +222,15 @@ class DenseNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     @property
-    def memory_efficient(self) -> bool:
-        return any(layer.memory_efficient for layer in self._dense_layers())
+    def memory_efficient(self) -> int:
+        """The memory level of the dense layers (the highest, if they differ)."""
+        return max(layer.memory_efficient for layer in self._dense_layers())
 
     @memory_efficient.setter
-    def memory_efficient(self, value: bool) -> None:
+    def memory_efficient(self, value: bool | int) -> None:
+        level = memory_level(value)
         for layer in self._dense_layers():
-            layer.memory_efficient = value
+            layer.memory_efficient = level
 
     def _dense_layers(self) -> Iterator[DenseLayer]:
         return (m for m in self.modules() if isinstance(m, DenseLayer))

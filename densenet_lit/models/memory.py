@@ -1,19 +1,26 @@
-"""Activation memory of a training step, on any device.
+"""Activation memory and step time of a training step at each memory level, on any device.
 
-``python -m densenet_lit.models.memory`` prints how many bytes the autograd graph holds
-for the backward pass after one forward pass, with and without ``memory_efficient``.
-The count comes from ``torch.autograd.graph.saved_tensors_hooks``: every tensor saved for
-backward is seen once per storage, parameters excluded. It is exact and needs no GPU
-(on a GPU the benchmark suite also reports ``torch.cuda.max_memory_allocated``).
+``python -m densenet_lit.models.memory`` prints, for each level of ``memory_efficient``
+(:mod:`densenet_lit.models.memory_efficient`), how many bytes the autograd graph holds for
+the backward pass after one forward pass, and the time of a training step. The byte count
+comes from ``torch.autograd.graph.saved_tensors_hooks``: every tensor saved for backward is
+seen once per storage, parameters excluded. It is exact and needs no GPU (on a GPU the
+command also reports ``torch.cuda.max_memory_allocated`` of a step, weights included).
+Step times are the fastest of ``--rounds`` steps per level, the levels taking turns, so
+that other jobs on the machine disturb each level alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from densenet_lit.models.memory_efficient import LEVELS
 from densenet_lit.models.zoo import build_model
 
 
@@ -36,38 +43,153 @@ def activation_bytes(model: nn.Module, batch: torch.Tensor) -> int:
     return sum(storages.values())
 
 
-def compare(arch: str, batch_size: int, image_size: int, **kwargs) -> dict[str, int]:
-    """Activation bytes of ``arch`` in the normal and the memory-efficient mode."""
-    batch = torch.randn(batch_size, 3, image_size, image_size)
-    result = {}
-    for efficient in (False, True):
+@dataclass(frozen=True)
+class LevelCost:
+    """What one memory level costs in a training step."""
+
+    level: int
+    activation_bytes: int
+    step_seconds: float | None  # None when not timed
+    peak_bytes: int | None = None  # CUDA only: max_memory_allocated during a step
+
+
+def measure(
+    arch: str,
+    batch_size: int,
+    image_size: int,
+    levels: tuple[int, ...] = tuple(LEVELS),
+    rounds: int = 3,
+    device: str = "cpu",
+    **kwargs,
+) -> list[LevelCost]:
+    """Activation bytes and step time of ``arch`` at each of ``levels`` (same weights)."""
+    dev = torch.device(device)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, 3, image_size, image_size, generator=gen).to(dev)
+    models = {}
+    for level in levels:
         torch.manual_seed(0)
-        model = build_model(arch, memory_efficient=efficient, **kwargs)
-        result["memory_efficient" if efficient else "normal"] = activation_bytes(model, batch)
-    return result
+        models[level] = build_model(arch, memory_efficient=level, **kwargs).to(dev)
+    y = torch.randint(0, models[levels[0]].classifier.out_features, (batch_size,), generator=gen)
+    y = y.to(dev)
+    sizes = {level: activation_bytes(model, x) for level, model in models.items()}
+    times: dict[int, list[float]] = {level: [] for level in levels}
+    peaks: dict[int, int] = {}
+    for i in range(rounds + 1 if rounds else 0):  # the first round warms up
+        for level, model in models.items():
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            seconds = _train_step(model, x, y)
+            if dev.type == "cuda":
+                peaks[level] = torch.cuda.max_memory_allocated(dev)
+            if i:
+                times[level].append(seconds)
+    return [
+        LevelCost(level, sizes[level], min(times[level]) if rounds else None, peaks.get(level))
+        for level in levels
+    ]
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Seconds of forward, loss, backward and an SGD update."""
+    sync = torch.cuda.synchronize if x.is_cuda else lambda: None
+    sync()
+    start = time.perf_counter()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(p.grad, alpha=-1e-3)
+    model.zero_grad(set_to_none=True)
+    sync()
+    return time.perf_counter() - start
+
+
+def level_rows(costs: list[LevelCost]) -> list[list[str]]:
+    """Table cells per level: activation MiB and step time, each also as a ratio to level 0."""
+    base = costs[0] if costs[0].level == 0 else None
+    rows = []
+    for c in costs:
+        mib = c.activation_bytes / 2**20
+        row = [str(c.level), LEVELS[c.level], f"{mib:.1f}"]
+        row.append(f"{c.activation_bytes / base.activation_bytes:.2f}x" if base else "")
+        row.append("" if c.step_seconds is None else f"{c.step_seconds:.3f}")
+        timed = base and c.step_seconds and base.step_seconds
+        row.append(f"{c.step_seconds / base.step_seconds:.2f}x" if timed else "")
+        if c.peak_bytes is not None:
+            row.append(f"{c.peak_bytes / 2**20:.0f}")
+        rows.append(row)
+    return rows
+
+
+def markdown(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+LEVEL_HEAD = [
+    "level",
+    "backward recomputes",
+    "activation MiB",
+    "vs level 0",
+    "step s",
+    "vs level 0",
+]
+CASES = {
+    "bc100": ("DenseNet-BC (L=100, k=12), 32x32", "densenet_cifar", 32, {"depth": 100, "growth_rate": 12}),
+    "bc190": ("DenseNet-BC (L=190, k=40), 32x32", "densenet_cifar", 32, {"depth": 190, "growth_rate": 40}),
+    "121": ("DenseNet-121, 224x224", "densenet121", 224, {}),
+}  # fmt: skip
+
+
+def parser(prog: str, description: str, batch_size: int) -> argparse.ArgumentParser:
+    """The options this command shares with :mod:`densenet_lit.models.authors_memory`."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--rounds", type=int, default=3, help="timed steps per level (0: no timing)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")
+    return p
+
+
+def check_options(p: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
+    if opts.batch_size < 1:
+        p.error(f"--batch-size {opts.batch_size}: expected a positive number of images")
+    if opts.rounds < 0:
+        p.error(f"--rounds {opts.rounds}: expected 0 (no timing) or more")
+    if opts.device not in ("cpu", "cuda"):
+        p.error(f"--device {opts.device}: expected cpu or cuda")
+    if opts.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no CUDA device; use --device cpu")
+    if opts.threads is not None:
+        if opts.threads < 1:
+            p.error(f"--threads {opts.threads}: expected a positive number of threads")
+        torch.set_num_threads(opts.threads)
 
 
 def main(args: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m densenet_lit.models.memory",
-        description="Activation memory, normal vs memory_efficient",
+    p = parser(
+        "python -m densenet_lit.models.memory",
+        "Activation memory and step time of each memory level",
+        batch_size=16,
     )
-    parser.add_argument("--batch-size", type=int, default=16)
-    opts = parser.parse_args(args)
-    if opts.batch_size < 1:
-        parser.error(f"--batch-size {opts.batch_size}: expected a positive number of images")
-    cases = [
-        ("DenseNet-BC (L=100, k=12), 32x32", "densenet_cifar", 32, {"depth": 100, "growth_rate": 12}),
-        ("DenseNet-BC (L=190, k=40), 32x32", "densenet_cifar", 32, {"depth": 190, "growth_rate": 40}),
-        ("DenseNet-121, 224x224", "densenet121", 224, {}),
-    ]  # fmt: skip
-    print(f"Activation memory held for backward, batch {opts.batch_size} (MiB)")
-    print("| model | normal | memory_efficient | ratio |")
-    print("|---|---|---|---|")
-    for label, arch, size, kwargs in cases:
-        r = compare(arch, opts.batch_size, size, **kwargs)
-        n, e = r["normal"] / 2**20, r["memory_efficient"] / 2**20
-        print(f"| {label} | {n:.1f} | {e:.1f} | {e / n:.2f} |")
+    p.add_argument("--models", default="bc100,121", help=f"of {', '.join(CASES)}")
+    opts = p.parse_args(args)
+    check_options(p, opts)
+    names = opts.models.split(",")
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        p.error(
+            f"--models {opts.models}: unknown {', '.join(unknown)}; expected of {', '.join(CASES)}"
+        )
+    head = LEVEL_HEAD + (["peak MiB"] if opts.device == "cuda" else [])
+    print(f"Memory levels, batch {opts.batch_size}, {opts.device} (step: fastest of {opts.rounds})")
+    for name in names:
+        label, arch, size, kwargs = CASES[name]
+        costs = measure(
+            arch, opts.batch_size, size, rounds=opts.rounds, device=opts.device, **kwargs
+        )
+        print(f"\n{label}\n\n{markdown(head, level_rows(costs))}")
 
 
 if __name__ == "__main__":
