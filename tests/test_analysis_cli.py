@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_analysis import assert_png_not_blank
+from cli_args import QUICK, cli_args
+from plots import assert_png_not_blank
 
 from densenet_lit.analysis import compare, feature_reuse, report, runs
 from densenet_lit.analysis.checkpoint import load_model
@@ -26,25 +27,17 @@ def trained_run(tmp_path_factory):
     mp.setenv("WANDB_MODE", "disabled")
     mp.delenv(RUN_DIR_ENV, raising=False)
     try:
+        trainer = {**QUICK, "max_epochs": 2, "limit_train_batches": 3}
         cli = run(
-            [
+            cli_args(
                 "fit",
-                "--data", "densenet_lit.data.DigitsDataModule",
-                "--data.batch_size", "32",
-                "--model.depth", "16",
-                "--model.growth_rate", "4",
-                "--trainer.max_epochs", "2",
-                "--trainer.limit_train_batches", "3",
-                "--trainer.limit_val_batches", "2",
-                "--trainer.limit_test_batches", "2",
-                "--trainer.accelerator", "cpu",
-                "--trainer.enable_progress_bar", "false",
-                "--trainer.default_root_dir", str(root),
-                "--run.name", "digits_tiny",
-                "--run.wandb", "false",
-                "--run.test_after_fit", "true",
-            ]
-        )  # fmt: skip
+                root,
+                model={"depth": 16},
+                trainer=trainer,
+                run={"test_after_fit": True},
+                name="digits_tiny",
+            )
+        )
     finally:
         mp.undo()
     return root, cli

@@ -32,11 +32,7 @@ from densenet_lit.bench.epoch import (
     busy_range,
     merged_length,
 )
-from densenet_lit.bench.loaders import (
-    DEVICE_DECODE_PIPELINE,
-    LoaderRow,
-    write_synthetic_imagenet,
-)
+from densenet_lit.bench.loaders import DEVICE_DECODE_PIPELINE, LoaderRow
 from densenet_lit.bench.report import EpochRow, epoch_section, loader_keeps_up, targets
 from densenet_lit.bench.steps import (
     RepeatBatch,
@@ -47,6 +43,7 @@ from densenet_lit.bench.steps import (
 from densenet_lit.bench.suite import build_parser
 from densenet_lit.callbacks import default_callbacks
 from densenet_lit.data import ImageNetDataModule
+from densenet_lit.data.synthetic import write_photo_imagenet
 from densenet_lit.tracking import RunCSVLogger
 
 QUICK_MODES = ("fp32", "channels_last", "bf16-mixed", "memory_efficient")
@@ -176,7 +173,7 @@ def test_compile_modes_run_on_cpu(tmp_path):
 
 
 def test_synthetic_imagenet_is_photo_sized_and_loads(tmp_path):
-    write_synthetic_imagenet(tmp_path, n_train=20, n_classes=4)
+    write_photo_imagenet(tmp_path, n_train=20, n_classes=4)
     train = sorted((tmp_path / "train").rglob("*.JPEG"))
     val = sorted((tmp_path / "val").rglob("*.JPEG"))
     assert (len(train), len(val)) == (20, 4)

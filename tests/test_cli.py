@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from cli_args import cli_args
 
 from densenet_lit import rundir
 from densenet_lit.checkpoints import CheckpointError
@@ -25,41 +24,26 @@ from densenet_lit.tracking.wandb import wandb_mode
 REPO = Path(__file__).resolve().parents[1]
 
 
-def digits_args(tmp_path: Path, *extra: str, subcommand: str = "fit") -> list[str]:
-    """A small, quick run on the bundled digits: 2 batches of 32, tiny DenseNet-BC."""
-    return cli_args(
-        subcommand,
-        tmp_path / "runs",
-        *extra,
-        trainer={
-            "max_epochs": 1,
-            "limit_train_batches": 2,
-            "limit_val_batches": 2,  # an integer count; 1 would be read as 1.0 = 100%
-            "limit_test_batches": 2,
-        },
-    )
-
-
 def run_dirs(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("*/*") if p.is_dir())
 
 
 # --------------------------------------------------------------------------------- links
-def test_num_classes_and_in_channels_come_from_the_data(tmp_path):
-    c = run(digits_args(tmp_path, "--trainer.fast_dev_run", "true"))
+def test_num_classes_and_in_channels_come_from_the_data(run_args):
+    c = run(run_args("--trainer.fast_dev_run", "true"))
     assert c.model.hparams.num_classes == 10 and c.model.hparams.in_channels == 1
     assert c.model.model.features.conv0.in_channels == 1
 
 
-def test_num_classes_cannot_be_set_by_hand(tmp_path, capsys):
+def test_num_classes_cannot_be_set_by_hand(run_args, capsys):
     with pytest.raises(SystemExit) as stopped:
-        run(digits_args(tmp_path, "--model.num_classes", "3", "--trainer.fast_dev_run", "true"))
+        run(run_args("--model.num_classes", "3", "--trainer.fast_dev_run", "true"))
     assert stopped.value.code == 2
     err = capsys.readouterr().err
     assert 'error: Linked "model.num_classes" must be given via "data.num_classes".' in err
 
 
-def test_print_config(tmp_path, capsys):
+def test_print_config(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(REPO / "experiments/imagenet121.yaml"), "--print_config"])
     assert exit_info.value.code in (0, None)
@@ -98,24 +82,24 @@ def test_expand_config_args_keeps_order():
     assert out[-2:] == ["--extends", "null"]
 
 
-def test_a_configured_default_callback_replaces_the_default(tmp_path):
+def test_a_configured_default_callback_replaces_the_default(run_args):
     from densenet_lit.callbacks import FiniteLossGuard, PreemptionCheckpoint, ThroughputMonitor
 
     guard = ["--trainer.callbacks+=densenet_lit.callbacks.FiniteLossGuard"]
     guard += ["--trainer.callbacks.check", "every_step"]
-    c = run(digits_args(tmp_path, *guard, "--trainer.fast_dev_run", "true"))
+    c = run(run_args(*guard, "--trainer.fast_dev_run", "true"))
     kinds = [type(cb) for cb in c.trainer.callbacks]
     guards = [cb for cb in c.trainer.callbacks if isinstance(cb, FiniteLossGuard)]
     assert [g.check for g in guards] == ["every_step"]
     # the other defaults stay
     assert kinds.count(ThroughputMonitor) == 1 and kinds.count(PreemptionCheckpoint) == 1
-    default = run(digits_args(tmp_path, "--trainer.fast_dev_run", "true"))
+    default = run(run_args("--trainer.fast_dev_run", "true"))
     assert [cb.check for cb in default.trainer.callbacks if isinstance(cb, FiniteLossGuard)] == [
         "auto"
     ]
 
 
-def test_later_configs_win_and_overlays_keep_base_callbacks(tmp_path, capsys):
+def test_later_configs_win_and_overlays_keep_base_callbacks(capsys):
     with pytest.raises(SystemExit) as printed:
         main(
             [
@@ -151,9 +135,9 @@ def test_experiment_name():
 
 
 # ---------------------------------------------------------------------------- run dirs
-def test_two_runs_get_their_own_directories(tmp_path):
-    first = run(digits_args(tmp_path, "--run.name", "same"))
-    second = run(digits_args(tmp_path, "--run.name", "same"))
+def test_two_runs_get_their_own_directories(run_args, tmp_path):
+    first = run(run_args("--run.name", "same"))
+    second = run(run_args("--run.name", "same"))
     dirs = run_dirs(tmp_path / "runs")
     assert len(dirs) == 2 and dirs[0] != dirs[1]
     assert {first.run_dir, second.run_dir} == set(dirs)
@@ -191,8 +175,8 @@ def test_slurm_tasks_share_a_run_dir(tmp_path, monkeypatch):
     assert rundir.choose_run_dir(tmp_path, "exp") == tmp_path / "exp" / "slurm-4242"
 
 
-def test_test_after_fit_writes_test_metrics(tmp_path):
-    c = run(digits_args(tmp_path, "--run.test_after_fit", "true", "--run.test_ckpt", "best"))
+def test_test_after_fit_writes_test_metrics(run_args):
+    c = run(run_args("--run.test_after_fit", "true", "--run.test_ckpt", "best"))
     metrics = (c.run_dir / "metrics.csv").read_text()
     assert "test/error" in metrics and "val/error" in metrics and "train/loss" in metrics
     assert list((c.run_dir / "checkpoints").glob("best-*.ckpt"))
@@ -200,25 +184,17 @@ def test_test_after_fit_writes_test_metrics(tmp_path):
 
 # ------------------------------------------------------------------------------ resume
 @pytest.mark.slow
-def test_resume_continues_and_checks_model_arguments(tmp_path):
-    first = run(digits_args(tmp_path, "--run.name", "exp"))
+def test_resume_continues_and_checks_model_arguments(run_args, tmp_path):
+    first = run(run_args("--run.name", "exp"))
     last = first.run_dir / "checkpoints" / "last.ckpt"
     assert last.is_file()
 
     # changed network: refused, naming the argument
     with pytest.raises(CheckpointMismatchError, match="growth_rate: given 8, checkpoint 4"):
-        run(
-            digits_args(
-                tmp_path, "--run.name", "exp", "--ckpt_path", "last", "--model.growth_rate", "8"
-            )
-        )
+        run(run_args("--run.name", "exp", "--ckpt_path", "last", "--model.growth_rate", "8"))
 
     # same arguments: `last` finds the newest run's last.ckpt and training continues
-    resumed = run(
-        digits_args(
-            tmp_path, "--run.name", "exp", "--ckpt_path", "last", "--trainer.max_epochs", "2"
-        )
-    )
+    resumed = run(run_args("--run.name", "exp", "--ckpt_path", "last", "--trainer.max_epochs", "2"))
     assert resumed.trainer.current_epoch == 2
     assert resumed.config.fit.ckpt_path == str(last)
     # fractional milestones follow the new max_epochs (0.5, 0.75 of 2 epochs), not the saved 1, 1
@@ -233,8 +209,7 @@ def test_resume_continues_and_checks_model_arguments(tmp_path):
 
     # a run directory stands for its last.ckpt; runtime options may differ
     validated = run(
-        digits_args(
-            tmp_path,
+        run_args(
             "--ckpt_path",
             str(resumed.run_dir),
             "--model.channels_last",
@@ -245,19 +220,18 @@ def test_resume_continues_and_checks_model_arguments(tmp_path):
     assert validated.config.validate.ckpt_path == str(resumed.run_dir / "checkpoints/last.ckpt")
 
 
-def test_ckpt_path_last_without_runs_is_a_clear_error(tmp_path):
+def test_ckpt_path_last_without_runs_is_a_clear_error(run_args):
     with pytest.raises(FileNotFoundError, match="no run of experiment 'nothing'"):
-        run(digits_args(tmp_path, "--run.name", "nothing", "--ckpt_path", "last"))
+        run(run_args("--run.name", "nothing", "--ckpt_path", "last"))
 
 
-def test_predict_and_test_subcommands(tmp_path):
-    first = run(digits_args(tmp_path, "--run.name", "p"))
+def test_predict_and_test_subcommands(run_args):
+    first = run(run_args("--run.name", "p"))
     ckpt = str(first.run_dir / "checkpoints" / "last.ckpt")
-    tested = run(digits_args(tmp_path, "--ckpt_path", ckpt, subcommand="test"))
+    tested = run(run_args("--ckpt_path", ckpt, subcommand="test"))
     assert "test/error" in tested.trainer.callback_metrics
     predicted = run(
-        digits_args(
-            tmp_path,
+        run_args(
             "--ckpt_path",
             ckpt,
             "--trainer.limit_predict_batches",
@@ -281,27 +255,19 @@ def test_predict_and_test_subcommands(tmp_path):
 
 
 # --------------------------------------------------------------------------------- W&B mode
-@pytest.fixture
-def no_wandb_env(monkeypatch, tmp_path):
-    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DISABLED", "WANDB_BASE_URL"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
-    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
-
-
-def test_wandb_mode_respects_wandb_mode(no_wandb_env, monkeypatch):
+def test_wandb_mode_respects_wandb_mode(no_wandb_account, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert wandb_mode()[0] == "disabled"
     monkeypatch.setenv("WANDB_MODE", "online")
     assert wandb_mode()[0] == "online"
 
 
-def test_wandb_mode_without_key_is_offline(no_wandb_env):
+def test_wandb_mode_without_key_is_offline(no_wandb_account):
     mode, reason = wandb_mode()
     assert mode == "offline" and "API key" in reason
 
 
-def test_wandb_mode_with_key_but_no_network_is_offline_quickly(no_wandb_env, monkeypatch):
+def test_wandb_mode_with_key_but_no_network_is_offline_quickly(no_wandb_account, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     # a non-routable address: the probe must give up after its timeout, not hang
     monkeypatch.setenv("WANDB_BASE_URL", "https://10.255.255.1:9")
@@ -311,9 +277,10 @@ def test_wandb_mode_with_key_but_no_network_is_offline_quickly(no_wandb_env, mon
     assert time.monotonic() - start < 10
 
 
-def test_wandb_mode_reads_netrc(no_wandb_env, tmp_path, monkeypatch):
-    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password abc123\n")
-    (tmp_path / ".netrc").chmod(0o600)
+def test_wandb_mode_reads_netrc(no_wandb_account, monkeypatch):
+    netrc = no_wandb_account / ".netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password abc123\n")
+    netrc.chmod(0o600)
     monkeypatch.setattr(tracking_wandb, "reachable", lambda url, timeout=3.0: True)
     assert wandb_mode()[0] == "online"
 
@@ -328,20 +295,20 @@ def test_wandb_mode_reads_netrc(no_wandb_env, tmp_path, monkeypatch):
         (["--ckpt_path", "missing.ckpt"], "error: --ckpt_path missing.ckpt: no such checkpoint"),
     ],
 )
-def test_main_prints_a_user_error_without_traceback(tmp_path, capsys, monkeypatch, extra, message):
+def test_main_prints_a_user_error_without_traceback(run_args, capsys, monkeypatch, extra, message):
     monkeypatch.delenv(TRACEBACK_ENV, raising=False)
     with pytest.raises(SystemExit) as stopped:
-        main(digits_args(tmp_path, *extra))
+        main(run_args(*extra))
     assert stopped.value.code == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert f"{TRACEBACK_ENV}=1" in err
     monkeypatch.setenv(TRACEBACK_ENV, "1")
     with pytest.raises((ValueError, FileNotFoundError)):
-        main(digits_args(tmp_path, *extra))
+        main(run_args(*extra))
 
 
-def test_a_user_error_reaches_stderr_in_one_write(tmp_path, monkeypatch):
+def test_a_user_error_reaches_stderr_in_one_write(run_args, monkeypatch):
     """DDP ranks share one stderr pipe: a message written in pieces can land inside another
     rank's (seen: "...for the traceback)error: ..."). One write below the pipe's atomic size
     keeps every rank's message on its own lines."""
@@ -355,16 +322,16 @@ def test_a_user_error_reaches_stderr_in_one_write(tmp_path, monkeypatch):
     monkeypatch.delenv(TRACEBACK_ENV, raising=False)
     monkeypatch.setattr(sys, "stderr", Recorder())
     with pytest.raises(SystemExit) as stopped:
-        main(digits_args(tmp_path, "--model.depth", "101"))
+        main(run_args("--model.depth", "101"))
     assert stopped.value.code == 1
     (message,) = [w for w in writes if "error: model.depth=101" in w]
     assert message.startswith("error: ") and message.endswith("for the traceback)\n")
     assert len(message.encode()) < 4096  # PIPE_BUF on Linux: written to a pipe in one piece
 
 
-def test_a_parser_error_shows_one_usage_line_not_every_option(tmp_path, capsys):
+def test_a_parser_error_shows_one_usage_line_not_every_option(run_args, capsys):
     with pytest.raises(SystemExit) as stopped:
-        main(digits_args(tmp_path, "--model.depth", "abc"))
+        main(run_args("--model.depth", "abc"))
     assert stopped.value.code == 2
     err = capsys.readouterr().err
     assert "usage: python -m densenet_lit fit [-h] [--config CONFIG] [options]" in err
@@ -372,32 +339,32 @@ def test_a_parser_error_shows_one_usage_line_not_every_option(tmp_path, capsys):
     assert len(err.splitlines()) < 15 and "--trainer.max_epochs" not in err
 
 
-def test_invalid_yaml_names_the_file_and_the_line(tmp_path):
+def test_invalid_yaml_names_the_file_and_the_line(run_args, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  depth: [40\n")
     with pytest.raises(ValueError, match=r"bad.yaml: not valid YAML \(line 3, column 1\)"):
-        run(digits_args(tmp_path, "--config", str(bad)))
+        run(run_args("--config", str(bad)))
 
 
-def test_a_missing_test_checkpoint_is_an_error_before_training(tmp_path):
+def test_a_missing_test_checkpoint_is_an_error_before_training(run_args, tmp_path):
     extra = ["--run.test_after_fit", "true", "--run.test_ckpt", str(tmp_path / "no.ckpt")]
     with pytest.raises(FileNotFoundError, match="--run.test_ckpt .*no.ckpt: no such checkpoint"):
-        run(digits_args(tmp_path, *extra))
+        run(run_args(*extra))
     assert run_dirs(tmp_path / "runs") == []  # nothing started
 
 
-def test_an_imagenet_network_on_small_images_is_an_error_before_training(tmp_path):
+def test_an_imagenet_network_on_small_images_is_an_error_before_training(run_args):
     extra = ["--model.arch", "densenet121", "--model.depth", "null", "--model.growth_rate", "null"]
     extra += ["--data.init_args.image_size", "16"]
     with pytest.raises(ValueError, match=r"densenet121.*16x16 images.*at least 29x29"):
-        run(digits_args(tmp_path, *extra))
+        run(run_args(*extra))
 
 
-def test_a_global_batch_that_does_not_split_is_an_error_before_ddp_starts(tmp_path):
+def test_a_global_batch_that_does_not_split_is_an_error_before_ddp_starts(run_args):
     extra = ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
     extra += ["--data.init_args.batch_size", "33"]
     with pytest.raises(ValueError, match=r"data.batch_size=33 .* 2 processes.* e.g. 32 or 34"):
-        run(digits_args(tmp_path, *extra))
+        run(run_args(*extra))
 
 
 def test_default_network_arguments_match_a_checkpoint_that_left_them_unset():
@@ -427,7 +394,7 @@ def test_an_unreadable_checkpoint_suggests_only_readable_ones(tmp_path):
         ("init_args", "batch_size"),  # a typo among the data module's arguments
     ],
 )
-def test_a_misspelt_option_gets_a_suggestion(tmp_path, capsys, where, suggested):
+def test_a_misspelt_option_gets_a_suggestion(run_args, tmp_path, capsys, where, suggested):
     extra = {
         "yaml": ["--config", str(tmp_path / "typo.yaml")],
         "flag": ["--model.growthrate", "12"],
@@ -435,7 +402,7 @@ def test_a_misspelt_option_gets_a_suggestion(tmp_path, capsys, where, suggested)
     }[where]
     (tmp_path / "typo.yaml").write_text("model:\n  growth: 12\n")
     with pytest.raises(SystemExit) as stopped:
-        main(digits_args(tmp_path, *extra))
+        main(run_args(*extra))
     assert stopped.value.code == 2
     assert f"Did you mean '{suggested}'?" in capsys.readouterr().err
 
@@ -462,15 +429,15 @@ def test_a_run_that_fails_before_training_leaves_no_run_directory(tmp_path, caps
     assert "wandb sync" not in capsys.readouterr().out  # no hint to upload a deleted run
 
 
-def test_validate_without_a_validation_set_says_what_to_do(tmp_path):
-    args = digits_args(tmp_path, "--data.init_args.val_size", "0", subcommand="validate")
+def test_validate_without_a_validation_set_says_what_to_do(run_args):
+    args = run_args("--data.init_args.val_size", "0", subcommand="validate")
     with pytest.raises(ValueError, match=r"no validation set \(data.val_size=0.*Use `test`"):
         run(args)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
-def test_asking_for_a_gpu_on_a_machine_without_one_says_how_to_run_on_the_cpu(tmp_path, capsys):
-    args = digits_args(tmp_path, "--config", str(REPO / "experiments/overlays/ddp.yaml"))
+def test_asking_for_a_gpu_on_a_machine_without_one_says_how_to_run_on_the_cpu(run_args, capsys):
+    args = run_args("--config", str(REPO / "experiments/overlays/ddp.yaml"))
     with pytest.raises(SystemExit) as stopped:
         main(args)
     err = capsys.readouterr().err
@@ -478,7 +445,9 @@ def test_asking_for_a_gpu_on_a_machine_without_one_says_how_to_run_on_the_cpu(tm
     assert "PyTorch sees no GPU on this machine: run with --trainer.accelerator cpu" in err
 
 
-def test_a_run_with_its_own_logger_keeps_its_directory_when_it_fails_after_training(tmp_path):
+def test_a_run_with_its_own_logger_keeps_its_directory_when_it_fails_after_training(
+    run_args, tmp_path
+):
     """Its checkpoints and metrics go to the logger's folder, so the run directory holds only
     the config; after steps were trained, a failure must not delete it."""
     extra = ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger"]
@@ -486,26 +455,22 @@ def test_a_run_with_its_own_logger_keeps_its_directory_when_it_fails_after_train
     extra += ["--trainer.callbacks+=run_probes.PoisonAt", "--trainer.callbacks.step", "1"]
     extra += ["--run.name", "own_logger"]
     with pytest.raises(FloatingPointError, match="global step 1"):
-        run(digits_args(tmp_path, *extra))
+        run(run_args(*extra))
     (run_dir,) = run_dirs(tmp_path / "runs")
     assert (run_dir / "config.yaml").is_file()
 
 
-def test_an_error_from_outside_the_package_during_training_keeps_its_traceback(tmp_path):
+def test_an_error_from_outside_the_package_during_training_keeps_its_traceback(run_args):
     """Only densenet_lit's own checks (and data, checkpoint, YAML, Lightning configuration
     errors) become one-line messages; a ValueError raised elsewhere mid-training is a bug
     to be seen whole."""
     extra = ["--trainer.callbacks+=run_probes.RaiseAt", "--trainer.callbacks.step", "1"]
     with pytest.raises(ValueError, match="raised by a test callback"):
-        main(digits_args(tmp_path, *extra))
+        main(run_args(*extra))
 
 
-def test_evaluating_a_checkpoint_needs_no_training_length(tmp_path):
-    first = run(digits_args(tmp_path, "--run.name", "p"))
+def test_evaluating_a_checkpoint_needs_no_training_length(run_args):
+    first = run(run_args("--run.name", "p"))
     ckpt = str(first.run_dir / "checkpoints" / "last.ckpt")
-    tested = run(
-        digits_args(
-            tmp_path, "--ckpt_path", ckpt, "--trainer.max_epochs", "null", subcommand="test"
-        )
-    )
+    tested = run(run_args("--ckpt_path", ckpt, "--trainer.max_epochs", "null", subcommand="test"))
     assert "test/error" in tested.trainer.callback_metrics

@@ -12,26 +12,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_args import cli_args
-from fake_data import (
-    UNUSUAL_IMAGES,
-    smooth_pixels,
-    write_imagenet,
-    write_smooth_imagenet,
-    write_tiny_imagenet,
-    write_unusual_images,
-)
+from cli_args import IMAGENET_RESUME_DATA, imagenet_resume_args
 from lightning.pytorch import LightningModule, Trainer
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
+from weights import assert_same_weights, final_weights
 
 from densenet_lit.data import CorruptDataError, DataError, ImageNetDataModule
 from densenet_lit.data import device_decode as dd
 from densenet_lit.data import encoded as worker_side
 from densenet_lit.data.encoded import AugmentParams, EncodedBatch, jpeg_size
 from densenet_lit.data.pil_pipeline import MEAN, STD, Lighting
+from densenet_lit.data.synthetic import (
+    UNUSUAL_IMAGES,
+    smooth_pixels,
+    write_smooth_imagenet,
+    write_tiny_imagenet,
+    write_unusual_images,
+)
 
 # Largest |device - PIL| difference allowed, in normalised units (one level of 255 is about
 # 0.017): the decoders agree bit for bit on the CPU, but PIL resizes with uint8 arithmetic
@@ -278,70 +278,39 @@ def test_the_encoded_bytes_are_held_once(photos, monkeypatch):
 BATCHES = 6  # 24 training images in batches of 4
 
 
-def device_args(root: Path, data_dir: Path, name: str, workers: int, *extra: str) -> list[str]:
-    """A tiny network on a tiny ImageNet, decoded and augmented by the device path."""
-    return cli_args(
-        "fit",
-        root,
-        *extra,
-        data="densenet_lit.data.ImageNetDataModule",
-        batch_size=4,
-        data_init={
-            "data_dir": data_dir,
-            "train_crop": 16,
-            "eval_resize": 18,
-            "eval_crop": 16,
-            "num_workers": workers,
-            "decode": "device",
-        },
-        model={"milestones": "[2]"},
-        seed=3,
-        trainer={"deterministic": True, "max_epochs": 2, "limit_val_batches": 1},
-        run={"test_after_fit": False},
-        name=name,
-    )
-
-
-def weights(c) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in c.model.state_dict().items()}
-
-
-def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    differ = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not differ, f"{len(differ)} tensors differ, e.g. {differ[:3]}"
-
-
 @pytest.mark.slow
-def test_the_device_path_resumes_exactly_and_independently_of_workers(tmp_path):
+def test_the_device_path_resumes_exactly_and_independently_of_workers(fake_data, tmp_path):
     """As the PIL path (tests/test_fault_tolerance.py): 2 workers equal none, and a run cut in
     the middle of epoch 1 and resumed equals the uninterrupted one."""
     from densenet_lit.callbacks import Preempted
     from densenet_lit.cli import run  # here: the GPU tests of this file run without jsonargparse
 
-    data = tmp_path / "imagenet"
-    write_imagenet(data, n_classes=3, n_per_class=8, n_val_per_class=2, size=(20, 24))
+    data, _ = fake_data("imagenet", **IMAGENET_RESUME_DATA)
     runs = tmp_path / "runs"
-    two = run(device_args(runs, data, "two", 2))
+
+    def device_args(name: str, workers: int, *extra: str) -> list[str]:
+        return imagenet_resume_args(runs, data, name, workers, *extra, decode="device")
+
+    two = run(device_args("two", 2))
     assert two.trainer.global_step == 2 * BATCHES
-    assert_same(weights(run(device_args(runs, data, "none", 0))), weights(two))
+    assert_same_weights(final_weights(run(device_args("none", 0))), final_weights(two))
     cut = BATCHES + 2
     signals = ["--trainer.callbacks+=run_probes.SignalAt"]
     signals += ["--trainer.callbacks.signals", f"{{{cut}: SIGTERM}}"]
     with pytest.raises(Preempted) as stopped:
-        run(device_args(runs, data, "cut", 2, *signals))
+        run(device_args("cut", 2, *signals))
     saved = torch.load(stopped.value.ckpt_path, map_location="cpu", weights_only=False)
     assert saved["global_step"] == cut
-    resumed = run(device_args(runs, data, "cut", 2, "--ckpt_path", "last"))
+    resumed = run(device_args("cut", 2, "--ckpt_path", "last"))
     assert resumed.trainer.global_step == 2 * BATCHES
-    assert_same(weights(resumed), weights(two))
+    assert_same_weights(final_weights(resumed), final_weights(two))
 
 
 # --- any folder-of-classes data set ---------------------------------------------------------
 @pytest.mark.parametrize("decode", ["pil", "device"])
-def test_num_classes_is_the_number_of_class_folders(tmp_path, decode):
-    classes = write_imagenet(tmp_path, n_classes=10, n_per_class=1, n_val_per_class=1)
-    dm = module(tmp_path, decode)
+def test_num_classes_is_the_number_of_class_folders(fake_data, decode):
+    root, classes = fake_data("imagenet", n_classes=10, n_per_class=1, n_val_per_class=1)
+    dm = module(root, decode)
     assert dm.num_classes == 10  # known before setup, for the model's classifier
     dm.setup("fit")
     assert dm.classes == classes and sorted(dm.train_set.labels.tolist()) == list(range(10))
@@ -384,9 +353,9 @@ def test_cuda_decoding_matches_the_cpu(photos):
 def test_device_memory_of_a_batch_of_256_photos(tmp_path):
     """The device path's peak at batch 256 of 500x375 JPEGs, above the float batch it returns
     (docs/benchmarks.md computes 288 MiB; nvJPEG's own buffers are not counted)."""
-    from densenet_lit.bench.loaders import write_synthetic_imagenet
+    from densenet_lit.data.synthetic import write_photo_imagenet
 
-    write_synthetic_imagenet(tmp_path, n_train=256, n_classes=2)
+    write_photo_imagenet(tmp_path, n_train=256, n_classes=2)
     dm = ImageNetDataModule(data_dir=str(tmp_path), batch_size=256, num_workers=0, decode="device")
     dm.setup("fit")
     keys = [(i, i) for i in range(256)]

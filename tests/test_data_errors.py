@@ -5,7 +5,6 @@ import urllib.error
 
 import pytest
 import torchvision
-from fake_data import wnid, write_cifar10, write_cifar100, write_imagenet, write_svhn
 
 from densenet_lit.data import (
     CIFAR10DataModule,
@@ -16,6 +15,13 @@ from densenet_lit.data import (
     SVHNDataModule,
 )
 from densenet_lit.data.errors import CorruptDataError, DownloadError
+from densenet_lit.data.synthetic import (
+    wnid,
+    write_cifar10,
+    write_cifar100,
+    write_imagenet,
+    write_svhn,
+)
 
 
 def setup_error(dm, stage="fit") -> str:

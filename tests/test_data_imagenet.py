@@ -5,18 +5,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from fake_data import write_imagenet
 from lightning.pytorch import LightningModule, Trainer
 from PIL import Image
 
 from densenet_lit.data import DataError, DatasetNotFoundError, ImageNetDataModule
 from densenet_lit.data.imagenet import MEAN, PCA_EIGVAL, PCA_EIGVEC, STD, Lighting, train_transform
+from densenet_lit.data.synthetic import write_imagenet
 
-
-@pytest.fixture(scope="module")
-def imagenet_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("imagenet")
-    return root, write_imagenet(root, n_classes=3, n_per_class=4, n_val_per_class=2)
+# fake_data("imagenet", **IMAGENET): 3 classes of 4 training and 2 validation images, 40x48
+IMAGENET = {"n_classes": 3, "n_per_class": 4, "n_val_per_class": 2}
 
 
 def small(root, **kw):
@@ -26,8 +23,8 @@ def small(root, **kw):
     return dm
 
 
-def test_splits_classes_and_loader_batches(imagenet_dir):
-    root, classes = imagenet_dir
+def test_splits_classes_and_loader_batches(fake_data):
+    root, classes = fake_data("imagenet", **IMAGENET)
     dm = small(root)
     assert dm.classes == classes
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (12, 6, 6)
@@ -39,8 +36,8 @@ def test_splits_classes_and_loader_batches(imagenet_dir):
     assert len(dm.train_dataloader()) == 3 and len(dm.val_dataloader()) == 2
 
 
-def test_held_out_validation_from_train_is_seeded(imagenet_dir):
-    root, _ = imagenet_dir
+def test_held_out_validation_from_train_is_seeded(fake_data):
+    root, _ = fake_data("imagenet", **IMAGENET)
     a, b, c = small(root, val_size=3), small(root, val_size=3), small(root, val_size=3, seed=5)
     assert (len(a.train_set), len(a.val_set), len(a.test_set)) == (9, 3, 6)
     assert a.val_set.relpaths.tolist() == b.val_set.relpaths.tolist()
@@ -48,14 +45,14 @@ def test_held_out_validation_from_train_is_seeded(imagenet_dir):
     assert not set(a.val_set.relpaths.tolist()) & set(a.train_set.relpaths.tolist())
 
 
-def test_default_train_crop_is_224(imagenet_dir):
-    root, _ = imagenet_dir
+def test_default_train_crop_is_224(fake_data):
+    root, _ = fake_data("imagenet", **IMAGENET)
     image = Image.open(next((root / "train").rglob("*.JPEG"))).convert("RGB")
     assert train_transform(224)(image).shape == (3, 224, 224)
 
 
-def test_train_is_random_and_eval_deterministic(imagenet_dir):
-    root, _ = imagenet_dir
+def test_train_is_random_and_eval_deterministic(fake_data):
+    root, _ = fake_data("imagenet", **IMAGENET)
     dm = small(root)
     torch.manual_seed(0)
     assert not torch.equal(dm.train_set[0][0], dm.train_set[0][0])
@@ -85,8 +82,8 @@ def test_lighting_adds_the_pca_colour_offset():
     assert float(offset.abs().max()) > 0
 
 
-def test_workers_pinned_memory_and_persistence(imagenet_dir):
-    root, _ = imagenet_dir
+def test_workers_pinned_memory_and_persistence(fake_data):
+    root, _ = fake_data("imagenet", **IMAGENET)
     kw = {"batch_size": 4, "train_crop": 32, "eval_resize": 36, "eval_crop": 32}
     dm = ImageNetDataModule(data_dir=str(root), **kw)
     dm.setup("fit")

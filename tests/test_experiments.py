@@ -13,7 +13,6 @@ import torch
 import yaml
 from cli_args import TINY_MODEL, flags, trainer_args
 from crops import crop_offsets
-from fake_data import write_cifar10, write_cifar100, write_imagenet, write_svhn
 
 from densenet_lit.analysis.costs import network_cost
 from densenet_lit.cli import main, run
@@ -70,29 +69,30 @@ def resolved(capsys, *args: str) -> dict:
     return yaml.safe_load(capsys.readouterr().out)
 
 
-@pytest.fixture(scope="session")
-def fake_data(tmp_path_factory) -> Path:
-    """Tiny data sets in the real on-disk formats."""
-    root = tmp_path_factory.mktemp("data")
-    write_cifar10(root / "cifar10", n_train=40, n_test=16)
-    write_cifar100(root / "cifar100", n_train=40, n_test=16)
-    write_svhn(root / "svhn", n_train=30, n_extra=20, n_test=16)
-    write_imagenet(root / "imagenet", n_classes=3, n_per_class=4, n_val_per_class=2, size=(40, 48))
-    return root
+# Tiny data sets in the real on-disk formats: fake_data(name, **FAKE_DATA[name]).
+FAKE_DATA = {
+    "cifar10": {"n_train": 40, "n_test": 16},
+    "cifar100": {"n_train": 40, "n_test": 16},
+    "svhn": {"n_train": 30, "n_extra": 20, "n_test": 16},
+    "imagenet": {"n_classes": 3, "n_per_class": 4, "n_val_per_class": 2, "size": (40, 48)},
+}
 
 
-def data_args(path: Path, data_root: Path) -> list[str]:
-    """Point a config at the tiny data, with batches that fit it."""
+def data_args(path: Path, fake_data) -> list[str]:
+    """Point a config at the tiny data (the ``fake_data`` factory's), with batches that fit
+    it."""
     name = path.stem
     for prefix in ("cifar100", "cifar10", "svhn"):
         if name.startswith(prefix):
-            args = ["--data.init_args.data_dir", str(data_root / prefix)]
+            root, _ = fake_data(prefix, **FAKE_DATA[prefix])
+            args = ["--data.init_args.data_dir", str(root)]
             args += ["--data.init_args.batch_size", "8"]
             return args + (["--data.init_args.val_size", "10"] if prefix == "svhn" else [])
     if name.startswith("imagenet"):
+        root, _ = fake_data("imagenet", **FAKE_DATA["imagenet"])
         return [
             "--data.init_args.data_dir",
-            str(data_root / "imagenet"),
+            str(root),
             "--data.init_args.batch_size",
             "4",
             "--data.init_args.num_workers",
@@ -360,7 +360,7 @@ def test_debug_overlay_runs_on_cpu(fake_data, tmp_path):
             "--config",
             str(EXPERIMENTS / "overlays/debug.yaml"),
             "--data.init_args.data_dir",
-            str(fake_data / "cifar10"),
+            str(fake_data("cifar10", **FAKE_DATA["cifar10"])[0]),
             "--data.init_args.batch_size",
             "8",
             "--trainer.default_root_dir",

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from cli_args import cli_args
+from cli_args import IMAGENET_RESUME_DATA, QUICK, cli_args, imagenet_resume_args
+from weights import assert_same_weights, final_weights
 
-from densenet_lit import cli, rundir
+from densenet_lit import rundir
 from densenet_lit.callbacks import Preempted
 from densenet_lit.checkpoints import CheckpointError, load_checkpoint
 from densenet_lit.cli import run
@@ -45,11 +46,10 @@ def tiny_args(root: Path, name: str, *extra: str, subcommand: str = "fit") -> li
         model={"drop_rate": 0.2, "milestones": "[2, 3]"},
         seed=7,
         trainer={
+            **QUICK,
             "deterministic": True,
             "max_epochs": EPOCHS,
             "limit_train_batches": BATCHES,
-            "limit_val_batches": 2,
-            "limit_test_batches": 2,
             "log_every_n_steps": 1,
         },
         name=name,
@@ -63,23 +63,13 @@ def metric_rows(run_dir: Path) -> list[dict[str, str]]:
     return [{k: v for k, v in row.items() if not k.startswith("perf/")} for row in rows]
 
 
-def final_state(c: cli.DenseNetCLI) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in c.model.state_dict().items()}
-
-
-def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    differ = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not differ, f"{len(differ)} tensors differ, e.g. {differ[:3]}"
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
     """The uninterrupted run: its run directory and final weights."""
     root = tmp_path_factory.mktemp("reference")
     c = run(tiny_args(root, "reference"))
     assert c.trainer.global_step == EPOCHS * BATCHES
-    return c.run_dir, final_state(c)
+    return c.run_dir, final_weights(c)
 
 
 # ------------------------------------------------------------------------ reproducibility
@@ -88,7 +78,7 @@ def test_same_config_and_seed_give_the_same_run(reference, tmp_path):
     run_dir, state = reference
     again = run(tiny_args(tmp_path, "again"))
     assert metric_rows(again.run_dir) == metric_rows(run_dir)
-    assert_same_state(final_state(again), state)
+    assert_same_weights(final_weights(again), state)
     # the comparison has teeth: values for every epoch, and the lr schedule stepped
     rows = metric_rows(run_dir)
     assert {r["epoch"] for r in rows if r["val/error"]} == {"0", "1", "2", "3"}
@@ -130,7 +120,7 @@ def test_interrupted_run_resumes_exactly(reference, tmp_path, how):
     assert resumed.config.fit.ckpt_path == ckpt
     assert resumed.run_dir == Path(ckpt).parents[1]
     assert resumed.trainer.global_step == EPOCHS * BATCHES
-    assert_same_state(final_state(resumed), state)
+    assert_same_weights(final_weights(resumed), state)
     # every metric of every step and epoch, also the epoch means of the interrupted epoch
     assert metric_rows(resumed.run_dir) == metric_rows(run_dir)
 
@@ -150,7 +140,7 @@ def test_a_checkpoint_of_an_epochs_last_batch_resumes_exactly(reference, tmp_pat
 
     resumed = run(tiny_args(tmp_path, "exp", "--ckpt_path", str(ckpt)))
     assert resumed.trainer.global_step == EPOCHS * BATCHES
-    assert_same_state(final_state(resumed), state)
+    assert_same_weights(final_weights(resumed), state)
 
     def epoch_means(rows):
         return {r["epoch"]: r["train/loss"] for r in rows if r["train/loss"]}
@@ -360,15 +350,13 @@ def test_checkpoint_of_another_model_is_a_clear_error(trained_ckpt, tmp_path, su
         run([*args, "--model.depth", "16"])
 
 
-def test_checkpoint_of_another_data_set_is_a_clear_error(trained_ckpt, tmp_path):
+def test_checkpoint_of_another_data_set_is_a_clear_error(trained_ckpt, fake_data, tmp_path):
     """Same model arguments, but a 3-channel, 100-class data set: the weights do not fit."""
-    from fake_data import write_cifar100
-
-    write_cifar100(tmp_path / "cifar100", n_train=40, n_test=16)
+    cifar100, _ = fake_data("cifar100", n_train=40, n_test=16)
     args = tiny_args(tmp_path, "x", "--ckpt_path", str(trained_ckpt), subcommand="test")
     args[args.index("--data") + 1] = "densenet_lit.data.CIFAR100DataModule"
     i = args.index("--data.init_args.image_size")
-    args[i : i + 2] = ["--data.init_args.data_dir", str(tmp_path / "cifar100")]
+    args[i : i + 2] = ["--data.init_args.data_dir", str(cifar100)]
     with pytest.raises(CheckpointMismatchError) as error:
         run(args)
     message = str(error.value)
@@ -467,58 +455,30 @@ def test_every_experiment_keeps_a_last_checkpoint():
 IMAGENET_BATCHES = 6  # 24 training images in batches of 4
 
 
-def imagenet_args(root: Path, data_dir: Path, name: str, workers: int, *extra: str) -> list[str]:
-    """A tiny network on a tiny ImageNet whose images are decoded and augmented per image in
-    ``workers`` loader processes (0: in the training process)."""
-    return cli_args(
-        "fit",
-        root,
-        *extra,
-        data="densenet_lit.data.ImageNetDataModule",
-        batch_size=4,
-        data_init={
-            "data_dir": data_dir,
-            "train_crop": 16,
-            "eval_resize": 18,
-            "eval_crop": 16,
-            "num_workers": workers,
-        },
-        model={"milestones": "[2]"},
-        seed=3,
-        trainer={
-            "deterministic": True,
-            "max_epochs": 2,
-            "limit_val_batches": 1,
-            "log_every_n_steps": 1,
-        },
-        run={"test_after_fit": False},
-        name=name,
-    )
-
-
 @pytest.mark.slow
-def test_worker_loaders_resume_exactly_and_augment_independently_of_workers(tmp_path):
+def test_worker_loaders_resume_exactly_and_augment_independently_of_workers(fake_data, tmp_path):
     """ImageNet's loader decodes and augments each image in worker processes: the run with 2
     workers equals the run with none (each image's augmentation is seeded by its place in the
     epoch, not drawn from a worker's RNG), and a run with 2 workers interrupted in the middle
     of epoch 1 and resumed equals the uninterrupted one."""
-    from fake_data import write_imagenet
-
-    data = tmp_path / "imagenet"
-    write_imagenet(data, n_classes=3, n_per_class=8, n_val_per_class=2, size=(20, 24))
+    data, _ = fake_data("imagenet", **IMAGENET_RESUME_DATA)
     runs = tmp_path / "runs"
-    two = run(imagenet_args(runs, data, "two", 2))
+
+    def imagenet_args(name: str, workers: int, *extra: str) -> list[str]:
+        return imagenet_resume_args(runs, data, name, workers, *extra)
+
+    two = run(imagenet_args("two", 2))
     assert two.trainer.global_step == 2 * IMAGENET_BATCHES
-    none = run(imagenet_args(runs, data, "none", 0))
-    assert_same_state(final_state(none), final_state(two))
+    none = run(imagenet_args("none", 0))
+    assert_same_weights(final_weights(none), final_weights(two))
 
     mid_epoch = IMAGENET_BATCHES + 2
     signals = ["--trainer.callbacks+=run_probes.SignalAt"]
     signals += ["--trainer.callbacks.signals", f"{{{mid_epoch}: SIGTERM}}"]
     with pytest.raises(Preempted) as stopped:
-        run(imagenet_args(runs, data, "cut", 2, *signals))
+        run(imagenet_args("cut", 2, *signals))
     saved = load_checkpoint(stopped.value.ckpt_path)
     assert saved["global_step"] == mid_epoch
-    resumed = run(imagenet_args(runs, data, "cut", 2, "--ckpt_path", "last"))
+    resumed = run(imagenet_args("cut", 2, "--ckpt_path", "last"))
     assert resumed.trainer.global_step == 2 * IMAGENET_BATCHES
-    assert_same_state(final_state(resumed), final_state(two))
+    assert_same_weights(final_weights(resumed), final_weights(two))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from test_analysis import assert_png_not_blank, fake_runs  # noqa: F401 - fixture
+from plots import assert_png_not_blank
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPECTED = ("architectures", "compare_runs", "feature_reuse")
@@ -90,7 +90,7 @@ def check_plots(name: str, out: Path) -> None:
 
 
 @pytest.mark.slow
-def test_architectures_notebook_runs(notebook_env, fake_runs, monkeypatch):  # noqa: F811
+def test_architectures_notebook_runs(notebook_env, fake_runs, monkeypatch):
     monkeypatch.setenv("DENSENET_LIT_RUNS_DIR", str(fake_runs))
     seconds = run_notebook("architectures")
     check_plots("architectures", notebook_env)
@@ -113,7 +113,7 @@ def test_feature_reuse_notebook_runs(notebook_env, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_compare_runs_notebook_runs(notebook_env, fake_runs, monkeypatch):  # noqa: F811
+def test_compare_runs_notebook_runs(notebook_env, fake_runs, monkeypatch):
     monkeypatch.setenv("DENSENET_LIT_RUNS_DIR", str(fake_runs))
     seconds = run_notebook("compare_runs")
     check_plots("compare_runs", notebook_env)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_args import cli_args
+from cli_args import QUICK, TINY_MODEL, cli_args
 
 from densenet_lit import cli, rundir
 from densenet_lit.analysis import compare, feature_reuse, report
@@ -26,7 +26,6 @@ from densenet_lit.models import build_model
 from densenet_lit.models.pretrained import load_torchvision_weights
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"depth": 10, "growth_rate": 4}  # cli_args' network
 REFUSED = "refused to load this checkpoint"
 
 
@@ -46,12 +45,6 @@ def with_payload(content: dict, dest: Path, marker: Path) -> Path:
     return dest
 
 
-def small_args(root: Path, subcommand: str, *extra: str) -> list[str]:
-    trainer = {"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 2}
-    trainer |= {"limit_test_batches": 2, "limit_predict_batches": 2}
-    return cli_args(subcommand, root, *extra, trainer=trainer)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> cli.DenseNetCLI:
     """One tiny run of the CLI that keeps last.ckpt and the best, and tests the best."""
@@ -60,7 +53,7 @@ def trained(tmp_path_factory) -> cli.DenseNetCLI:
     mp.delenv(rundir.RUN_DIR_ENV, raising=False)
     try:
         args = ["--run.test_after_fit", "true", "--run.test_ckpt", "best"]
-        c = cli.run(small_args(root, "fit", "--run.name", "clean", *args))
+        c = cli.run(cli_args("fit", root, "--run.name", "clean", *args, trainer=QUICK))
     finally:
         mp.undo()
     assert "test/error" in c.trainer.callback_metrics  # the best restored by Lightning, safely
@@ -83,10 +76,12 @@ def assert_refused(message: str, path: Path, how_to_trust: str) -> None:
 
 # ------------------------------------------------------------------------------------- CLI
 @pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
-def test_the_cli_refuses_a_checkpoint_that_would_run_code(evil, tmp_path, capsys, subcommand):
+def test_the_cli_refuses_a_checkpoint_that_would_run_code(
+    run_args, evil, tmp_path, capsys, subcommand
+):
     path, marker = evil
     with pytest.raises(SystemExit) as stopped:
-        cli.main(small_args(tmp_path / "runs", subcommand, "--ckpt_path", str(path)))
+        cli.main(run_args("--ckpt_path", str(path), subcommand=subcommand))
     assert stopped.value.code == 1
     assert_refused(capsys.readouterr().err, path, "give --run.trust_checkpoint true")
     assert not marker.exists()
@@ -95,7 +90,7 @@ def test_the_cli_refuses_a_checkpoint_that_would_run_code(evil, tmp_path, capsys
 
 @pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
 def test_lightnings_restore_is_asked_for_the_safe_unpickler_too(
-    evil, trained, tmp_path, monkeypatch, subcommand
+    run_args, evil, trained, monkeypatch, subcommand
 ):
     """Past the CLI's own reading (skipped here), Lightning's restore is told weights_only=True:
     even where the environment makes torch.load's default the full unpickler, the file is
@@ -105,7 +100,7 @@ def test_lightnings_restore_is_asked_for_the_safe_unpickler_too(
     monkeypatch.setattr(preflight, "read_checkpoint", lambda *args, **kwargs: clean)
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     with pytest.raises(UntrustedCheckpointError) as error:
-        cli.run(small_args(tmp_path / "runs", subcommand, "--ckpt_path", str(path)))
+        cli.run(run_args("--ckpt_path", str(path), subcommand=subcommand))
     assert_refused(str(error.value), path, "give --run.trust_checkpoint true")
     assert not marker.exists()
 
@@ -138,15 +133,17 @@ def test_the_command_of_the_issue_leaves_no_trace(evil, tmp_path):
     assert not marker.exists()
 
 
-def test_a_refused_test_checkpoint_stops_the_run_before_training(evil, tmp_path):
+def test_a_refused_test_checkpoint_stops_the_run_before_training(run_args, evil, tmp_path):
     path, marker = evil
     args = ["--run.test_after_fit", "true", "--run.test_ckpt", str(path)]
     with pytest.raises(UntrustedCheckpointError, match=REFUSED):
-        cli.run(small_args(tmp_path / "runs", "fit", *args))
+        cli.run(run_args(*args))
     assert not marker.exists() and not (tmp_path / "runs").exists()
 
 
-def test_a_slurm_requeue_checkpoint_lightning_finds_itself_is_refused(evil, tmp_path, monkeypatch):
+def test_a_slurm_requeue_checkpoint_lightning_finds_itself_is_refused(
+    run_args, evil, tmp_path, monkeypatch
+):
     """A requeued SLURM job resumes from the hpc_ckpt_<n>.ckpt of its run directory without
     --ckpt_path: Lightning reads it, with the safe unpickler as well."""
     path, marker = evil
@@ -166,25 +163,25 @@ def test_a_slurm_requeue_checkpoint_lightning_finds_itself_is_refused(evil, tmp_
     hpc = run_dir / "hpc_ckpt_1.ckpt"
     shutil.copy(path, hpc)
     with pytest.raises(UntrustedCheckpointError) as error:
-        cli.run(small_args(tmp_path / "runs", "fit", "--run.name", "slurm"))
+        cli.run(run_args("--run.name", "slurm"))
     assert_refused(str(error.value), hpc, "give --run.trust_checkpoint true")
     assert not marker.exists()
 
 
-def test_weights_only_is_the_clis_to_set(tmp_path, capsys):
+def test_weights_only_is_the_clis_to_set(run_args, capsys):
     with pytest.raises(SystemExit) as stopped:
-        cli.main(small_args(tmp_path / "runs", "test", "--weights_only", "false"))
+        cli.main(run_args("--weights_only", "false", subcommand="test"))
     assert stopped.value.code == 1
     err = capsys.readouterr().err
     assert "--weights_only false: the CLI sets weights_only itself" in err
     assert "--run.trust_checkpoint true" in err
 
 
-def test_a_trusted_checkpoint_loads_with_a_warning(evil, tmp_path):
+def test_a_trusted_checkpoint_loads_with_a_warning(run_args, evil):
     """With the opt-in, the CLI and Lightning's restore use the full unpickler (which is why
     the payload runs: the file above really is an attack)."""
     path, marker = evil
-    args = small_args(tmp_path / "runs", "test", "--ckpt_path", str(path))
+    args = run_args("--ckpt_path", str(path), subcommand="test")
     with pytest.warns(UserWarning, match=f"Loading {path} with the full unpickler"):
         tested = cli.run([*args, "--run.trust_checkpoint", "true"])
     assert tested.config.test.weights_only is False
@@ -192,7 +189,7 @@ def test_a_trusted_checkpoint_loads_with_a_warning(evil, tmp_path):
     assert marker.exists()
 
 
-def test_the_projects_own_checkpoints_need_no_trust(trained, tmp_path):
+def test_the_projects_own_checkpoints_need_no_trust(run_args, trained):
     """last.ckpt and the best load with the safe unpickler; validating the best restores it
     through Lightning with weights_only=True (preemption, SLURM requeue and DDP checkpoints
     are loaded the same way in test_fault_tolerance and test_ddp)."""
@@ -200,7 +197,7 @@ def test_the_projects_own_checkpoints_need_no_trust(trained, tmp_path):
     assert [p.stem.split("-")[0] for p in ckpts] == ["best", "last"]
     for ckpt in ckpts:
         assert load_checkpoint(ckpt)["global_step"] == 2
-    validated = cli.run(small_args(tmp_path / "runs", "validate", "--ckpt_path", str(ckpts[0])))
+    validated = cli.run(run_args("--ckpt_path", str(ckpts[0]), subcommand="validate"))
     assert validated.config.validate.weights_only is True
     assert "val/error" in validated.trainer.callback_metrics
 
@@ -239,15 +236,15 @@ def test_compare_and_report_never_unpickle_checkpoints(evil, trained, tmp_path):
 
 
 # ------------------------------------------------------------------------------- pretrained
-def test_pretrained_weights_that_would_run_code_are_refused(tmp_path, capsys):
+def test_pretrained_weights_that_would_run_code_are_refused(run_args, tmp_path, capsys):
     marker = tmp_path / "PWNED"
-    net = build_model("densenet_cifar", **TINY, num_classes=10, in_channels=1)
+    net = build_model("densenet_cifar", **TINY_MODEL, num_classes=10, in_channels=1)
     weights = with_payload(net.state_dict(), tmp_path / "weights.pth", marker)
     with pytest.raises(UntrustedCheckpointError) as error:
         load_torchvision_weights(net, weights)
     assert_refused(str(error.value), weights, "torch.load(path, weights_only=False)")
     with pytest.raises(SystemExit) as stopped:
-        cli.main(small_args(tmp_path / "runs", "fit", "--model.pretrained", str(weights)))
+        cli.main(run_args("--model.pretrained", str(weights)))
     assert stopped.value.code == 1
     assert_refused(capsys.readouterr().err, weights, "pass its tensors")
     assert not marker.exists()

@@ -13,8 +13,7 @@ import torch.nn.functional as F
 import torchvision
 import torchvision.transforms as T
 import yaml
-from cli_args import cli_args
-from fake_data import digit_photos, write_imagenet, write_imagenet_val
+from cli_args import IMAGENET, cli_args
 from lightning.pytorch import Trainer
 from PIL import Image
 
@@ -22,10 +21,12 @@ from densenet_lit.analysis import report
 from densenet_lit.cli import run
 from densenet_lit.data import ImageNetDataModule
 from densenet_lit.data.imagenet import MEAN, STD
+from densenet_lit.data.synthetic import digit_photos, write_imagenet_val
 from densenet_lit.data.ten_crop import crop_averaged_logits
 from densenet_lit.module import DenseNetModule
 
-IMAGENET = "densenet_lit.data.ImageNetDataModule"
+# fake_data("imagenet", **IMAGENET_3X2): 3 classes of 1 training and 2 validation images, 40x48
+IMAGENET_3X2 = {"n_classes": 3, "n_per_class": 1, "n_val_per_class": 2, "size": (40, 48)}
 SIZES = [(300, 360), (320, 270), (288, 288)]  # (h, w): landscape, portrait, square; > 256
 LIVE = 6  # classes the classifier ranks; the other 994 get a logit of -1e4
 
@@ -123,17 +124,17 @@ def test_ten_crop_items_are_torchvisions_ten_crops(photos):
         torch.testing.assert_close(got, reference_crops(path), atol=1e-5, rtol=0)
 
 
-def test_predict_averages_the_crops(tmp_path):
+def test_predict_averages_the_crops(fake_data):
     """``predict`` with ``eval_crops: 10``: one probability row per image, the softmax of the
     mean logits of its ten crops (a tiny network on small crops keeps this fast)."""
-    write_imagenet(tmp_path, n_classes=3, n_per_class=1, n_val_per_class=2, size=(40, 48))
+    root, _ = fake_data("imagenet", **IMAGENET_3X2)
     data = ImageNetDataModule(
-        str(tmp_path), batch_size=4, num_workers=0, eval_resize=36, eval_crop=32, eval_crops=10
+        str(root), batch_size=4, num_workers=0, eval_resize=36, eval_crop=32, eval_crops=10
     )
     torch.manual_seed(0)
     module = DenseNetModule(depth=10, growth_rate=4, num_classes=3).eval()
     probs = torch.cat(quiet_trainer().predict(module, datamodule=data))
-    files = sorted((tmp_path / "val").rglob("*.JPEG"), key=lambda p: (p.parent.name, p.name))
+    files = sorted((root / "val").rglob("*.JPEG"), key=lambda p: (p.parent.name, p.name))
     crops = torch.stack([reference_crops(f, resize=36, crop=32) for f in files])
     with torch.no_grad():
         want = module.model(crops.flatten(0, 1)).unflatten(0, (len(files), 10)).mean(1)
@@ -158,11 +159,11 @@ def test_eval_crops_other_than_1_or_10_is_a_clear_error(bad, tmp_path):
         ImageNetDataModule(str(tmp_path), eval_crops=bad)
 
 
-def test_cli_test_run_records_its_crops_for_the_report(tmp_path, capsys):
+def test_cli_test_run_records_its_crops_for_the_report(fake_data, tmp_path, capsys):
     """``test --data.init_args.eval_crops 10`` keeps the setting in the run's config.yaml, and
     the report (``--evaluations``) lists the run as a 10-crop ImageNet run."""
-    write_imagenet(tmp_path / "imagenet", n_classes=3, n_per_class=1, n_val_per_class=2)
-    data = {"data_dir": tmp_path / "imagenet", "num_workers": 0, "eval_resize": 36}
+    root, _ = fake_data("imagenet", **IMAGENET_3X2)
+    data = {"data_dir": root, "num_workers": 0, "eval_resize": 36}
     data |= {"eval_crop": 32, "eval_crops": 10}
     args = cli_args("test", tmp_path / "runs", data=IMAGENET, batch_size=4, data_init=data)
     c = run(args)

@@ -62,15 +62,6 @@ def wandb_records(path: Path) -> Iterator:
             pending = b""
 
 
-@pytest.fixture
-def no_wandb_account(monkeypatch, tmp_path):
-    """A machine where nobody logged in to W&B and WANDB_MODE is not set."""
-    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DISABLED", "WANDB_BASE_URL"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("NETRC", str(tmp_path / "home" / ".netrc"))
-
-
 @pytest.mark.slow
 def test_offline_run_holds_metrics_and_config(tmp_path, no_wandb_account, capsys):
     root = tmp_path / "runs"

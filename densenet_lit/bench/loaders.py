@@ -1,10 +1,11 @@
-"""Data for the suite (synthetic files in the real formats) and the loaders' images/s alone.
+"""The loaders' images/s alone, ours and the torchvision baseline's.
 
-No data set can be downloaded where the suite runs, and the loaders' speed does not depend
-on what the pixels show, so the suite writes random uint8 images in CIFAR-10's python-pickle
-layout and SVHN's .mat layout into a temporary folder. The scikit-learn digits are real.
-ImageNet is JPEG files in class folders, whose decoding cost does depend on the content, so
-those are smooth random pictures of a typical ImageNet photo's size and file size.
+The suite's data are files in the real formats that :mod:`densenet_lit.data.synthetic`
+writes into a temporary folder (no data set can be downloaded where the suite runs): the
+loaders' speed does not depend on what the pixels show, so CIFAR-10 and SVHN are random
+uint8 images; ImageNet's JPEGs, whose decoding cost does depend on the content, are smooth
+random pictures of a typical ImageNet photo's size and file size. The scikit-learn digits
+are real.
 
 The baseline is what a torchvision user writes: ``torchvision.datasets.CIFAR10`` (one PIL
 image per sample) with ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip()``,
@@ -13,107 +14,14 @@ image per sample) with ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip()``
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from densenet_lit.bench.common import now
-
-CIFAR_FOLDER = "cifar-10-batches-py"
-CIFAR_LABELS = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-]
-
-
-def write_synthetic_cifar10(root: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
-    """Random images in ``<root>/cifar-10-batches-py`` (5 training batches, test, meta)."""
-    rng = np.random.default_rng(seed)
-    folder = Path(root) / CIFAR_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def dump(name: str, n: int) -> None:
-        entry = {
-            "batch_label": name,
-            "data": rng.integers(0, 256, size=(n, 3 * 32 * 32), dtype=np.uint8),
-            "labels": rng.integers(0, 10, size=n).tolist(),
-            "filenames": [f"{name}_{i}.png" for i in range(n)],
-        }
-        with open(folder / name, "wb") as f:
-            pickle.dump(entry, f, protocol=4)
-
-    for i, n in enumerate(np.array_split(np.arange(n_train), 5)):
-        dump(f"data_batch_{i + 1}", len(n))
-    dump("test_batch", n_test)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": CIFAR_LABELS, "num_cases_per_batch": 10000}, f)
-    return Path(root)
-
-
-def write_synthetic_svhn(root: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
-    """Random images as SVHN's ``train_32x32.mat``/``test_32x32.mat`` (X [32,32,3,N], y 1..10)."""
-    import scipy.io
-
-    rng = np.random.default_rng(seed)
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("test", n_test)):
-        x = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)
-        y = rng.integers(1, 11, size=(n, 1)).astype(np.uint8)
-        scipy.io.savemat(str(root / f"{split}_32x32.mat"), {"X": x, "y": y})
-    return root
-
-
-IMAGENET_SIZE = (375, 500)  # (height, width): ImageNet's most common size (average ~400x350)
-
-
-def synthetic_photo(rng: np.random.Generator, size: tuple[int, int] = IMAGENET_SIZE):
-    """A random RGB picture that compresses like a photo: a smooth field plus fine noise.
-
-    Pure noise would make a 500x375 JPEG of about 170 KB that decodes slower than a photo,
-    and a flat colour one of a few KB; an upscaled 64x48 random image with +-30 of noise
-    comes to about 110 KB at quality 90, the average size of an ImageNet training JPEG.
-    """
-    from PIL import Image
-
-    height, width = size
-    coarse = rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
-    smooth = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
-    pixels = np.asarray(smooth, dtype=np.int16)
-    pixels = pixels + rng.integers(-30, 31, size=pixels.shape, dtype=np.int16)
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-
-
-def write_synthetic_imagenet(
-    root: Path, n_train: int, n_classes: int = 8, size=IMAGENET_SIZE, seed: int = 0
-) -> Path:
-    """``<root>/{train,val}/<wnid>/*.JPEG``: ``n_train`` training photos over ``n_classes``
-    class folders, and one validation photo per class (the layout the data module checks)."""
-    rng = np.random.default_rng(seed)
-    root = Path(root)
-    per_class = np.array_split(np.arange(n_train), n_classes)
-    for c in range(n_classes):
-        wnid = f"n{1440764 + c:08d}"
-        for split, n in (("train", len(per_class[c])), ("val", 1)):
-            folder = root / split / wnid
-            folder.mkdir(parents=True, exist_ok=True)
-            for k in range(n):
-                synthetic_photo(rng, size).save(folder / f"{wnid}_{k}.JPEG", quality=90)
-    return root
-
 
 # ------------------------------------------------------------------ the torchvision baseline
 

@@ -20,7 +20,6 @@ from densenet_lit.bench.common import (
 )
 from densenet_lit.bench.epoch import OURS_PIPELINE, PLAIN_PIPELINE, our_epoch, plain_epoch
 from densenet_lit.bench.loaders import (
-    IMAGENET_SIZE,
     LoaderRow,
     imagenet_device_rows,
     our_cifar10,
@@ -40,6 +39,7 @@ from densenet_lit.bench.steps import (
     lightning_steps,
     plain_steps,
 )
+from densenet_lit.data.synthetic import IMAGENET_SIZE
 
 # ---------------------------------------------------------------------------------- steps
 

@@ -26,18 +26,14 @@ from densenet_lit.bench.common import (
     model_specs,
     short_error,
 )
-from densenet_lit.bench.loaders import (
-    LoaderRow,
-    write_synthetic_cifar10,
-    write_synthetic_imagenet,
-    write_synthetic_svhn,
-)
+from densenet_lit.bench.loaders import LoaderRow
 from densenet_lit.bench.report import (
     EpochRow,
     StepRow,
     render,
 )
 from densenet_lit.bench.sections import imagenet_loader_images, run_epochs, run_loaders, run_steps
+from densenet_lit.data.synthetic import write_cifar10, write_photo_imagenet, write_svhn
 
 SECTIONS = ("steps", "loaders", "epoch")
 
@@ -279,10 +275,10 @@ def run(settings: Settings, results: Results, save: Callable[[], None]) -> None:
         imagenet_root = Path(tmp) / "imagenet"
         if "loaders" in settings.sections or "epoch" in settings.sections:
             n_test = max(64, settings.cifar_train_images // 5)
-            write_synthetic_cifar10(cifar_root, settings.cifar_train_images, n_test)
-            write_synthetic_svhn(svhn_root, settings.svhn_train_images, 64)
+            write_cifar10(cifar_root, settings.cifar_train_images, n_test)
+            write_svhn(svhn_root, settings.svhn_train_images, n_extra=None, n_test=64)
         if "loaders" in settings.sections:
-            write_synthetic_imagenet(imagenet_root, imagenet_loader_images(settings))
+            write_photo_imagenet(imagenet_root, imagenet_loader_images(settings))
         if "steps" in settings.sections:
             run_steps(settings, specs, results.steps, save)
         if "loaders" in settings.sections:

@@ -1,16 +1,20 @@
-"""Writers of tiny data sets in the real on-disk formats, for tests (and anyone else).
+"""Small data sets in the real on-disk formats, for the tests and the benchmark.
 
-Each writer returns what it wrote, as the data modules should load it: uint8 images
-``[N, C, H, W]`` and int64 labels (numpy), so tests can compare loaded with written.
+No data set can be downloaded where the tests and ``python -m densenet_lit.bench`` run, so
+they write their own: CIFAR python pickles, SVHN ``.mat`` files, ImageNet class folders of
+JPEGs (random noise, smooth pictures, or pictures that compress like a photo), odd files
+named ``.JPEG``, Tiny-ImageNet's layout and real digit photos. The CIFAR and SVHN writers
+return what they wrote, as the data modules should load it: uint8 images ``[N, C, H, W]`` and
+int64 labels (numpy), so that tests can compare loaded with written.
 """
 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 from PIL import Image
 
 
@@ -79,6 +83,8 @@ def write_cifar100(
 
 def write_svhn_mat(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     """One SVHN 'Format 2' file: X uint8 [32, 32, 3, N] (H, W, C, N), y [N, 1] with 10 for 0."""
+    import scipy.io
+
     x = np.ascontiguousarray(images.transpose(2, 3, 1, 0))  # N, C, H, W -> H, W, C, N
     y = np.where(labels == 0, 10, labels).astype(np.uint8).reshape(-1, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,12 +92,19 @@ def write_svhn_mat(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
 
 
 def write_svhn(
-    root: str | Path, n_train: int = 60, n_extra: int = 40, n_test: int = 30, seed: int = 0
+    root: str | Path,
+    n_train: int = 60,
+    n_extra: int | None = 40,
+    n_test: int = 30,
+    seed: int = 0,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``<root>/{train,extra,test}_32x32.mat``; returned labels use 0 for the digit 0."""
+    """``<root>/{train,extra,test}_32x32.mat`` (no ``extra`` file where ``n_extra`` is None);
+    returned labels use 0 for the digit 0."""
     rng = np.random.default_rng(seed)
     data = {}
     for split, n in (("train", n_train), ("extra", n_extra), ("test", n_test)):
+        if n is None:
+            continue
         images, labels = _random_set(rng, n, 10)
         labels[:2] = 0  # make sure the 10 -> 0 mapping is exercised
         write_svhn_mat(Path(root) / f"{split}_32x32.mat", images, labels)
@@ -171,34 +184,70 @@ def write_imagenet_val(root: str | Path, images_per_class: list[list[np.ndarray]
     return files
 
 
-def smooth_pixels(rng: np.random.Generator, size: tuple[int, int] = (60, 80)) -> np.ndarray:
-    """A uint8 ``[H, W, 3]`` picture that is smooth like a photo (an upscaled 6x8 random image
-    plus a little noise), for comparisons where pure noise would exaggerate how much two
-    resize kernels differ."""
-    coarse = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+def smooth_pixels(
+    rng: np.random.Generator,
+    size: tuple[int, int] = (60, 80),
+    grid: tuple[int, int] = (6, 8),
+    noise: int = 8,
+) -> np.ndarray:
+    """A uint8 ``[H, W, 3]`` picture of ``size`` that is smooth like a photo: a random
+    ``grid`` image upscaled (bicubic) plus uniform noise of +-``noise``. The defaults suit
+    comparisons where pure noise would exaggerate how much two resize kernels differ."""
+    coarse = rng.integers(0, 256, size=(*grid, 3), dtype=np.uint8)
     smooth = np.asarray(Image.fromarray(coarse).resize(size[::-1], Image.BICUBIC), np.int16)
-    noisy = smooth + rng.integers(-8, 9, size=smooth.shape, dtype=np.int16)
+    noisy = smooth + rng.integers(-noise, noise + 1, size=smooth.shape, dtype=np.int16)
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
 def write_smooth_imagenet(
     root: str | Path,
     n_classes: int = 2,
-    n_per_class: int = 4,
+    n_per_class: int | Sequence[int] = 4,
     n_val_per_class: int = 2,
     size: tuple[int, int] = (60, 80),
     seed: int = 0,
+    grid: tuple[int, int] = (6, 8),
+    noise: int = 8,
 ) -> list[str]:
-    """As :func:`write_imagenet`, with :func:`smooth_pixels` pictures instead of noise."""
+    """As :func:`write_imagenet`, with :func:`smooth_pixels` pictures (``grid``, ``noise``)
+    instead of noise, named ``<wnid>_<k>.JPEG`` in train/ and val/; ``n_per_class`` may give
+    each class its own count."""
     rng = np.random.default_rng(seed)
     classes = [wnid(i) for i in range(n_classes)]
-    for c in classes:
-        for split, n in (("train", n_per_class), ("val", n_val_per_class)):
+    counts = [n_per_class] * n_classes if isinstance(n_per_class, int) else list(n_per_class)
+    for c, n_train in zip(classes, counts, strict=True):
+        for split, n in (("train", n_train), ("val", n_val_per_class)):
             folder = Path(root) / split / c
             folder.mkdir(parents=True, exist_ok=True)
             for k in range(n):
-                Image.fromarray(smooth_pixels(rng, size)).save(folder / f"{c}_{k}.JPEG", quality=90)
+                pixels = smooth_pixels(rng, size, grid, noise)
+                Image.fromarray(pixels).save(folder / f"{c}_{k}.JPEG", quality=90)
     return classes
+
+
+# (height, width): ImageNet's most common size (its average is about 400x350).
+IMAGENET_SIZE = (375, 500)
+# A 64x48 random image upscaled to 500x375, plus +-30 of noise, comes to about 110 KB at
+# quality 90, the average size of an ImageNet training JPEG, and decodes about as fast as a
+# photo (pure noise makes a 170 KB file that decodes slower; a flat colour, a few KB).
+PHOTO_GRID, PHOTO_NOISE = (48, 64), 30
+
+
+def write_photo_imagenet(
+    root: str | Path,
+    n_train: int,
+    n_classes: int = 8,
+    size: tuple[int, int] = IMAGENET_SIZE,
+    seed: int = 0,
+) -> Path:
+    """``<root>/{train,val}/<wnid>/*.JPEG`` of pictures that compress and decode like
+    ImageNet photos (the benchmark's loader rows): ``n_train`` training pictures spread over
+    ``n_classes`` class folders, one validation picture per class."""
+    counts = [len(part) for part in np.array_split(np.arange(n_train), n_classes)]
+    write_smooth_imagenet(
+        root, n_classes, counts, 1, size, seed, grid=PHOTO_GRID, noise=PHOTO_NOISE
+    )
+    return Path(root)
 
 
 # Files named .JPEG that GPU JPEG decoders refuse but PIL reads (ImageNet has such files).
