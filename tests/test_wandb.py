@@ -66,6 +66,8 @@ def wandb_records(path: Path) -> Iterator:
 def test_offline_run_holds_metrics_and_config(tmp_path, no_wandb_account, capsys):
     root = tmp_path / "runs"
     c = run(wandb_args(root, "wb"))
+    # this process's W&B service writes the run's file to disk when it shuts down
+    wandb.teardown()
     out = capsys.readouterr().out
     sync_lines = [line for line in out.splitlines() if "wandb sync" in line]
     assert len(sync_lines) == 1 and "offline" in sync_lines[0]
