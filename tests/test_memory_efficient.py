@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from densenet_lit.models import DenseLayer, DenseNet, densenet_cifar
-from densenet_lit.models.memory import activation_bytes
+from densenet_lit.models import DenseLayer, DenseNet, authors_memory, densenet_cifar, memory
+from densenet_lit.models.memory import LevelCost, activation_bytes, level_table, measure
 from densenet_lit.models.memory_efficient import DEEPEST, LEVELS, memory_level
 
 RECOMPUTING = [level for level in LEVELS if level > 0]
@@ -299,3 +299,55 @@ def test_sync_batch_norm_pools_the_statistics_of_every_rank(tmp_path):
                     torch.testing.assert_close(got["grads"][step][name], g, msg=name)
             for key, value in whole["state"][0].items():
                 torch.testing.assert_close(got["state"][0][key], value, msg=f"{level} {key}")
+
+
+# ------------------------------------------------------------------ the memory commands
+def test_measure_reports_each_level_with_the_same_weights():
+    costs = measure("densenet_cifar", 2, 16, rounds=1, depth=16, growth_rate=4)
+    assert [c.level for c in costs] == list(LEVELS)
+    sizes = [c.activation_bytes for c in costs]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)
+    assert all(c.step_seconds > 0 and c.cpu_seconds > 0 and c.peak_bytes is None for c in costs)
+    lines = level_table(costs).splitlines()
+    assert lines[0] == (
+        "| level | backward recomputes | activation MiB | vs level 0 | step s | vs level 0 "
+        "| CPU s | vs level 0 |"
+    )
+    cells = [line.removesuffix(" |").split(" | ") for line in lines[2:]]
+    assert [c[0] for c in cells] == ["| 0", "| 1", "| 2", "| 3"]
+    assert cells[0][3] == cells[0][5] == cells[0][7] == "1.00x"
+    assert cells[3][2] == f"{sizes[3] / 2**20:.1f}" and cells[3][3] == f"{sizes[3] / sizes[0]:.2f}x"
+    untimed = measure("densenet_cifar", 2, 16, levels=(0, 3), rounds=0, depth=16, growth_rate=4)
+    assert untimed == [LevelCost(0, sizes[0]), LevelCost(3, sizes[3])]
+    assert level_table(untimed).splitlines()[0].endswith("| activation MiB | vs level 0 |")
+
+
+def test_authors_table_beside_ours(capsys):
+    authors_memory.main(["--batch-size", "2", "--rounds", "0"])
+    out = capsys.readouterr().out
+    assert (
+        "| 4 | custom layer: + shared BN outputs (recomputed) | 1655 | 0.30x | 0.175 | 1.14x |"
+        in out
+    )
+    assert "| 0 | original implementation | 5453 | 1.00x | 0.153 | 1.00x |" in out
+    ours = [line for line in out.splitlines() if line.startswith(("| 0 | nothing", "| 3 | all"))]
+    assert len(ours) == 2 and ours[0].endswith(" | 1.00x |")
+    assert (
+        "optMemory 4 and our level 1 keep the same: the authors 0.30x memory at 1.14x time" in out
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--batch-size", "0"], "--batch-size 0: expected a positive number of images"),
+        (["--rounds", "-1"], "--rounds -1: expected 0 (no timing) or more"),
+        (["--device", "tpu"], "--device tpu: expected cpu or cuda"),
+        (["--models", "bc100,resnet"], "--models bc100,resnet: unknown resnet; expected of bc100"),
+    ],
+)
+def test_memory_command_rejects_bad_options(args, error, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        memory.main(args)
+    assert stopped.value.code == 2
+    assert error in capsys.readouterr().err

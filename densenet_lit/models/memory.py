@@ -7,7 +7,9 @@ comes from ``torch.autograd.graph.saved_tensors_hooks``: every tensor saved for 
 seen once per storage, parameters excluded. It is exact and needs no GPU (on a GPU the
 command also reports ``torch.cuda.max_memory_allocated`` of a step, weights included).
 Step times are the fastest of ``--rounds`` steps per level, the levels taking turns, so
-that other jobs on the machine disturb each level alike.
+that other jobs on the machine disturb each level alike; on the CPU the process's CPU time
+of the step is reported too, which other processes on a busy machine barely change (with
+``--threads 1``; with more threads it also counts threads waiting for each other).
 """
 
 from __future__ import annotations
@@ -45,11 +47,12 @@ def activation_bytes(model: nn.Module, batch: torch.Tensor) -> int:
 
 @dataclass(frozen=True)
 class LevelCost:
-    """What one memory level costs in a training step."""
+    """What one memory level costs in a training step; the times are None when not timed."""
 
     level: int
     activation_bytes: int
-    step_seconds: float | None  # None when not timed
+    step_seconds: float | None = None  # wall clock
+    cpu_seconds: float | None = None  # CPU only: this process's CPU time
     peak_bytes: int | None = None  # CUDA only: max_memory_allocated during a step
 
 
@@ -73,28 +76,36 @@ def measure(
     y = torch.randint(0, models[levels[0]].classifier.out_features, (batch_size,), generator=gen)
     y = y.to(dev)
     sizes = {level: activation_bytes(model, x) for level, model in models.items()}
-    times: dict[int, list[float]] = {level: [] for level in levels}
+    walls: dict[int, list[float]] = {level: [] for level in levels}
+    cpus: dict[int, list[float]] = {level: [] for level in levels}
     peaks: dict[int, int] = {}
     for i in range(rounds + 1 if rounds else 0):  # the first round warms up
         for level, model in models.items():
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
-            seconds = _train_step(model, x, y)
+            wall, cpu = _train_step(model, x, y)
             if dev.type == "cuda":
                 peaks[level] = torch.cuda.max_memory_allocated(dev)
             if i:
-                times[level].append(seconds)
+                walls[level].append(wall)
+                cpus[level].append(cpu)
     return [
-        LevelCost(level, sizes[level], min(times[level]) if rounds else None, peaks.get(level))
+        LevelCost(
+            level,
+            sizes[level],
+            min(walls[level]) if rounds else None,
+            min(cpus[level]) if rounds and dev.type == "cpu" else None,
+            peaks.get(level),
+        )
         for level in levels
     ]
 
 
-def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Seconds of forward, loss, backward and an SGD update."""
+def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of forward, loss, backward and an SGD update."""
     sync = torch.cuda.synchronize if x.is_cuda else lambda: None
     sync()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     loss = F.cross_entropy(model(x), y)
     loss.backward()
     with torch.no_grad():
@@ -102,24 +113,28 @@ def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
             p.add_(p.grad, alpha=-1e-3)
     model.zero_grad(set_to_none=True)
     sync()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def level_rows(costs: list[LevelCost]) -> list[list[str]]:
-    """Table cells per level: activation MiB and step time, each also as a ratio to level 0."""
-    base = costs[0] if costs[0].level == 0 else None
+def level_table(costs: list[LevelCost]) -> str:
+    """Markdown, a row per level: activation MiB and the times measured, each also as a
+    ratio to level 0 (the first row)."""
+    base = costs[0]
+    columns = [("activation MiB", "activation_bytes", 2**20, ".1f")]
+    columns += [("step s", "step_seconds", 1, ".3f"), ("CPU s", "cpu_seconds", 1, ".3f")]
+    columns = [c for c in columns if getattr(base, c[1]) is not None]
+    head = ["level", "backward recomputes"]
+    for name, *_ in columns:
+        head += [name, "vs level 0"]
+    peak = base.peak_bytes is not None
     rows = []
     for c in costs:
-        mib = c.activation_bytes / 2**20
-        row = [str(c.level), LEVELS[c.level], f"{mib:.1f}"]
-        row.append(f"{c.activation_bytes / base.activation_bytes:.2f}x" if base else "")
-        row.append("" if c.step_seconds is None else f"{c.step_seconds:.3f}")
-        timed = base and c.step_seconds and base.step_seconds
-        row.append(f"{c.step_seconds / base.step_seconds:.2f}x" if timed else "")
-        if c.peak_bytes is not None:
-            row.append(f"{c.peak_bytes / 2**20:.0f}")
-        rows.append(row)
-    return rows
+        row = [str(c.level), LEVELS[c.level]]
+        for _, field, unit, fmt in columns:
+            value, ref = getattr(c, field), getattr(base, field)
+            row += [f"{value / unit:{fmt}}", f"{value / ref:.2f}x"]
+        rows.append(row + ([f"{c.peak_bytes / 2**20:.0f}"] if peak else []))
+    return markdown(head + (["peak MiB"] if peak else []), rows)
 
 
 def markdown(head: list[str], rows: list[list[str]]) -> str:
@@ -127,14 +142,6 @@ def markdown(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-LEVEL_HEAD = [
-    "level",
-    "backward recomputes",
-    "activation MiB",
-    "vs level 0",
-    "step s",
-    "vs level 0",
-]
 CASES = {
     "bc100": ("DenseNet-BC (L=100, k=12), 32x32", "densenet_cifar", 32, {"depth": 100, "growth_rate": 12}),
     "bc190": ("DenseNet-BC (L=190, k=40), 32x32", "densenet_cifar", 32, {"depth": 190, "growth_rate": 40}),
@@ -182,14 +189,13 @@ def main(args: list[str] | None = None) -> None:
         p.error(
             f"--models {opts.models}: unknown {', '.join(unknown)}; expected of {', '.join(CASES)}"
         )
-    head = LEVEL_HEAD + (["peak MiB"] if opts.device == "cuda" else [])
     print(f"Memory levels, batch {opts.batch_size}, {opts.device} (step: fastest of {opts.rounds})")
     for name in names:
         label, arch, size, kwargs = CASES[name]
         costs = measure(
             arch, opts.batch_size, size, rounds=opts.rounds, device=opts.device, **kwargs
         )
-        print(f"\n{label}\n\n{markdown(head, level_rows(costs))}")
+        print(f"\n{label}\n\n{level_table(costs)}")
 
 
 if __name__ == "__main__":
