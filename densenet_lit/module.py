@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import re
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -19,13 +18,15 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import RandomSampler, Sampler
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
-from densenet_lit.models import MODEL_NAMES, build_model, load_torchvision_weights
-from densenet_lit.models.zoo import CIFAR_ARCH, CIFAR_DEFAULTS, with_cifar_defaults
+from densenet_lit.models import load_torchvision_weights
+from densenet_lit.models.zoo import CIFAR_ARCH
+from densenet_lit.network_config import build_network
+from densenet_lit.network_config import model_key as model_key  # the CLI's import
 
 # Model arguments that only change how the network runs, not what it computes: they may differ
 # between a checkpoint and the run that resumes it (see densenet_lit.cli).
@@ -204,13 +205,16 @@ class DenseNetModule(LightningModule):
 
     Network:
         arch: ``densenet_cifar`` (the 3-block CIFAR/SVHN network, sized by ``depth`` and
-            ``growth_rate``) or one of the ImageNet names ``densenet121/169/201/161/264``,
-            whose depth and growth rate come from the name.
+            ``growth_rate``), one of the ImageNet names ``densenet121/169/201/161/264``,
+            whose depth and growth rate come from the name, or ``densenet_imagenet``, the
+            ImageNet DenseNet-BC sized by ``block_config`` and ``growth_rate``.
         depth: L of the CIFAR network (``densenet_cifar`` only; default 100).
-        growth_rate: k of the CIFAR network (``densenet_cifar`` only; default 12).
+        growth_rate: k of ``densenet_cifar`` (default 12) and ``densenet_imagenet``.
         bottleneck: 1x1 bottleneck layers, the "B" (``densenet_cifar`` only; default True).
         compression: theta of the transitions, 0.5 for "C", 1 for the plain DenseNet
             (``densenet_cifar`` only; default 0.5).
+        block_config: layers of each dense block of ``densenet_imagenet``, e.g.
+            ``[6, 12, 48, 48]`` (the authors' ``-d1 -d2 -d3 -d4``).
         drop_rate: dropout after every convolution but the first (paper: 0.2 on C10, C100
             and SVHN, the runs without augmentation).
         num_classes: classifier outputs; the CLI links it from the data module.
@@ -261,6 +265,7 @@ class DenseNetModule(LightningModule):
         growth_rate: int | None = None,
         bottleneck: bool | None = None,
         compression: float | None = None,
+        block_config: Sequence[int] | None = None,
         drop_rate: float = 0.0,
         num_classes: int = 10,
         in_channels: int = 3,
@@ -286,6 +291,7 @@ class DenseNetModule(LightningModule):
             growth_rate=growth_rate,
             bottleneck=bottleneck,
             compression=compression,
+            block_config=block_config,
             drop_rate=drop_rate,
             num_classes=num_classes,
             in_channels=in_channels,
@@ -588,61 +594,3 @@ class DenseNetModule(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": interval, "frequency": 1},
         }
-
-
-def build_network(
-    arch: str,
-    *,
-    depth: int | None = None,
-    growth_rate: int | None = None,
-    bottleneck: bool | None = None,
-    compression: float | None = None,
-    **kwargs: Any,
-) -> nn.Module:
-    """Build the network of ``arch``; the CIFAR-only arguments are rejected for ImageNet names."""
-    if arch not in MODEL_NAMES:
-        raise ValueError(
-            f"model.arch={arch!r} is not a known architecture; expected one of "
-            f"{', '.join(MODEL_NAMES)}."
-        )
-    cifar_only = {
-        "depth": depth,
-        "growth_rate": growth_rate,
-        "bottleneck": bottleneck,
-        "compression": compression,
-    }
-    given = {k: v for k, v in cifar_only.items() if v is not None}
-    if arch != CIFAR_ARCH:
-        if given:
-            keys = ", ".join(f"model.{k}={v}" for k, v in given.items())
-            raise ValueError(
-                f"model.arch={arch!r} fixes its depth, growth rate and block structure, so "
-                f"{keys} contradicts it. Remove {'it' if len(given) == 1 else 'them'}, or use "
-                f"model.arch={CIFAR_ARCH!r} for a network sized by depth and growth rate."
-            )
-        return _build_named(arch, kwargs)
-    return _build_named(CIFAR_ARCH, {**CIFAR_DEFAULTS, **given, **kwargs})
-
-
-def _build_named(arch: str, kwargs: dict[str, Any]) -> nn.Module:
-    """build_model, with errors about an argument named as in the config (``model.depth=...``)."""
-    try:
-        return build_model(arch, **kwargs)
-    except ValueError as err:
-        message = str(err)
-        if re.match(r"[a-z_]+=", message):
-            raise ValueError(f"model.{message}") from err
-        raise
-
-
-def model_key(hparams: dict[str, Any]) -> str:
-    """A short name for the network, as in densenet_lit.paper: ``densenet_bc_100_12``,
-    ``densenet_40_12``, ``densenet121``."""
-    arch = hparams.get("arch", CIFAR_ARCH)
-    if arch != CIFAR_ARCH:
-        return arch
-    network = with_cifar_defaults(hparams)
-    depth, k = network["depth"], network["growth_rate"]
-    bottleneck, compression = network["bottleneck"], network["compression"]
-    variant = ("b" if bottleneck else "") + ("c" if compression < 1 else "")
-    return f"densenet_{variant}_{depth}_{k}" if variant else f"densenet_{depth}_{k}"

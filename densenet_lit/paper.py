@@ -57,6 +57,9 @@ IMAGENET_MODELS: tuple[PaperModel, ...] = (
     PaperModel("densenet161", "DenseNet-161 (k=48)", "densenet161", {}, 28.7, {"imagenet": 22.2}),
     PaperModel("densenet264", "DenseNet-264 (k=32)", "densenet264", {}, None, {"imagenet": 22.1}, "tech report"),
     PaperModel("densenet264_cosine", "DenseNet-cosine-264 (k=32)", "densenet264", {}, None, {"imagenet": 21.6}, "README"),
+    # the README's tech-report models (blocks: densenet_lit.models.zoo.densenet_imagenet)
+    PaperModel("densenet232", "DenseNet-232 (k=48)", "densenet_imagenet", {"block_config": (6, 12, 48, 48), "growth_rate": 48}, None, {"imagenet": 21.2}, "README"),
+    PaperModel("densenet264cosine_k48", "DenseNet-cosine-264 (k=48)", "densenet_imagenet", {"block_config": (6, 12, 64, 48), "growth_rate": 48}, None, {"imagenet": 20.4}, "README"),
 )  # fmt: skip
 
 BENCHMARKS = {

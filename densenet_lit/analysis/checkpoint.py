@@ -20,7 +20,7 @@ from torch import nn
 
 from densenet_lit.checkpoints import CheckpointError, load_checkpoint
 from densenet_lit.models import DenseNet, build_model
-from densenet_lit.models.zoo import CIFAR_ARCH, MODELS, with_cifar_defaults
+from densenet_lit.models.zoo import CIFAR_ARCH, IMAGENET_ARCH, MODELS, with_cifar_defaults
 
 # Arguments of the network that change how it runs, not what it computes.
 _RUNTIME_ONLY = {"memory_efficient"}
@@ -81,6 +81,8 @@ def network_spec(hparams: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         accepted = set(inspect.signature(MODELS[arch]).parameters)
     else:  # the ImageNet factories fix the structure and pass the rest on to DenseNet
         accepted = set(inspect.signature(DenseNet).parameters) - _IMAGENET_FIXED
+        if arch == IMAGENET_ARCH:  # ... but for the blocks and growth rate of this one
+            accepted |= {"block_config", "growth_rate"}
     kwargs = {}
     for key, value in hparams.items():
         if key in accepted and key not in _RUNTIME_ONLY and value is not None and key != "arch":
