@@ -35,13 +35,18 @@ class DenseNetModule(LightningModule):
 
     Network:
         arch: ``densenet_cifar`` (the 3-block CIFAR/SVHN network, sized by ``depth`` and
-            ``growth_rate``) or one of the ImageNet names ``densenet121/169/201/161/264``,
-            whose depth and growth rate come from the name.
+            ``growth_rate``), one of the ImageNet names ``densenet121/169/201/161/264``,
+            whose depth and growth rate come from the name, or ``densenet_imagenet``, the
+            ImageNet DenseNet-BC sized by ``block_config`` and ``growth_rate``.
         depth: L of the CIFAR network (``densenet_cifar`` only; default 100).
-        growth_rate: k of the CIFAR network (``densenet_cifar`` only; default 12).
+        growth_rate: k of ``densenet_cifar`` (default 12) and ``densenet_imagenet``.
         bottleneck: 1x1 bottleneck layers, the "B" (``densenet_cifar`` only; default True).
         compression: theta of the transitions, 0.5 for "C", 1 for the plain DenseNet
             (``densenet_cifar`` only; default 0.5).
+        block_config: layers of each dense block of ``densenet_imagenet``, e.g.
+            ``[6, 12, 48, 48]`` (the authors' ``-d1 -d2 -d3 -d4``).
+        block_config: layers of each dense block of ``densenet_imagenet``, e.g.
+            ``[6, 12, 48, 48]`` (the authors' ``-d1 -d2 -d3 -d4``).
         drop_rate: dropout after every convolution but the first (paper: 0.2 on C10, C100
             and SVHN, the runs without augmentation).
         num_classes: classifier outputs; the CLI links it from the data module.
@@ -84,6 +89,7 @@ class DenseNetModule(LightningModule):
         growth_rate: int | None = None,
         bottleneck: bool | None = None,
         compression: float | None = None,
+        block_config: Sequence[int] | None = None,
         drop_rate: float = 0.0,
         num_classes: int = 10,
         in_channels: int = 3,

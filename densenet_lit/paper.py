@@ -53,10 +53,20 @@ def _cifar(key, label, depth, k, bc, params, c10, c10p, c100, c100p, svhn, sourc
     return PaperModel(key, label, "densenet_cifar", kwargs, params, errors, source, cited)
 
 
-def _imagenet(key, label, params, cvpr=None, readme=None, readme_table="original paper", arch=None):
+def _imagenet(
+    key,
+    label,
+    params,
+    cvpr=None,
+    readme=None,
+    readme_table="original paper",
+    arch=None,
+    blocks=None,
+):
     """An ImageNet row: ``cvpr`` = (top-1, top-5 single-crop, top-1, top-5 10-crop) of
     Table 3; ``readme`` = the README's top-1 of the released Torch model (table "Models in
-    the <readme_table>"). ``imagenet`` is Table 3's single-crop top-1 where there is one."""
+    the <readme_table>"). ``imagenet`` is Table 3's single-crop top-1 where there is one.
+    ``blocks``: (layers per block, k) of a ``densenet_imagenet`` network."""
     errors: dict[str, float] = {}
     cited: dict[str, Cited] = {"params": ("ImageNet networks table", "spec")} if params else {}
     if cvpr is not None:
@@ -69,7 +79,8 @@ def _imagenet(key, label, params, cvpr=None, readme=None, readme_table="original
             errors["imagenet"], cited["imagenet"] = readme, where
         errors["imagenet_readme"], cited["imagenet_readme"] = readme, where
     source = "paper" if cvpr is not None else "README"
-    return PaperModel(key, label, arch or key, {}, params, errors, source, cited)
+    sized = {} if blocks is None else {"block_config": blocks[0], "growth_rate": blocks[1]}
+    return PaperModel(key, label, arch or key, sized, params, errors, source, cited)
 
 
 # Table 2 of the paper, DenseNet rows, and the Wide-DenseNet-BC rows of the authors' README.
@@ -95,6 +106,9 @@ IMAGENET_MODELS: tuple[PaperModel, ...] = (
     _imagenet("densenet161", "DenseNet-161 (k=48)", 28.7, None, 22.2),
     _imagenet("densenet264", "DenseNet-264 (k=32)", None, (22.15, 6.12, 20.80, 5.29), 22.1, "tech report"),
     _imagenet("densenet264_cosine", "DenseNet-cosine-264 (k=32)", None, None, 21.6, "tech report", "densenet264"),
+    # the README's tech-report models of any blocks (densenet_lit.models.zoo.densenet_imagenet)
+    _imagenet("densenet232", "DenseNet-232 (k=48)", None, None, 21.2, "tech report", "densenet_imagenet", ((6, 12, 48, 48), 48)),
+    _imagenet("densenet264cosine_k48", "DenseNet-cosine-264 (k=48)", None, None, 20.4, "tech report", "densenet_imagenet", ((6, 12, 64, 48), 48)),
 )  # fmt: skip
 
 BENCHMARKS = {

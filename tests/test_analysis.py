@@ -492,7 +492,7 @@ def test_paper_points_and_figure(fake_runs, tmp_path):
     pts = paper_plots.paper_points("c10+")
     assert len(pts) == 9
     assert {p.model.key: p.error for p in pts}["densenet_bc_190_40"] == 3.46
-    assert len(paper_plots.paper_points("imagenet")) == 6
+    assert len(paper_plots.paper_points("imagenet")) == 8
     rows = report.report_rows(runs.collect_local_runs([fake_runs]))
     out = tmp_path / "fig.png"
     fig = paper_plots.plot_paper_figure(("c10+", "imagenet"), rows, out)

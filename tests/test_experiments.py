@@ -171,8 +171,16 @@ def test_config_matches_the_paper(path, capsys):
             assert data["init_args"]["val_size"] == 0 and cfg["run"]["test_after_fit"]
     else:
         assert data["class_path"] == "densenet_lit.data.ImageNetDataModule"
-        arch = "densenet" + re.search(r"\d+", path.stem).group()
-        assert model["arch"] == arch and model["depth"] is None
+        if path.stem in NOT_IN_THE_PAPER:
+            return
+        (row,) = [
+            m for m in IMAGENET_MODELS if "imagenet" + m.key.removeprefix("densenet") == path.stem
+        ]
+        assert model["arch"] == row.arch and model["depth"] is None
+        for arg, value in row.model_kwargs.items():  # densenet_imagenet: blocks and k
+            given = tuple(model[arg]) if arg == "block_config" else model[arg]
+            assert given == value, arg
+        assert (model["schedule"] == "cosine") == ("cosine" in path.stem)
 
 
 # one "+" run per data set: test_config_matches_the_paper checks that every "+" run has
@@ -202,7 +210,8 @@ def test_learning_rate_around_each_milestone(path, capsys):
     """The optimizer and scheduler built from the config give SPEC.md's learning rates."""
     recipe = recipe_of(path)
     cfg = resolved(capsys, path)
-    model_args = {k: v for k, v in cfg["model"].items() if k not in ("depth", "growth_rate")}
+    network = ("depth", "growth_rate", "block_config")
+    model_args = {k: v for k, v in cfg["model"].items() if k not in network}
     model_args.update(arch="densenet_cifar", depth=10, growth_rate=4)  # the recipe, tiny net
     model_args.update(bottleneck=None, compression=None)
     module = DenseNetModule(**model_args)
@@ -239,9 +248,13 @@ def test_learning_rate_around_each_milestone(path, capsys):
 @pytest.mark.parametrize("path", RUNS, ids=lambda p: p.stem)
 def test_config_runs_fit(path, fake_data, tmp_path):
     args = ["fit", "--config", str(path), *data_args(path, fake_data), *quick(tmp_path)]
-    if path.stem.startswith("imagenet"):
-        args += ["--model.arch", "densenet_cifar"]  # shrunk: a small CIFAR-style network
-    c = run([*args, *SHRINK])
+    if "densenet_imagenet" in path.read_text():  # shrunk: 1 layer per block, k = 4
+        args += ["--model.block_config", "[1, 1, 1, 1]", "--model.growth_rate", "4"]
+    else:
+        if path.stem.startswith("imagenet"):
+            args += ["--model.arch", "densenet_cifar"]  # shrunk: a small CIFAR-style network
+        args += SHRINK
+    c = run(args)
     assert c.trainer.global_step == 1
     assert c.model.hparams.num_classes == c.datamodule.num_classes
     if c.config.fit.run.test_after_fit:

@@ -17,10 +17,13 @@ from densenet_lit.models import (
     Transition,
     build_model,
     densenet121,
+    densenet161,
     densenet_cifar,
+    densenet_imagenet,
     load_torchvision_weights,
 )
 from densenet_lit.models.pretrained import torchvision_key
+from densenet_lit.models.spec import network_spec
 from densenet_lit.models.summary import count_macs, count_parameters
 from densenet_lit.paper import CIFAR_MODELS, IMAGENET_MODELS
 
@@ -36,13 +39,17 @@ CIFAR_PARAMS = {
     "wide_densenet_bc_40_48": (2_733_130, 2_780_740),
     "wide_densenet_bc_40_60": (4_261_690, 4_321_180),
 }
-# torchvision's densenet121/169/201/161 have these counts too; 264 has no torchvision twin.
+# torchvision's densenet121/169/201/161 have these counts too; the tech report's models have
+# no torchvision twin. DenseNet-cosine-264 (k=48) is the report's "73M parameters" model.
 IMAGENET_PARAMS = {
     "densenet121": 7_978_856,
     "densenet169": 14_149_480,
     "densenet201": 20_013_928,
     "densenet161": 28_681_000,
     "densenet264": 33_337_704,
+    "densenet264_cosine": 33_337_704,
+    "densenet232": 55_570_984,
+    "densenet264cosine_k48": 72_686_632,
 }
 
 
@@ -58,14 +65,71 @@ def test_cifar_parameter_counts_match_paper(row):
     assert c100 - c10 == 90 * (m10.num_features + 1)
 
 
-@pytest.mark.parametrize("row", IMAGENET_MODELS[:5], ids=lambda r: r.key)
+@pytest.mark.parametrize("row", IMAGENET_MODELS, ids=lambda r: r.key)
 def test_imagenet_parameter_counts(row):
-    count = count_parameters(build_model(row.arch))
-    assert count == IMAGENET_PARAMS[row.arch]
+    count = count_parameters(build_model(row.arch, **row.model_kwargs))
+    assert count == IMAGENET_PARAMS[row.key]
     if row.params_m is not None:
         assert round(count / 1e6, 1) == row.params_m
     if hasattr(torchvision.models, row.arch):
         assert count == count_parameters(getattr(torchvision.models, row.arch)())
+
+
+def test_densenet_imagenet_builds_the_named_networks_from_their_blocks():
+    torch.manual_seed(0)
+    named = densenet161(num_classes=10)
+    torch.manual_seed(0)
+    built = densenet_imagenet((6, 12, 36, 24), 48, num_classes=10)
+    assert named.features.conv0.out_channels == built.features.conv0.out_channels == 96
+    assert named.state_dict().keys() == built.state_dict().keys()
+    for key, value in named.state_dict().items():
+        assert torch.equal(built.state_dict()[key], value), key
+    deep = densenet_imagenet([6, 12, 48, 48], 48)  # DenseNet-232, as a config gives it
+    blocks = [len(m) for n, m in deep.features.named_children() if n.startswith("denseblock")]
+    assert blocks == [6, 12, 48, 48] and deep.growth_rate == 48
+    # two convolutions per layer, the stem's, three transitions': "232", counted as for 264
+    assert 2 * sum(blocks) + 4 == 232
+
+
+@pytest.mark.parametrize(
+    ("arch", "args", "error"),
+    [
+        ("densenet_imagenet", {"growth_rate": 48}, "needs model.block_config: the layers"),
+        ("densenet_imagenet", {}, "needs model.block_config and model.growth_rate"),
+        (
+            "densenet_imagenet",
+            {"block_config": [6, 12], "growth_rate": 8, "depth": 121},
+            "is a DenseNet-BC sized by model.block_config and model.growth_rate, so "
+            "model.depth=121 contradicts it",
+        ),
+        (
+            "densenet121",
+            {"block_config": [6, 12, 24, 16]},
+            r"fixes its depth, growth rate and block structure, so model.block_config=\[6, 12, "
+            r"24, 16\] contradicts it. Remove it, or use model.arch='densenet_cifar' .* or "
+            "model.arch='densenet_imagenet' for an ImageNet network",
+        ),
+        (
+            "densenet_cifar",
+            {"block_config": [1, 1]},
+            "has three dense blocks whose length follows from model.depth, so "
+            r"model.block_config=\[1, 1\] contradicts it",
+        ),
+    ],
+)
+def test_network_arguments_that_contradict_the_arch_are_clear_errors(arch, args, error):
+    with pytest.raises(ValueError, match=f"model.arch='{arch}' {error}"):
+        network_spec({"arch": arch, **args})
+
+
+def test_model_key_of_densenet_imagenet():
+    blocks = {"arch": "densenet_imagenet", "block_config": [6, 12, 48, 48], "growth_rate": 48}
+    assert network_spec(blocks).key == "densenet_imagenet_6_12_48_48_k48"
+    blocks.update(block_config=[6, 12, 24, 16], growth_rate=32)
+    assert network_spec(blocks).key == "densenet121"
+    spec = network_spec({**blocks, "block_config": [2, 2], "growth_rate": 4, "num_classes": 3})
+    net = spec.build()
+    assert net.block_config == (2, 2) and net.classifier.out_features == 3
 
 
 def test_dense_block_adds_growth_rate_channels_per_layer():
@@ -279,10 +343,14 @@ def test_torch_compile_gives_the_same_outputs():
         torch.testing.assert_close(compiled(x), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_memory_report_rejects_a_batch_of_no_images(capsys):
-    from densenet_lit.models import memory
+def test_the_analysis_rebuilds_densenet_imagenet_from_a_runs_arguments():
+    from densenet_lit.analysis.checkpoint import network_spec
 
-    with pytest.raises(SystemExit) as stopped:
-        memory.main(["--batch-size", "0"])
-    assert stopped.value.code == 2
-    assert "--batch-size 0: expected a positive number of images" in capsys.readouterr().err
+    hparams = {"arch": "densenet_imagenet", "block_config": [6, 12, 48, 48], "growth_rate": 48}
+    hparams |= {"lr": 0.1, "memory_efficient": 3, "num_classes": 1000, "depth": None}
+    arch, kwargs = network_spec(hparams)
+    assert (arch, kwargs) == (
+        "densenet_imagenet",
+        {"block_config": [6, 12, 48, 48], "growth_rate": 48, "num_classes": 1000},
+    )
+    assert count_parameters(build_model(arch, **kwargs)) == IMAGENET_PARAMS["densenet232"]

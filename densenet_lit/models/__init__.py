@@ -16,6 +16,7 @@ from densenet_lit.models.zoo import (
     densenet201,
     densenet264,
     densenet_cifar,
+    densenet_imagenet,
 )
 
 __all__ = [
@@ -35,5 +36,6 @@ __all__ = [
     "densenet201",
     "densenet264",
     "densenet_cifar",
+    "densenet_imagenet",
     "load_torchvision_weights",
 ]

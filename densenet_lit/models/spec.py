@@ -16,16 +16,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from densenet_lit.models.densenet import DenseNet
-from densenet_lit.models.zoo import CIFAR_ARCH, CIFAR_DEFAULTS, MODEL_NAMES, MODELS, build_model
+from densenet_lit.models.zoo import (
+    CIFAR_ARCH,
+    CIFAR_DEFAULTS,
+    IMAGENET_ARCH,
+    IMAGENET_CONFIGS,
+    MODEL_NAMES,
+    MODELS,
+    build_model,
+)
 
 # Arguments that only change how the network runs, not what it computes (or which weights it
 # holds): they may differ between a checkpoint and the run that resumes or evaluates it.
 RUNTIME_ARGS = frozenset({"memory_efficient", "channels_last", "compile", "pretrained"})
-# Arguments of the CIFAR constructor that an ImageNet name (densenet121, ...) fixes itself.
-CIFAR_ONLY_ARGS = tuple(CIFAR_DEFAULTS)
-# Arguments of DenseNet that an ImageNet name fixes.
+# The arguments that size a network; which of them an architecture takes is fixed below.
+SIZE_ARGS = ("depth", "growth_rate", "bottleneck", "compression", "block_config")
+# Arguments of DenseNet that an ImageNet name fixes (densenet_imagenet takes two of them).
 IMAGENET_FIXED = frozenset(
     {"block_config", "growth_rate", "stem_channels", "imagenet_stem", "bottleneck", "compression"}
+)
+# Why an architecture rejects a size argument, and what to use instead.
+NAMED = (
+    "fixes its depth, growth rate and block structure",
+    f"or use model.arch={CIFAR_ARCH!r} for a network sized by depth and growth rate, or "
+    f"model.arch={IMAGENET_ARCH!r} for an ImageNet network of any blocks and growth rate",
+)
+IMAGENET_SIZED = (
+    "is a DenseNet-BC sized by model.block_config and model.growth_rate",
+    f"or use model.arch={CIFAR_ARCH!r} for a network sized by depth",
+)
+CIFAR_SIZED = (
+    "has three dense blocks whose length follows from model.depth",
+    f"or use model.arch={IMAGENET_ARCH!r} for an ImageNet network of any blocks",
 )
 
 
@@ -40,6 +62,10 @@ class NetworkSpec:
     def key(self) -> str:
         """A short name, as in densenet_lit.paper: ``densenet_bc_100_12``, ``densenet_40_12``,
         ``densenet121``."""
+        if self.arch == IMAGENET_ARCH:
+            blocks, k = tuple(self.kwargs["block_config"]), self.kwargs["growth_rate"]
+            named = [name for name, config in IMAGENET_CONFIGS.items() if config == (k, blocks)]
+            return named[0] if named else f"densenet_imagenet_{'_'.join(map(str, blocks))}_k{k}"
         if self.arch != CIFAR_ARCH:
             return self.arch
         depth, k = self.kwargs["depth"], self.kwargs["growth_rate"]
@@ -66,6 +92,8 @@ def factory_args(arch: str) -> set[str]:
         accepted = set(inspect.signature(MODELS[arch]).parameters)
     else:  # the ImageNet factories fix the structure and pass the rest on to DenseNet
         accepted = set(inspect.signature(DenseNet).parameters) - IMAGENET_FIXED
+        if arch == IMAGENET_ARCH:  # ... but for the blocks and growth rate of this one
+            accepted |= {"block_config", "growth_rate"}
     return accepted - RUNTIME_ARGS
 
 
@@ -83,17 +111,33 @@ def network_spec(args: Mapping[str, Any]) -> NetworkSpec:
             f"model.arch={arch!r} is not a known architecture; expected one of "
             f"{', '.join(MODEL_NAMES)}."
         )
-    if arch != CIFAR_ARCH:
-        given = {k: args[k] for k in CIFAR_ONLY_ARGS if args.get(k) is not None}
-        if given:
-            keys = ", ".join(f"model.{k}={v}" for k, v in given.items())
+    given = {k: args[k] for k in SIZE_ARGS if args.get(k) is not None}
+    if arch == IMAGENET_ARCH:
+        reject(arch, given, ("depth", "bottleneck", "compression"), IMAGENET_SIZED)
+        missing = [f"model.{k}" for k in ("block_config", "growth_rate") if k not in given]
+        if missing:
             raise ValueError(
-                f"model.arch={arch!r} fixes its depth, growth rate and block structure, so "
-                f"{keys} contradicts it. Remove {'it' if len(given) == 1 else 'them'}, or use "
-                f"model.arch={CIFAR_ARCH!r} for a network sized by depth and growth rate."
+                f"model.arch={arch!r} needs {' and '.join(missing)}: the layers of each dense "
+                "block and the growth rate k, e.g. block_config [6, 12, 48, 48] and "
+                "growth_rate 48 for DenseNet-232."
             )
+    elif arch == CIFAR_ARCH:
+        reject(arch, given, ("block_config",), CIFAR_SIZED)
+    else:
+        reject(arch, given, SIZE_ARGS, NAMED)
     accepted = factory_args(arch)
     kwargs = {k: v for k, v in args.items() if k in accepted and v is not None}
     if arch == CIFAR_ARCH:
         kwargs = {**CIFAR_DEFAULTS, **kwargs}
     return NetworkSpec(arch, kwargs)
+
+
+def reject(arch: str, given: dict[str, Any], names: tuple[str, ...], why: tuple[str, str]) -> None:
+    """A clear error when any of ``names`` was given for ``arch``, which ``why`` explains."""
+    wrong = {k: list(v) if isinstance(v, tuple) else v for k, v in given.items() if k in names}
+    if wrong:
+        keys = ", ".join(f"model.{k}={v}" for k, v in wrong.items())
+        raise ValueError(
+            f"model.arch={arch!r} {why[0]}, so {keys} contradicts it. Remove "
+            f"{'it' if len(wrong) == 1 else 'them'}, {why[1]}."
+        )

@@ -1,8 +1,9 @@
-"""The networks of the paper by name, and the CIFAR/SVHN constructor that derives them from depth."""
+"""The networks of the paper by name, the CIFAR/SVHN constructor that derives them from depth,
+and the ImageNet constructor of any block configuration."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from densenet_lit.models.densenet import DenseNet
@@ -17,10 +18,19 @@ IMAGENET_CONFIGS: dict[str, tuple[int, tuple[int, ...]]] = {
 }
 
 
-def _imagenet(name: str, **kwargs: Any) -> DenseNet:
-    growth_rate, blocks = IMAGENET_CONFIGS[name]
+def densenet_imagenet(block_config: Sequence[int], growth_rate: int, **kwargs: Any) -> DenseNet:
+    """An ImageNet DenseNet-BC with any layers per block and growth rate, as the authors'
+    ``-d1 -d2 -d3 -d4`` options build it (liuzhuang13/DenseNet, models/densenet.lua): the
+    7x7 stem with 2k channels, bottleneck layers, transitions with theta = 0.5. Keyword
+    arguments go to :class:`DenseNet`.
+
+    ``densenet_imagenet((6, 12, 24, 16), 32)`` is DenseNet-121. The README's DenseNet-232
+    (k=48) is ``densenet_imagenet((6, 12, 48, 48), 48)``: the blocks of the authors' released
+    weights (as converted in mingminzhen/densenet-efficient-model, README.md); its 55.6M
+    parameters fit the README's file sizes (426MB, 7.7 bytes per parameter as for the 264s).
+    """
     return DenseNet(
-        block_config=blocks,
+        block_config=block_config,
         growth_rate=growth_rate,
         stem_channels=2 * growth_rate,
         imagenet_stem=True,
@@ -28,6 +38,11 @@ def _imagenet(name: str, **kwargs: Any) -> DenseNet:
         compression=0.5,
         **kwargs,
     )
+
+
+def _imagenet(name: str, **kwargs: Any) -> DenseNet:
+    growth_rate, blocks = IMAGENET_CONFIGS[name]
+    return densenet_imagenet(blocks, growth_rate, **kwargs)
 
 
 def densenet121(**kwargs: Any) -> DenseNet:
@@ -125,10 +140,12 @@ MODELS: dict[str, Callable[..., DenseNet]] = {
     "densenet161": densenet161,
     "densenet264": densenet264,
     "densenet_cifar": densenet_cifar,
+    "densenet_imagenet": densenet_imagenet,
 }
 MODEL_NAMES = tuple(MODELS)
 
 CIFAR_ARCH = "densenet_cifar"
+IMAGENET_ARCH = "densenet_imagenet"  # sized by block_config and growth_rate
 # The network of densenet_cifar when depth/growth_rate/bottleneck/compression are left None
 # (DenseNetModule's defaults): DenseNet-BC (L=100, k=12).
 CIFAR_DEFAULTS = {"depth": 100, "growth_rate": 12, "bottleneck": True, "compression": 0.5}
