@@ -670,3 +670,16 @@ def test_paper_figures_command(figure_runs, tmp_path, capsys):
         assert_png_not_blank(out / name)
     assert paper_plots.main([str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+def test_a_densenet_imagenet_run_finds_its_readme_row():
+    """Runs of the README's models of any blocks (DenseNet-232, cosine-264 with k=48) are
+    compared with their rows, found by blocks, growth rate and schedule."""
+    hparams = {"arch": "densenet_imagenet", "block_config": [6, 12, 48, 48], "growth_rate": 48}
+    hparams |= {"benchmark": "imagenet", "num_classes": 1000}
+    run = runs.Run("imagenet232", "r1", hparams=hparams)
+    assert runs.paper_row(run).key == "densenet232" and runs.paper_error(run) == 21.2
+    run.hparams |= {"block_config": [6, 12, 64, 48], "schedule": "cosine"}
+    assert runs.paper_row(run).key == "densenet264cosine_k48" and runs.paper_error(run) == 20.4
+    run.hparams["schedule"] = "step"  # no step-schedule 264 with k=48 in the README
+    assert runs.paper_row(run) is None

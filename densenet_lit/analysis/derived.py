@@ -13,7 +13,7 @@ from typing import Any
 from densenet_lit.analysis.checkpoint import CheckpointError, network_spec
 from densenet_lit.analysis.costs import Cost, network_cost
 from densenet_lit.analysis.record import Run, finite
-from densenet_lit.paper import CIFAR_MODELS, PaperModel, imagenet_key, paper_model
+from densenet_lit.paper import CIFAR_MODELS, IMAGENET_MODELS, PaperModel, imagenet_key, paper_model
 from densenet_lit.rundir import CONFIG_NAME as CONFIG_FILE
 from densenet_lit.rundir import HPARAMS_FILE, METRICS_FILE
 
@@ -242,6 +242,15 @@ def paper_row(run: Run) -> PaperModel | None:
     if spec is None:
         return None
     arch, kwargs = spec
+    if arch == "densenet_imagenet":  # the README's models of any blocks: by blocks and k
+        blocks, k = tuple(kwargs.get("block_config") or ()), kwargs.get("growth_rate")
+        cosine = run.hparams.get("schedule") == "cosine"
+        for model in IMAGENET_MODELS:
+            mk = model.model_kwargs
+            same = tuple(mk.get("block_config") or ()) == blocks and mk.get("growth_rate") == k
+            if same and ("cosine" in model.key) == cosine:
+                return model
+        return None
     if arch != "densenet_cifar":
         cosine = run.hparams.get("schedule") == "cosine"
         for key in ([f"{arch}_cosine"] if cosine else []) + [arch]:
