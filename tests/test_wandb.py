@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,13 +220,15 @@ def test_a_run_preempted_twice_is_one_wandb_run(tmp_path, no_wandb_account, monk
     run_id = (run_dir / rundir.WANDB_ID_FILE).read_text().strip()
     assert len(parts) == 3
     assert [p["run"].run_id for p in parts] == [run_id] * 3
-    assert all(p["dir"].name.endswith(f"-{run_id}") for p in parts)
+    # offline-run-<time>-<id>, with "-1" ... when two parts start within the same second
+    named = [re.search(rf"-{run_id}(-\d+)?$", p["dir"].name) for p in parts]
+    assert all(named), [p["dir"].name for p in parts]
     assert {p["run"].display_name for p in parts} == {f"wr/{run_dir.name}"}
     assert {p["run"].run_group for p in parts} == {"digits-densenet_bc_10_4"}
     # the last part says how to upload all of them
     hints = [line for line in capsys.readouterr().out.splitlines() if "wandb sync" in line]
-    assert hints[-1].endswith(f"wandb sync {run_dir}/wandb/offline-run-*-{run_id}")
-    assert sorted(run_dir.glob(f"wandb/offline-run-*-{run_id}")) == sorted(p["dir"] for p in parts)
+    assert hints[-1].endswith(f"wandb sync {run_dir}/wandb/offline-run-*-{run_id}*")
+    assert sorted(run_dir.glob(f"wandb/offline-run-*-{run_id}*")) == sorted(p["dir"] for p in parts)
 
     # every epoch's val/error and train/loss once, every step's train/loss_step once
     rows = [row for p in parts for row in p["history"]]

@@ -14,7 +14,7 @@ image per sample) with ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip()``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,18 +61,25 @@ def torchvision_loader(root: Path, batch_size: int, workers: int, device: torch.
     )
 
 
-def plain_loader_throughput(
-    loader: DataLoader, num_batches: int, device: torch.device, warmup_batches: int = 2
-) -> float:
-    """Images/s of a plain DataLoader, batches moved to ``device`` (like loader_throughput)."""
+def warmed_up(loader: DataLoader, warmup_batches: int) -> Iterator:
+    """An endless stream of ``loader``'s batches, after ``warmup_batches`` (worker start-up)."""
 
     def batches():
         while True:
             yield from loader
 
     stream = batches()
-    for _ in range(warmup_batches):  # worker start-up
+    for _ in range(warmup_batches):
         next(stream)
+    return stream
+
+
+def plain_loader_throughput(
+    loader: DataLoader, num_batches: int, device: torch.device, warmup_batches: int = 2
+) -> float:
+    """Images/s of a plain DataLoader, batches moved to ``device`` (like loader_throughput)."""
+
+    stream = warmed_up(loader, warmup_batches)
     n = 0
     start = now(device)
     for _ in range(num_batches):
@@ -126,13 +133,7 @@ def encoded_loader_throughput(datamodule, num_batches: int, warmup_batches: int 
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
 
-    def batches():
-        while True:
-            yield from loader
-
-    stream = batches()
-    for _ in range(warmup_batches):  # worker start-up
-        next(stream)
+    stream = warmed_up(loader, warmup_batches)
     n = 0
     start = now(torch.device("cpu"))
     for _ in range(num_batches):

@@ -195,9 +195,12 @@ def start_wandb(
 def sync_target(sync_dir: Path) -> str:
     """What to give ``wandb sync``: the offline run directory, or all the parts of a resumed
     run (``offline-run-<time>-<id>``, one per part, same id), which it uploads as one run."""
-    run_id = sync_dir.name.rsplit("-", 1)[-1]
-    parts = list(sync_dir.parent.glob(f"offline-run-*-{run_id}"))
-    return str(sync_dir) if len(parts) <= 1 else f"{sync_dir.parent}/offline-run-*-{run_id}"
+    id_file = sync_dir.parent.parent / WANDB_ID_FILE
+    run_id = id_file.read_text().strip() if id_file.is_file() else sync_dir.name.split("-")[-1]
+    # W&B adds "-1", "-2" ... to a part that starts within the same second as the one before
+    pattern = f"offline-run-*-{run_id}*"
+    parts = list(sync_dir.parent.glob(pattern))
+    return str(sync_dir) if len(parts) <= 1 else f"{sync_dir.parent}/{pattern}"
 
 
 def finish_within(run: WandbRun, timeout: float) -> bool:
