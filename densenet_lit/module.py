@@ -291,9 +291,12 @@ class DenseNetModule(LightningModule):
         for a different number of epochs. They are re-resolved, and a warning says so.
         """
         saved = checkpoint.get(TRAIN_SUMS_KEY)
-        self.resumed_train_sums = saved if isinstance(saved, dict) and "sums" in saved else None
         trainer = attached_trainer(self)
-        if self.hparams.schedule != "step" or trainer is None or trainer.state.fn != "fit":
+        fitting = trainer is not None and trainer.state.fn == "fit"
+        # kept for a resumed fit only: a test or load_from_checkpoint leaves no sums behind
+        usable = fitting and isinstance(saved, dict) and "sums" in saved
+        self.resumed_train_sums = saved if usable else None
+        if self.hparams.schedule != "step" or not fitting:
             # validate/test/predict of a checkpoint never step the schedule
             return
         expected = resolve_milestones(self.milestones, trainer.max_epochs)

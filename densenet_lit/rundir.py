@@ -142,7 +142,8 @@ def find_checkpoint(path: str | os.PathLike, which: str = "last") -> Path:
     """A checkpoint file from a file or a run directory (for the analysis tools).
 
     In a directory: ``which="last"`` picks ``checkpoints/last.ckpt`` (else the newest
-    ``last*.ckpt``, else the newest checkpoint); ``which="best"`` picks the newest ``best*``.
+    ``last*.ckpt``, else the newest checkpoint); ``which="best"`` picks the newest ``best*``
+    (a run without one, e.g. without a validation set, falls back to ``last``).
     Raises FileNotFoundError naming the path when there is none.
     """
     p = Path(path)
@@ -184,7 +185,9 @@ def job_run_id() -> str | None:
     node and after every restart (torchrun's rendezvous id, ``--rdzv-id``).
     """
     job = os.environ.get("SLURM_JOB_ID")
-    if job:
+    # an interactive allocation (salloc, srun --pty bash) runs many commands: not one run
+    interactive = os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive")
+    if job and not interactive:
         array = os.environ.get("SLURM_ARRAY_TASK_ID")
         return f"slurm-{job}" + (f"_{array}" if array else "")
     torchrun = os.environ.get("TORCHELASTIC_RUN_ID")
@@ -283,7 +286,8 @@ def resolve_ckpt_path(ckpt_path: str | None, root: Path, experiment: str) -> str
         if latest is None:
             raise FileNotFoundError(
                 f"--ckpt_path last: no run of experiment {experiment!r} under "
-                f"{root / experiment} has a checkpoints/last.ckpt. Give the checkpoint's path or "
+                f"{root / experiment} has a checkpoints/last*.ckpt or a SLURM requeue checkpoint "
+                f"({REQUEUE_PREFIX}<n>.ckpt). Give the checkpoint's path or "
                 "its run directory instead (or --run.name to name the experiment), or use "
                 "--ckpt_path auto to start the run when it has no checkpoint yet."
             )

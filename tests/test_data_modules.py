@@ -370,3 +370,20 @@ def test_batch_transform_on_cuda_never_waits_for_the_gpu(fake_data):
             dm.on_after_batch_transfer(batch, 0)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_a_fit_starts_from_the_beginning_unless_a_checkpoint_is_restored_after_setup():
+    """A test of a checkpoint (which restores the data module's progress) followed by a fresh
+    fit in the same process must not start that fit where the checkpoint stood."""
+    from densenet_lit.data import DigitsDataModule
+    from densenet_lit.data.resume import TrainProgress
+
+    dm = DigitsDataModule(batch_size=32)
+    saved = {"epoch": 1, "batches": 4, "epoch_done": False, "total": 9}
+    dm.load_state_dict({"progress": saved})
+    dm.setup("test")
+    assert dm.progress.total == 9 and dm.progress.resume_point() == (1, 4)
+    dm.setup("fit")  # Lightning restores a resumed fit's checkpoint after this
+    assert dm.progress == TrainProgress() and dm.progress.resume_point() == (0, 0)
+    # without a trainer there is no epoch length: nothing counts as a finished epoch
+    assert TrainProgress().state_dict(0)["epoch_done"] is False

@@ -215,7 +215,7 @@ def input_size(run: Run) -> tuple[int, int, int]:
     spec = network_args(run)
     channels = int(spec[1].get("in_channels", 3)) if spec else 3
     args = data_args(run)
-    if dataset_name(run) == "imagenet":
+    if dataset_name(run) == "imagenet" or "eval_crop" in args:  # any class-folder set
         side = args.get("eval_crop") or 224
     else:
         side = args.get("image_size") or 32

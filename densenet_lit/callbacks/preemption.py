@@ -189,11 +189,14 @@ class PreemptionCheckpoint(Callback):
     ) -> None:
         if self._stop_after_epoch or self._pending is not None:
             return
-        self._signum = self._signal_after_step(trainer)
+        if not self._signum:  # once every rank has agreed on a signal, it stays
+            self._signum = self._signal_after_step(trainer)
         if not self._signum:
             return
         if batch_idx + 1 >= trainer.num_training_batches:
             self._stop_after_epoch = True  # finish the epoch: validation, metrics, checkpoints
+        elif (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return  # inside a gradient-accumulation window: its gradients are in no checkpoint
         else:
             # the state Lightning resumes in the middle of an epoch; the run stops when the
             # next batch would start, after this one's metrics have gone to the loggers
@@ -253,8 +256,9 @@ class PreemptionCheckpoint(Callback):
                 and path.name.startswith(cb.CHECKPOINT_NAME_LAST or "last")
             ):
                 cb.last_model_path = str(path)
-        # a temporary name that neither `last*.ckpt` nor Lightning's `hpc_ckpt_` scan matches
-        tmp = path.with_name(f".preemption-{path.stem}.tmp")
+        # a temporary name that neither `last*.ckpt` nor Lightning's requeue scan (any name
+        # containing `hpc_ckpt_`) matches, so a kill while saving leaves nothing it picks up
+        tmp = path.with_name(f".preempting-{os.getpid()}.tmp")
         trainer.save_checkpoint(tmp)  # every rank calls it; rank zero writes
         if trainer.is_global_zero:
             os.replace(tmp, path)

@@ -24,7 +24,7 @@ from densenet_lit.cli.options import TRUST_OPT_IN
 from densenet_lit.data.base import batch_per_process
 from densenet_lit.models.spec import RUNTIME_ARGS, network_spec
 from densenet_lit.models.zoo import CIFAR_ARCH
-from densenet_lit.rundir import CONFIG_NAME, other_checkpoints, run_dir_of
+from densenet_lit.rundir import config_files, other_checkpoints, run_dir_of
 
 
 class CheckpointMismatchError(CheckpointError):
@@ -117,8 +117,9 @@ def check_checkpoint_args(ckpt_path: str, model_cfg: Any, trust: bool = False) -
         rows = "\n".join(
             f"  model.{k}: given {v!r}, checkpoint {c!r}" for k, (v, c) in differ.items()
         )
-        hint = Path(ckpt_path).resolve().parent.parent / CONFIG_NAME
-        hint_text = f" (that run's config is {hint})" if hint.is_file() else ""
+        run_dir = run_dir_of(Path(ckpt_path).resolve())
+        configs = config_files(run_dir) if run_dir is not None else []
+        hint_text = f" (that run's config is {configs[-1]})" if configs else ""
         raise CheckpointMismatchError(
             f"The model arguments differ from those of the checkpoint {ckpt_path}:\n{rows}\n"
             "A checkpoint restores its own network and recipe, so these values would be "

@@ -245,6 +245,13 @@ class BaseDataModule(pl.LightningDataModule):
         per_epoch = self.trainer.num_training_batches if self.trainer is not None else 0
         return {"progress": self.progress.state_dict(per_epoch)}
 
+    def start_stage(self, stage: str | None) -> None:
+        """A fit starts from the beginning unless Lightning restores a checkpoint into this
+        data module afterwards (``setup`` runs before the restore): a test or an earlier fit
+        in the same process leaves no progress behind. Each ``setup`` calls it first."""
+        if stage in (None, "fit"):
+            self.progress = TrainProgress()
+
     def load_state_dict(self, state_dict: dict) -> None:
         """Restored before the loaders are built, so the first one starts where training was."""
         self.progress.load_state_dict(state_dict.get("progress", {}))
@@ -307,6 +314,7 @@ class InMemoryImageDataModule(BaseDataModule):
         """Hook for subclasses that derive statistics from the training split."""
 
     def setup(self, stage: str | None = None) -> None:
+        self.start_stage(stage)
         if stage in (None, "fit", "validate") and self.train_set is None:
             images, labels = self.load_train()
             train_idx, val_idx = split_indices(len(images), self.val_size, self.seed)

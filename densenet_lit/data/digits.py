@@ -109,4 +109,7 @@ class DigitsDataModule(InMemoryImageDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         # The statistics come from the training split, so test-only runs load it too.
+        progress = self.progress
         super().setup(None)
+        self.progress = progress
+        self.start_stage(stage)

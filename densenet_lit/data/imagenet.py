@@ -193,6 +193,7 @@ class ImageNetDataModule(BaseDataModule):
         return ImageListDataset(split_dir, paths, labels, evaluation)
 
     def setup(self, stage: str | None = None) -> None:
+        self.start_stage(stage)
         need_train = self.needs_train(stage)
         if not self.classes or (need_train and self.train_set is None):
             # checked again when an evaluation-only setup is followed by fit

@@ -109,7 +109,7 @@ class TrainProgress:
 
     def state_dict(self, batches_per_epoch: int | float) -> dict[str, Any]:
         state = asdict(self)
-        state["epoch_done"] = self.batches >= batches_per_epoch
+        state["epoch_done"] = 0 < batches_per_epoch <= self.batches
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

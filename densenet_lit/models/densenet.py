@@ -116,7 +116,7 @@ class DenseNet(nn.Module):
             runs without augmentation).
         num_classes: outputs of the classifier.
         in_channels: channels of the input images.
-        memory_efficient: memory level of the dense layers, ``False``/0 to 2: what the
+        memory_efficient: memory level of the dense layers, ``False``/0 to 3: what the
             backward pass recomputes instead of storing (see :class:`DenseLayer`).
     """
 
