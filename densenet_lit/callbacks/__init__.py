@@ -6,7 +6,6 @@ from lightning.pytorch import Callback
 from densenet_lit.callbacks.checkpoints import (
     best_checkpoint_callback,
     checkpoint_files,
-    has_validation,
     last_checkpoint_callback,
     run_checkpoint_callbacks,
 )
@@ -31,7 +30,6 @@ __all__ = [
     "best_checkpoint_callback",
     "checkpoint_files",
     "default_callbacks",
-    "has_validation",
     "last_checkpoint_callback",
     "run_checkpoint_callbacks",
 ]

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from densenet_lit.rundir import (
     BEST_FILENAME,
@@ -47,28 +46,10 @@ def run_checkpoint_callbacks() -> list[Callback]:
     return [last_checkpoint_callback(), best_checkpoint_callback()]
 
 
-def is_last_checkpoint_callback(callback: Callback) -> bool:
-    return isinstance(callback, ModelCheckpoint) and callback.monitor is None
-
-
 def monitors_validation(callback: Callback) -> bool:
     """A checkpoint callback ranking by a validation metric (nothing to rank without one)."""
     monitor = getattr(callback, "monitor", None) if isinstance(callback, ModelCheckpoint) else None
     return bool(monitor) and monitor.startswith("val/")
-
-
-def has_validation(trainer: Trainer) -> bool:
-    """Whether this fit will run a validation loop (a data module with ``val_size=0`` will not)."""
-    if trainer.limit_val_batches == 0:
-        return False
-    datamodule = trainer.datamodule
-    if datamodule is not None:
-        if hasattr(datamodule, "has_validation_set"):  # densenet_lit.data modules
-            return bool(datamodule.has_validation_set)
-        return is_overridden("val_dataloader", datamodule)
-    return trainer.lightning_module is not None and is_overridden(
-        "val_dataloader", trainer.lightning_module
-    )
 
 
 def checkpoint_files(trainer: Trainer) -> list[Path]:
