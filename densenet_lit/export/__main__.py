@@ -1,0 +1,3 @@
+from densenet_lit.export.command import main
+
+raise SystemExit(main())

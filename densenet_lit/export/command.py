@@ -1,0 +1,133 @@
+"""``python -m densenet_lit.export CHECKPOINT_OR_RUN_DIR --out DIR``: a trained DenseNet as
+safetensors weights, an ONNX model and a ``torch.export`` program, with a model card.
+
+Each file is checked against the network before it is kept. The files are written into a
+temporary folder beside ``out`` that is renamed to ``out`` once everything is written and
+checked: on any error nothing is left behind, and an ``out`` that holds files is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from densenet_lit.checkpoints import CheckpointError
+from densenet_lit.export import card, onnx_file, pt2_file, safetensors_file
+from densenet_lit.export.errors import ExportError, require
+from densenet_lit.export.source import Trained, read_trained
+
+PROG = "python -m densenet_lit.export"
+WRITERS = {m.NAME: m for m in (safetensors_file, onnx_file, pt2_file)}
+FORMATS = tuple(WRITERS)
+Format = Literal["safetensors", "onnx", "pt2"]
+# The libraries each format needs (the ``export`` extra), checked before anything is read.
+NEEDS = {
+    "safetensors": ("safetensors",),
+    "onnx": ("onnx", "onnxscript", "onnxruntime"),
+    "pt2": (),
+}
+
+
+def check_formats(formats: Sequence[str]) -> list[str]:
+    """The formats asked for, in order and without repeats; an unknown one is an error."""
+    unknown = [f for f in formats if f not in WRITERS]
+    if unknown or not formats:
+        raise ExportError(
+            f"formats={list(formats)!r}: expected one or more of {', '.join(FORMATS)} "
+            f"(unknown: {', '.join(map(repr, unknown)) or 'none given'})."
+        )
+    for fmt in formats:
+        for module in NEEDS[fmt]:
+            require(module, f"The {fmt} export")
+    return list(dict.fromkeys(formats))
+
+
+def check_out(out: Path) -> None:
+    """``out`` may be missing or an empty folder, nothing else."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out}: a file is in the way; expected a new or empty folder.")
+    if out.is_dir() and any(out.iterdir()):
+        held = sorted(p.name for p in out.iterdir())
+        raise ExportError(
+            f"--out {out}: the folder exists and holds {len(held)} entries ({', '.join(held[:3])}"
+            f"{', ...' if len(held) > 3 else ''}); choose a new folder or empty this one, so that "
+            "no earlier export is overwritten or mixed with this one."
+        )
+
+
+def write_all(trained: Trained, folder: Path, formats: list[str]) -> None:
+    """Every format into ``folder``, each checked against the network, then the card."""
+    files = {fmt: WRITERS[fmt].FILENAME for fmt in formats}
+    for fmt in formats:
+        path = folder / WRITERS[fmt].FILENAME
+        WRITERS[fmt].write(trained.network, path, trained.metadata)
+        WRITERS[fmt].check(trained.network, path, trained.metadata)
+    card.write(trained, folder / card.FILENAME, files)
+
+
+def export(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    formats: Sequence[str] = FORMATS,
+    trust: bool = False,
+) -> Path:
+    """Export the network of ``checkpoint`` (a ``.ckpt`` file or a run directory: its best
+    checkpoint, else its last) into the new folder ``out``; returns ``out``. Bad input is an
+    :class:`ExportError` or a :class:`~densenet_lit.checkpoints.CheckpointError`."""
+    out = Path(out)
+    formats = check_formats(formats)
+    check_out(out)
+    trained = read_trained(checkpoint, trust=trust)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.parent / f".{out.name}.{secrets.token_hex(4)}.partial"
+    partial.mkdir()
+    try:
+        write_all(trained, partial, formats)
+        if out.is_dir():
+            out.rmdir()  # empty (check_out)
+        partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return out
+
+
+def export_command(
+    checkpoint: str,
+    *,
+    out: str,
+    formats: list[Format] = list(FORMATS),  # noqa: B006 (jsonargparse shows it in --help)
+    trust_checkpoint: bool = False,
+) -> None:
+    """Export a trained DenseNet to safetensors, ONNX and torch.export (.pt2) files.
+
+    The safetensors weights carry torchvision's tensor names for the ImageNet networks; each
+    file is checked against the network; a model card (MODEL_CARD.md) is written beside them.
+
+    Args:
+        checkpoint: a .ckpt file, or a run directory (its best checkpoint, else its last).
+        out: the folder to write; it must not exist or be empty.
+        formats: which files to write.
+        trust_checkpoint: load with the full unpickler, which runs any code pickled in the
+            file: only for a checkpoint you trust that the safe loader refuses.
+    """
+    written = export(checkpoint, out, formats, trust=trust_checkpoint)
+    for path in sorted(written.iterdir()):
+        print(path)
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """The command line; a user error is one line on stderr and exit status 2."""
+    from jsonargparse import auto_cli
+
+    try:
+        auto_cli(export_command, args=args, prog=PROG)
+    except (ExportError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
