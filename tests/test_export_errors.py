@@ -18,6 +18,9 @@ from safetensors.torch import load_file  # noqa: E402
 
 from densenet_lit.checkpoints import CheckpointError, UntrustedCheckpointError  # noqa: E402
 from densenet_lit.export import ExportError, export, main, onnx_file  # noqa: E402
+from densenet_lit.export.source import weights_kind  # noqa: E402
+from densenet_lit.models import IMAGENET_CONFIGS, build_model  # noqa: E402
+from densenet_lit.models.pretrained import torchvision_equivalent  # noqa: E402
 
 ST = ["safetensors"]
 
@@ -109,9 +112,38 @@ def test_command_line(tmp_path, capsys):
     assert main([str(ckpt), "--out", str(tmp_path / "out"), "--formats", "[safetensors]"]) == 0
     printed = capsys.readouterr().out.split()
     assert printed == [str(tmp_path / "out" / n) for n in ("MODEL_CARD.md", "model.safetensors")]
+    modes = {p.stat().st_mode for p in (tmp_path / "out").iterdir()}
+    assert len(modes) == 1  # the weights as readable as the card (safetensors writes 0600)
     assert main([str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "none.ckpt" in err and len(err.splitlines()) == 1
     with pytest.raises(SystemExit) as stop:
         main([str(ckpt), "--out", str(tmp_path / "o3"), "--formats", "[torchscript]"])
     assert stop.value.code == 2 and "torchscript" in capsys.readouterr().err
+
+
+def test_ema_is_recognised_by_the_callback_state_too():
+    ema = {"callbacks": {"EMAWeightAveraging": {"n_averaged": 3}}, "state_dict": {}}
+    plain = {"callbacks": {"ModelCheckpoint{'monitor': 'val/error'}": {}}, "state_dict": {}}
+    assert (weights_kind(ema), weights_kind(plain)) == ("ema", "raw")
+
+
+@pytest.mark.parametrize("arch", [*IMAGENET_CONFIGS, "densenet_imagenet"])
+def test_every_imagenet_network_has_torchvision_names_and_shapes(arch):
+    """Built without weights (meta device): the torchvision builder the export names holds
+    exactly our tensors (DenseNet-264 and any-block networks: torchvision's DenseNet class)."""
+    import torchvision
+
+    kwargs = {"num_classes": 7}
+    if arch == "densenet_imagenet":
+        kwargs |= {"block_config": [2, 3, 4, 5], "growth_rate": 12, "bn_size": 2}
+    name, tv_kwargs = torchvision_equivalent(arch, kwargs)
+    assert name == (
+        arch if arch in ("densenet121", "densenet161", "densenet169", "densenet201") else "DenseNet"
+    )
+    with torch.device("meta"):
+        ours = build_model(arch, **kwargs).state_dict()
+        theirs = getattr(torchvision.models, name)(**tv_kwargs).state_dict()
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+    assert torchvision_equivalent("densenet_cifar", {"depth": 10}) is None
+    assert torchvision_equivalent(arch, {**kwargs, "in_channels": 1}) is None

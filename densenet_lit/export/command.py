@@ -68,6 +68,9 @@ def write_all(trained: Trained, folder: Path, formats: list[str]) -> None:
         WRITERS[fmt].write(trained.network, path, trained.metadata)
         WRITERS[fmt].check(trained.network, path, trained.metadata)
     card.write(trained, folder / card.FILENAME, files)
+    mode = (folder / card.FILENAME).stat().st_mode  # as the umask makes a new file
+    for name in files.values():  # libraries may write theirs private (safetensors: 0600)
+        (folder / name).chmod(mode)
 
 
 def export(
