@@ -26,7 +26,7 @@ from densenet_lit.analysis.runs import load_run
 from densenet_lit.export.preprocess import input_facts
 from densenet_lit.models import DenseNet
 from densenet_lit.models.pretrained import torchvision_equivalent
-from densenet_lit.models.spec import NetworkSpec, network_spec
+from densenet_lit.models.spec import network_spec
 
 # Which checkpoint of a run directory is exported (rundir.find_checkpoint falls back to last).
 WHICH = "best"
@@ -44,13 +44,8 @@ class Trained:
 
     file: Path
     network: DenseNet
-    spec: NetworkSpec
     run: Run
     metadata: dict[str, Any]
-
-    @property
-    def input_size(self) -> tuple[int, int, int]:
-        return tuple(self.metadata["input_size"])
 
 
 def jsonable(value: Any) -> Any:
@@ -139,4 +134,4 @@ def read_trained(path: str | os.PathLike, trust: bool = False) -> Trained:
         "global_step": ckpt.get("global_step"),
         "checkpoint": file.name,
     }
-    return Trained(file, network, spec, run, jsonable(meta))
+    return Trained(file, network, run, jsonable(meta))
