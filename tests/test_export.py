@@ -176,8 +176,8 @@ def test_any_block_imagenet_network_round_trips(any_block_run, tmp_path):
 @torch.no_grad()
 def test_memory_levels_and_compile_export_as_the_plain_network(digits_run, tmp_path):
     """A checkpoint of a network trained with recomputation (the deepest memory level) and
-    compiled holds the plain network's state dict: it exports as the plain network (the
-    exporters cannot trace torch.utils.checkpoint)."""
+    compiled holds the plain network's state dict: it exports as the plain network, without
+    torch.utils.checkpoint or a compiled wrapper in the graph."""
     source = find_checkpoint(digits_run, "best")
     ckpt = torch.load(source, weights_only=True)
     runtime = {"memory_efficient": 3, "compile": True}
