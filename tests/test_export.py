@@ -136,6 +136,7 @@ def test_cifar_network_exports_every_format_with_its_metadata(digits_run, tmp_pa
     assert metadata_of_onnx(out) == meta
     card = (out / "MODEL_CARD.md").read_text()
     assert "| 2,522 |" in card and f"{val:.2f} %" in card and "densenet_bc_10_4 (digits)" in card
+    assert "The paper reports no result for this network." in card
 
 
 @torch.no_grad()

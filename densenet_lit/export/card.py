@@ -12,7 +12,7 @@ import yaml
 from densenet_lit.analysis import derived
 from densenet_lit.export.source import Trained, jsonable, public
 from densenet_lit.markdown import table
-from densenet_lit.paper import SOURCES, imagenet_key
+from densenet_lit.paper import citation, imagenet_key
 
 FILENAME = "MODEL_CARD.md"
 
@@ -34,9 +34,8 @@ def paper_line(trained: Trained) -> str:
         return f"The paper's {row.label} has no result on this data set."
     bench = derived.benchmark(trained.run)
     key = imagenet_key(derived.eval_crops(trained.run)) if bench == "imagenet" else bench
-    where = row.cited.get(key)
-    cited = f" ({where[0]}, {SOURCES[where[1]].split(',')[0]})" if where else ""
-    return f"The paper's {row.label}: {error:.2f} % error on {bench}{cited}."
+    source = f" Source: {citation(row, key)}." if key in row.cited else ""
+    return f"The paper's {row.label}: {error:.2f} % error on {bench}.{source}"
 
 
 def card(trained: Trained, files: dict[str, str]) -> str:
