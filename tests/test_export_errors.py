@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import get_args
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from densenet_lit.checkpoints import CheckpointError, UntrustedCheckpointError  # noqa: E402
-from densenet_lit.export import ExportError, export, main, onnx_file  # noqa: E402
+from densenet_lit.export import ExportError, command, export, main, onnx_file  # noqa: E402
 from densenet_lit.export.source import weights_kind  # noqa: E402
 from densenet_lit.models import IMAGENET_CONFIGS, build_model  # noqa: E402
 from densenet_lit.models.pretrained import torchvision_equivalent  # noqa: E402
@@ -76,9 +77,14 @@ def test_a_failure_midway_leaves_nothing_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_file, "write", broken)
     with pytest.raises(RuntimeError, match="the exporter broke"):
         export(ckpt, tmp_path / "empty", formats=["safetensors", "onnx"])  # safetensors written
-    with pytest.raises(RuntimeError, match="the exporter broke"):
-        export(ckpt, tmp_path / "new", formats=["safetensors", "onnx"])
+    for new in ("new", "made/for/it"):  # the folders made for the export are removed too
+        with pytest.raises(RuntimeError, match="the exporter broke"):
+            export(ckpt, tmp_path / new, formats=["safetensors", "onnx"])
     assert listing(tmp_path) == before
+
+
+def test_the_formats_of_the_command_line_are_the_writers():
+    assert get_args(command.Format) == command.FORMATS == ("safetensors", "onnx", "pt2")
 
 
 def test_a_missing_library_names_the_extra(tmp_path, monkeypatch):

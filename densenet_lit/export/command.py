@@ -86,16 +86,18 @@ def export(
     formats = check_formats(formats)
     check_out(out)
     trained = read_trained(checkpoint, trust=trust)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.parent / f".{out.name}.{secrets.token_hex(4)}.partial"
-    partial.mkdir()
+    parent = out.absolute().parent
+    created = next((p for p in reversed(parent.parents) if not p.exists()), None)
+    created = created or (None if parent.exists() else parent)  # removed again on an error
+    partial = parent / f".{out.name}.{secrets.token_hex(4)}.partial"
+    partial.mkdir(parents=True)
     try:
         write_all(trained, partial, formats)
         if out.is_dir():
             out.rmdir()  # empty (check_out)
         partial.rename(out)
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(created or partial, ignore_errors=True)
         raise
     return out
 
