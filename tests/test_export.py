@@ -19,6 +19,7 @@ import onnx  # noqa: E402
 import onnxruntime  # noqa: E402
 import torchvision  # noqa: E402
 from export_runs import (  # noqa: E402
+    IMAGENET_DATA,
     real_images,
     run_snippet,
     train_digits,
@@ -73,13 +74,9 @@ def digits_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def imagenet_data(tmp_path_factory):
-    from export_runs import IMAGENET_DATA
-
-    from densenet_lit.data.synthetic import write_imagenet
-
-    root = tmp_path_factory.mktemp("imagenet")
-    return root, write_imagenet(root, **IMAGENET_DATA)
+def imagenet_data(fake_data):
+    """The tiny ImageNet's root and its class folders (conftest's shared fake data)."""
+    return fake_data("imagenet", **IMAGENET_DATA)
 
 
 @pytest.fixture(scope="module")
