@@ -1,21 +1,13 @@
-"""The command line of every analysis and model tool: options from a function's (or dataclass's)
-signature and docstring, parsed by jsonargparse as the training CLI is.
+"""The command line of every analysis and model tool, as jsonargparse builds the training CLI's:
+one option per parameter of a function (or dataclass), its help from the docstring's ``Args:``,
+plus ``--help``, ``--config FILE`` (YAML, parameters as keys) and ``--print_config``.
 
-``run_tool(target, args)`` parses ``args`` into ``target``'s parameters and returns
-``target(**parameters)``. So every tool takes ``--help``, ``--config FILE`` (YAML with the
-parameters as keys), ``--print_config`` and options spelled after the parameters
-(``--wandb_project``, ``--trust_checkpoint true``). jsonargparse does not express three things
-the tools' earlier command lines used, so :func:`old_spellings` rewrites them before parsing:
-
-* ``--wandb-project``: a dash where the parameter has an underscore (jsonargparse derives one
-  name per parameter and has no aliases for derived options);
-* ``--quiet``: a ``bool`` option without a value, meaning ``true`` (jsonargparse's bool
-  options take a value);
-* ``--select a b``: several values after a ``list`` option (jsonargparse takes one list,
-  ``--select '[a, b]'``).
-
-``positional=`` names a parameter that takes any number of values without an option name
-(``report runs/a runs/b``): jsonargparse's positionals take one value each.
+jsonargparse derives one spelling per parameter and has no aliases for derived options, so
+:func:`old_spellings` keeps the tools' earlier spellings working: ``--wandb-project`` (a dash
+for ``_``), ``--quiet`` (a bool option without ``true``) and ``--select a b`` (several values
+after a list option; jsonargparse takes one list, ``--select '[a, b]'``). ``positional=`` gives
+a parameter any number of values without an option name (``report runs/a runs/b``), which
+jsonargparse's positionals (one value each) do not take.
 """
 
 from __future__ import annotations
@@ -23,6 +15,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import sys
 import typing
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,14 +32,12 @@ class UsageError(ValueError):
 
 def _kinds(target: Callable[..., Any]) -> tuple[set[str], set[str]]:
     """Names of ``target``'s bool parameters and of its list parameters."""
-    hints = typing.get_type_hints(target)
     bools, lists = set(), set()
-    for name, hint in hints.items():
-        options = typing.get_args(hint) if typing.get_origin(hint) else (hint,)
-        options = [typing.get_origin(o) or o for o in options] + [typing.get_origin(hint)]
-        if bool in options:
+    for name, hint in typing.get_type_hints(target).items():
+        kinds = {typing.get_origin(h) or h for h in (hint, *typing.get_args(hint))}
+        if bool in kinds:
             bools.add(name)
-        if list in options:
+        if list in kinds:
             lists.add(name)
     return bools, lists
 
@@ -56,12 +47,9 @@ def old_spellings(args: Sequence[str], target: Callable[..., Any]) -> list[str]:
     jsonargparse's."""
     names = set(inspect.signature(target).parameters)
     bools, lists = _kinds(target)
-    out: list[str] = []
-    args = list(args)
-    i = 0
+    args, out, i = list(args), [], 0
     while i < len(args):
-        arg = args[i]
-        i += 1
+        arg, i = args[i], i + 1
         if not arg.startswith("--"):
             out.append(arg)
             continue
@@ -71,16 +59,9 @@ def old_spellings(args: Sequence[str], target: Callable[..., Any]) -> list[str]:
         if not eq and option in bools and (i == len(args) or args[i].lower() not in BOOL_VALUES):
             eq, value = "=", "true"
         if not eq and option in lists:
-            values = []
-            while i < len(args) and not args[i].startswith("-"):
-                values.append(args[i])
-                i += 1
-            if len(values) > 1:
-                eq, value = "=", json.dumps(values)
-            else:
-                out.append(f"--{option}")
-                out += values
-                continue
+            end = next((j for j in range(i, len(args)) if args[j].startswith("-")), len(args))
+            if end - i > 1:  # as argparse's nargs="+" read them
+                eq, value, i = "=", json.dumps(args[i:end]), end
         out.append(f"--{option}{eq}{value}")
     return out
 
@@ -112,20 +93,24 @@ def tool_parser(target: Callable[..., Any], positional: str | None = None) -> Ar
 
 
 def run_tool(
-    target: Callable[..., Any], args: Sequence[str] | None = None, positional: str | None = None
+    target: Callable[..., Any],
+    args: Sequence[str] | None = None,
+    positional: str | None = None,
+    input_errors: tuple[type[Exception], ...] = (FileNotFoundError,),
 ) -> Any:
     """Parse ``args`` (default: ``sys.argv[1:]``) for ``target`` and return
     ``target(**parameters)``. A :class:`UsageError` raised by ``target`` exits like a parse
-    error; ``--help`` and ``--print_config`` exit with status 0."""
-    import sys
-
+    error (usage, message, status 2); one of ``input_errors`` (a missing or unreadable input)
+    prints ``error: <message>`` and returns 2. ``--help`` and ``--print_config`` exit with 0."""
     parser = tool_parser(target, positional)
     cfg = parser.parse_args(old_spellings(sys.argv[1:] if args is None else args, target))
-    kwargs = {k: v for k, v in cfg.as_dict().items() if k != "config"}
     try:
-        return target(**kwargs)
+        return target(**{k: v for k, v in cfg.as_dict().items() if k != "config"})
     except UsageError as err:
         parser.error(str(err))
+    except input_errors as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 __all__ = ["UsageError", "old_spellings", "run_tool", "tool_parser"]

@@ -1,7 +1,7 @@
 """Compare runs: validation error per epoch on one plot, and a table of final errors.
 
 ``python -m densenet_lit.analysis.compare runs/ --out compare.png`` reads every run under
-``runs/`` from its local ``metrics.csv``; ``--wandb-project entity/project`` adds the runs of a
+``runs/`` from its local ``metrics.csv``; ``--wandb_project entity/project`` adds the runs of a
 W&B project (needs network and ``wandb login``; without them one message says so and the local
 runs are still compared). ``--select`` keeps the runs whose name (``experiment/run-id``)
 matches one of the given shell patterns.
@@ -197,11 +197,7 @@ def compare_command(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    try:
-        runs = collect_local_runs(paths)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    runs = collect_local_runs(paths)
     if wandb_project:
         try:
             runs += collect_wandb_runs(wandb_project, entity=wandb_entity)

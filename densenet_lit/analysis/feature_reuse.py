@@ -291,11 +291,7 @@ def feature_reuse_command(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    try:
-        model = load_model(checkpoint, which=which, trust=trust_checkpoint)
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    model = load_model(checkpoint, which=which, trust=trust_checkpoint)
     blocks = feature_reuse(model, normalize=normalize)
     if not quiet:
         print(format_matrices(blocks))
@@ -313,7 +309,7 @@ def feature_reuse_command(
 
 
 def main(args: Sequence[str] | None = None) -> int:
-    return run_tool(feature_reuse_command, args)
+    return run_tool(feature_reuse_command, args, input_errors=(CheckpointError,))
 
 
 __all__ = [

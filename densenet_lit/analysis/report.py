@@ -1,7 +1,7 @@
 """Reproduction report: finished runs beside the paper's numbers, as a Markdown table.
 
 ``python -m densenet_lit.analysis.report runs/ --out report.md`` (``--all`` adds unfinished
-runs, ``--evaluations`` the validate/test runs of checkpoints; ``--wandb-project
+runs, ``--evaluations`` the validate/test runs of checkpoints; ``--wandb_project
 entity/project`` adds the runs of a W&B project when online).
 
 Columns: experiment (and run id), benchmark (c10, c10+, c100, c100+, svhn, imagenet), the
@@ -211,9 +211,6 @@ def report_command(
         raise UsageError("give roots of runs / run directories, or --wandb_project")
     try:
         text = write_report(runs, out, all, wandb_project, wandb_entity, evaluations)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except WandbUnavailable as err:
         print(f"warning: {err}", file=sys.stderr)
         if not runs:
