@@ -56,7 +56,8 @@ def test_earlier_spellings_become_jsonargparse_options():
     kept = ["ckpt", "--quiet", "false", "--trust_checkpoint=true", "--which", "best"]
     assert old_spellings(kept, feature_reuse.feature_reuse_command) == kept
     assert old_spellings(["--trust-checkpoint", "ckpt"], feature_reuse.feature_reuse_command) == [
-        "--trust_checkpoint=true", "ckpt"
+        "--trust_checkpoint=true",
+        "ckpt",
     ]
     assert old_spellings(["--batch-size", "2"], memory.MemoryOptions) == ["--batch_size", "2"]
 
