@@ -212,3 +212,38 @@ def test_bad_values_are_one_clear_error(tmp_path, options, message, decode):
     with pytest.raises(ValueError) as err:
         ImageNetDataModule(data_dir=str(tmp_path), decode=decode, **options)
     assert str(err.value).startswith(message)
+
+
+# --- through the CLI ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("data", "extra", "code", "message"),
+    [
+        (
+            "densenet_lit.data.ImageNetDataModule",
+            ["--data.init_args.ra_magnitude", "31"],
+            1,
+            "error: data.ra_magnitude=31: expected 0 to 30 (RandAugment has 31 magnitude bins",
+        ),
+        (
+            "densenet_lit.data.CIFAR10DataModule",
+            ["--data.init_args.auto_augment", "ta_wide"],
+            2,
+            "'auto_augment' is an option of ImageNetDataModule, not of CIFAR10DataModule: "
+            "leave it out, or use that data module (data.class_path "
+            "densenet_lit.data.ImageNetDataModule).",
+        ),
+    ],
+)
+def test_the_cli_says_a_bad_augmentation_in_one_line(
+    run_args, tmp_path, capsys, monkeypatch, data, extra, code, message
+):
+    from densenet_lit.cli import main
+    from densenet_lit.cli.errors import TRACEBACK_ENV
+
+    monkeypatch.delenv(TRACEBACK_ENV, raising=False)
+    args = run_args(*extra, data=data, data_init={"data_dir": str(tmp_path)}, batch_size=4)
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    assert stopped.value.code == code
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "Did you mean" not in err
