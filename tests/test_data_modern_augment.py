@@ -27,7 +27,7 @@ SEEDS = [11, 12, 13, 14, 15, 16]
 
 def module(root: Path, **kw) -> ImageNetDataModule:
     kw = {"batch_size": 4, "train_crop": CROP, "eval_resize": 36, "eval_crop": CROP, **kw}
-    dm = ImageNetDataModule(data_dir=str(root), num_workers=0, **kw)
+    dm = ImageNetDataModule(data_dir=str(root), **{"num_workers": 0, **kw})
     dm.setup("fit")
     return dm
 
@@ -177,15 +177,16 @@ def test_the_device_path_draws_what_the_pil_path_draws(smooth, auto_augment):
 @pytest.mark.parametrize("decode", ["pil", "device"])
 def test_a_resumed_epoch_draws_the_same_augmentation(fake_data, decode):
     """A data module restored in the middle of epoch 1 (as from a checkpoint) loads the rest of
-    that epoch with exactly the augmentation of the uninterrupted run: each image's is drawn
-    from its seed in the epoch order (data/resume.py)."""
+    that epoch with exactly the augmentation of the uninterrupted run, whose loader decodes in
+    2 worker processes: each image's is drawn from its seed in the epoch order
+    (data/resume.py), not from a worker's RNG."""
     root, _ = fake_data("imagenet", **IMAGENET)
     options = {"auto_augment": "ta_wide", "random_erase": 0.5, "decode": decode}
 
     def batches(dm: ImageNetDataModule) -> list[torch.Tensor]:
         return [dm.transform_batch(b, train=True)[0] for b in dm.train_dataloader()]
 
-    whole = module(root, **options)
+    whole = module(root, num_workers=2, **options)
     whole.load_state_dict({"progress": {"epoch": 1, "batches": 0, "total": 3}})
     resumed = module(root, **options)
     resumed.load_state_dict({"progress": {"epoch": 1, "batches": 1, "total": 4}})

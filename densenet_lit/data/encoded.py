@@ -2,8 +2,8 @@
 
 Each worker reads the files of a batch straight into one buffer (in shared memory when it
 runs in a worker process) and draws every training image's crop box, colour jitter,
-lighting and flip from that image's seed, with the same transforms and in the same order
-as the PIL path (:mod:`densenet_lit.data.pil_pipeline`), so the two paths draw the same
+lighting and flip (and the seeds of the modern augmentations where they are on) from that
+image's seed, with the same transforms and in the same order as the PIL path (:mod:`densenet_lit.data.pil_pipeline`), so the two paths draw the same
 numbers for the same seed and resume the same way. Decoding and augmenting happen on the
 device (:mod:`densenet_lit.data.device_decode`).
 
