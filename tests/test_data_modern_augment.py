@@ -131,6 +131,24 @@ def test_modern_pipeline_is_torchvisions_transforms_in_the_reference_order(
     assert changed >= 4  # of 6: TrivialAugmentWide's identity is 1 of its 14 operations
 
 
+@pytest.mark.parametrize("decode", ["pil", "device"])
+def test_evaluation_is_never_augmented(fake_data, decode):
+    root, _ = fake_data("imagenet", **IMAGENET)
+    plain = module(root, val_size=3, decode=decode)
+    modern = module(root, val_size=3, decode=decode, auto_augment="ra", random_erase=1.0)
+    for split in ("val_set", "test_set"):
+        keys = list(range(3))
+        a, b = (getattr(dm, split) for dm in (plain, modern))
+        if decode == "device":
+            a, b = (
+                dm.transform_batch(s.__getitems__(keys), train=False)[0]
+                for dm, s in ((plain, a), (modern, b))
+            )
+        else:
+            a, b = (torch.stack([s[k][0] for k in keys]) for s in (a, b))
+        assert torch.equal(a, b)
+
+
 def test_random_erasing_with_p_1_erases_a_rectangle_with_zeros():
     x = torch.rand(3, CROP, CROP) + 1  # no zero anywhere
     erasing = ModernAugment(random_erase=1.0).erasing()

@@ -62,13 +62,15 @@ class ImageNetDataModule(BaseDataModule):
     the four corner and centre crops and their flips, as the paper's 10-crop errors). Worker
     processes (sized to the machine), pinned memory, persistent workers.
 
-    The modern recipe's augmentations (off by default; training only, on both ``decode``
-    paths): ``auto_augment`` (TrivialAugmentWide or RandAugment) and ``random_erase``. With
-    either on, the training order is torchvision's reference order with the paper's colour
-    augmentation kept where it was, on the float image: random-size crop, flip,
-    auto-augment (uint8), to float, colour jitter 0.4, PCA lighting 0.1, normalisation,
-    random erasing. (torchvision's recipe has neither jitter nor lighting; they stay, so
-    that the modern augmentations add to the paper's instead of replacing part of it.)
+    The modern recipe's augmentations (off by default; training only, never evaluation; on
+    both ``decode`` paths): ``auto_augment`` (TrivialAugmentWide or RandAugment) and
+    ``random_erase``. With either on, the training order is torchvision's reference order,
+    with the paper's colour jitter and lighting kept on the float image before the
+    normalisation: random-size crop, flip, auto-augment (uint8), to float, colour jitter
+    0.4, PCA lighting 0.1, normalisation, random erasing. torchvision's recipe has neither
+    jitter nor lighting; they stay, so that the modern augmentations add to the paper's
+    rather than replace part of it. (The flip comes before the colour steps, with which it
+    commutes, so that the auto-augment sees the flipped image as in torchvision's order.)
 
     The official ``val/`` images are the test set (the paper reports its errors there).
     By default (``val_size: 0``) the validation loop also runs on ``val/``, as in
