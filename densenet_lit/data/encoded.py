@@ -2,8 +2,8 @@
 
 Each worker reads the files of a batch straight into one buffer (in shared memory when it
 runs in a worker process) and draws every training image's crop box, colour jitter,
-lighting and flip from that image's seed, with the same transforms and in the same order
-as the PIL path (:mod:`densenet_lit.data.pil_pipeline`), so the two paths draw the same
+lighting and flip (and the seeds of the modern augmentations where they are on) from that
+image's seed, with the same transforms and in the same order as the PIL path (:mod:`densenet_lit.data.pil_pipeline`), so the two paths draw the same
 numbers for the same seed and resume the same way. Decoding and augmenting happen on the
 device (:mod:`densenet_lit.data.device_decode`).
 
@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from densenet_lit.data.errors import CorruptDataError
+from densenet_lit.data.modern_augment import ModernAugment, draw_seed
 from densenet_lit.data.pil_pipeline import FLIP_P, LIGHTING_STD, color_jitter, load_rgb, random_crop
 
 DEVICE_SOF = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman frames
@@ -86,6 +87,9 @@ class AugmentParams:
     host: the device pipeline crops and mirrors image by image with them. ``jitter`` holds the brightness, contrast and
     saturation factors and ``order`` the order they apply in (0, 1, 2 = brightness,
     contrast, saturation); ``alpha`` is the lighting noise (already times its std).
+    ``auto_augment_seeds`` and ``erase_seeds`` (host; None when that augmentation is off)
+    are the seeds each image's auto-augment and random erasing run with
+    (:mod:`densenet_lit.data.modern_augment`).
     """
 
     boxes: torch.Tensor  # int64 [N, 4], host
@@ -93,8 +97,10 @@ class AugmentParams:
     order: torch.Tensor  # int64 [N, 3]
     alpha: torch.Tensor  # float32 [N, 3]
     flip: torch.Tensor  # bool [N], host
+    auto_augment_seeds: torch.Tensor | None = None  # int64 [N], host
+    erase_seeds: torch.Tensor | None = None  # int64 [N], host
 
-    HOST = ("boxes", "flip")
+    HOST = ("boxes", "flip", "auto_augment_seeds", "erase_seeds")
 
 
 @dataclass
@@ -149,22 +155,38 @@ class EncodedBatch:
 
 class ParamSampler:
     """Draws one image's augmentation parameters with the PIL path's own transforms, in its
-    order: crop box, jitter order and factors, lighting, flip."""
+    order: crop box, jitter order and factors, lighting, flip; with a ``modern`` augmentation
+    on, that of :func:`~densenet_lit.data.pil_pipeline.modern_train_transform`: crop box,
+    flip, auto-augment seed, jitter, lighting, erasing seed."""
 
-    def __init__(self, crop: int):
+    def __init__(self, crop: int, modern: ModernAugment | None = None):
         self.crop = random_crop(crop)
         self.jitter = color_jitter()
+        self.modern = modern if modern is not None and modern.enabled else None
 
     def draw(self, height: int, width: int) -> tuple:
-        """``(box, factors, order, alpha, flip)`` for an image of ``height`` x ``width``."""
+        """``(box, factors, order, alpha, flip, auto_augment_seed, erase_seed)`` for an image
+        of ``height`` x ``width`` (the seeds None where that augmentation is off)."""
         probe = torch.empty(1, 1, 1).expand(3, height, width)  # only its size is read
         box = self.crop.make_params([probe])
+        box = [box["top"], box["left"], box["height"], box["width"]]
+        modern = self.modern
+        if modern is not None:
+            flip = draw_flip()
+            auto_augment = draw_seed() if modern.auto_augment is not None else None
         jit = self.jitter.make_params([probe])
         order = [int(i) for i in jit["fn_idx"] if int(i) < 3]  # 3 = hue, not used
         factors = [jit["brightness_factor"], jit["contrast_factor"], jit["saturation_factor"]]
         alpha = torch.randn(3) * LIGHTING_STD
-        flip = bool(torch.rand(1) < FLIP_P)  # RandomHorizontalFlip keeps the image if >= p
-        return [box["top"], box["left"], box["height"], box["width"]], factors, order, alpha, flip
+        if modern is None:
+            return box, factors, order, alpha, draw_flip(), None, None
+        erase = draw_seed() if modern.random_erase > 0 else None
+        return box, factors, order, alpha, flip, auto_augment, erase
+
+
+def draw_flip() -> bool:
+    """RandomHorizontalFlip's draw: it keeps the image if ``rand >= p``."""
+    return bool(torch.rand(1) < FLIP_P)
 
 
 class EncodedImageDataset(Dataset):
@@ -179,12 +201,19 @@ class EncodedImageDataset(Dataset):
 
     accepts_sample_seeds = True
 
-    def __init__(self, root: Path, relpaths: np.ndarray, labels: np.ndarray, crop: int | None):
+    def __init__(
+        self,
+        root: Path,
+        relpaths: np.ndarray,
+        labels: np.ndarray,
+        crop: int | None,
+        modern: ModernAugment | None = None,
+    ):
         self.root = str(root)
         self.relpaths = relpaths
         self.labels = labels
         self.crop = crop
-        self.sampler = ParamSampler(crop) if crop else None
+        self.sampler = ParamSampler(crop, modern) if crop else None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -215,13 +244,15 @@ class EncodedImageDataset(Dataset):
             if self.sampler is not None:
                 draws.append(self._draw(*size, seed))
         if draws:
-            boxes, factors, orders, alphas, flips = zip(*draws, strict=True)
+            boxes, factors, orders, alphas, flips, auto_augments, erases = zip(*draws, strict=True)
             batch.params = AugmentParams(
                 boxes=torch.tensor(boxes, dtype=torch.int64),
                 jitter=torch.tensor(factors, dtype=torch.float32),
                 order=torch.tensor(orders, dtype=torch.int64),
                 alpha=torch.stack(alphas),
                 flip=torch.tensor(flips, dtype=torch.bool),
+                auto_augment_seeds=seeds(auto_augments),
+                erase_seeds=seeds(erases),
             )
         return batch
 
@@ -231,6 +262,11 @@ class EncodedImageDataset(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.sampler.draw(height, width)
+
+
+def seeds(drawn: tuple[int | None, ...]) -> torch.Tensor | None:
+    """The images' seeds of one augmentation as an int64 tensor, None where it is off."""
+    return None if drawn[0] is None else torch.tensor(drawn, dtype=torch.int64)
 
 
 def read_files(paths: list[str]) -> tuple[torch.Tensor, list[int]]:

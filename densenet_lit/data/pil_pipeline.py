@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
 
 from densenet_lit.data.errors import CorruptDataError
+from densenet_lit.data.modern_augment import ModernAugment, Seeded
 
 # fb.resnet.torch constants (datasets/imagenet.lua).
 MEAN = (0.485, 0.456, 0.406)
@@ -80,8 +81,12 @@ def color_jitter() -> v2.ColorJitter:
     return v2.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER)
 
 
-def train_transform(crop: int) -> Callable:
-    """fb.resnet.torch training order: RandomSizedCrop, ColorJitter, Lighting, flip, normalise."""
+def train_transform(crop: int, modern: ModernAugment | None = None) -> Callable:
+    """fb.resnet.torch training order: RandomSizedCrop, ColorJitter, Lighting, flip, normalise.
+
+    With a ``modern`` augmentation on, :func:`modern_train_transform` instead."""
+    if modern is not None and modern.enabled:
+        return modern_train_transform(crop, modern)
     return v2.Compose(
         [
             random_crop(crop),
@@ -91,6 +96,33 @@ def train_transform(crop: int) -> Callable:
             Lighting(LIGHTING_STD),
             v2.RandomHorizontalFlip(FLIP_P),
             v2.Normalize(MEAN, STD),
+            v2.ToPureTensor(),
+        ]
+    )
+
+
+def modern_train_transform(crop: int, modern: ModernAugment) -> Callable:
+    """torchvision's reference order with the paper's colour augmentation kept: RandomSizedCrop,
+    flip, auto-augment (on the PIL image), to float, ColorJitter, Lighting, normalise, random
+    erasing.
+
+    The flip moves before the colour operations, which commute with it (per pixel, or per
+    image as the contrast's mean), so the auto-augment sees the flipped uint8 image as in
+    torchvision's recipe. Auto-augment and erasing each run seeded by a seed drawn at their
+    place (:class:`~densenet_lit.data.modern_augment.Seeded`), as the device path does.
+    """
+    auto_augment, erasing = modern.auto_augment_transform(), modern.erasing()
+    return v2.Compose(
+        [
+            random_crop(crop),
+            v2.RandomHorizontalFlip(FLIP_P),
+            *([Seeded(auto_augment)] if auto_augment is not None else []),
+            v2.PILToTensor(),
+            v2.ToDtype(torch.float32, scale=True),
+            color_jitter(),
+            Lighting(LIGHTING_STD),
+            v2.Normalize(MEAN, STD),
+            *([Seeded(erasing)] if erasing is not None else []),
             v2.ToPureTensor(),
         ]
     )
