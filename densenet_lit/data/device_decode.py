@@ -194,14 +194,19 @@ def augment(
     cropped, so that the decoded images are freed before the float batch is made.
 
     The ``modern`` augmentations run where ``params`` carry their seeds (the workers drew
-    them because ``modern`` has them on)."""
+    them because ``modern`` has them on); the colour jitter and the lighting where they
+    carry their factors and noise (not drawn when ``data.color_jitter`` or
+    ``data.lighting`` is 0)."""
     x = crop_resize_flip(images, params.boxes.tolist(), params.flip.tolist(), size)
     images.clear()
     if params.auto_augment_seeds is not None:
         auto_augment_batch(x, modern.auto_augment_transform(), params.auto_augment_seeds)
     x.mul_(1.0 / 255)  # as ToDtype(float32, scale=True)
-    x = color_jitter(x, params.jitter, params.order)
-    x = normalize(lighting(x, params.alpha))
+    if params.jitter is not None:
+        x = color_jitter(x, params.jitter, params.order)
+    if params.alpha is not None:
+        x = lighting(x, params.alpha)
+    x = normalize(x)
     if params.erase_seeds is not None:
         erasing, seeds = modern.erasing(), params.erase_seeds.tolist()
         for i, seed in enumerate(seeds):
