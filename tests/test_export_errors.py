@@ -18,7 +18,14 @@ from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from densenet_lit.checkpoints import CheckpointError, UntrustedCheckpointError  # noqa: E402
-from densenet_lit.export import ExportError, command, export, main, onnx_file  # noqa: E402
+from densenet_lit.export import (  # noqa: E402
+    FORMATS,
+    ExportError,
+    Format,
+    export,
+    main,
+    onnx_file,
+)
 from densenet_lit.export.source import weights_kind  # noqa: E402
 from densenet_lit.models import IMAGENET_CONFIGS, build_model  # noqa: E402
 from densenet_lit.models.pretrained import torchvision_equivalent  # noqa: E402
@@ -84,7 +91,7 @@ def test_a_failure_midway_leaves_nothing_behind(tmp_path, monkeypatch):
 
 
 def test_the_formats_of_the_command_line_are_the_writers():
-    assert get_args(command.Format) == command.FORMATS == ("safetensors", "onnx", "pt2")
+    assert get_args(Format) == FORMATS == ("safetensors", "onnx", "pt2")
 
 
 def test_a_missing_library_names_the_extra(tmp_path, monkeypatch):

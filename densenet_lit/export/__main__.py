@@ -1,3 +1,3 @@
-from densenet_lit.export.command import main
+from densenet_lit.export import main
 
 raise SystemExit(main())

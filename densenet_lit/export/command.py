@@ -1,5 +1,5 @@
-"""``python -m densenet_lit.export CHECKPOINT_OR_RUN_DIR --out DIR``: a trained DenseNet as
-safetensors weights, an ONNX model and a ``torch.export`` program, with a model card.
+"""Exporting a trained DenseNet into a new folder: safetensors weights, an ONNX model and a
+``torch.export`` program, with a model card (the command line: :mod:`densenet_lit.export`).
 
 Each file is checked against the network before it is kept. The files are written into a
 temporary folder beside ``out`` that is renamed to ``out`` once everything is written and
@@ -11,20 +11,15 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
-from densenet_lit.checkpoints import CheckpointError
 from densenet_lit.export import card, onnx_file, pt2_file, safetensors_file
 from densenet_lit.export.errors import ExportError, require
 from densenet_lit.export.source import Trained, read_trained
 
-PROG = "python -m densenet_lit.export"
 WRITERS = {m.NAME: m for m in (safetensors_file, onnx_file, pt2_file)}
 FORMATS = tuple(WRITERS)
-Format = Literal["safetensors", "onnx", "pt2"]
 # The libraries each format needs (the ``export`` extra), checked before anything is read.
 NEEDS = {
     "safetensors": ("safetensors",),
@@ -100,39 +95,3 @@ def export(
         shutil.rmtree(created or partial, ignore_errors=True)
         raise
     return out
-
-
-def export_command(
-    checkpoint: str,
-    *,
-    out: str,
-    formats: list[Format] = list(FORMATS),  # noqa: B006 (jsonargparse shows it in --help)
-    trust_checkpoint: bool = False,
-) -> None:
-    """Export a trained DenseNet to safetensors, ONNX and torch.export (.pt2) files.
-
-    The safetensors weights carry torchvision's tensor names for the ImageNet networks; each
-    file is checked against the network; a model card (MODEL_CARD.md) is written beside them.
-
-    Args:
-        checkpoint: a .ckpt file, or a run directory (its best checkpoint, else its last).
-        out: the folder to write; it must not exist or be empty.
-        formats: which files to write.
-        trust_checkpoint: load with the full unpickler, which runs any code pickled in the
-            file: only for a checkpoint you trust that the safe loader refuses.
-    """
-    written = export(checkpoint, out, formats, trust=trust_checkpoint)
-    for path in sorted(written.iterdir()):
-        print(path)
-
-
-def main(args: Sequence[str] | None = None) -> int:
-    """The command line; a user error is one line on stderr and exit status 2."""
-    from jsonargparse import auto_cli
-
-    try:
-        auto_cli(export_command, args=args, prog=PROG)
-    except (ExportError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
