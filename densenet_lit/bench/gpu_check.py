@@ -46,8 +46,8 @@ def training_step(dry_run: bool, steps: int) -> list[str]:
     from densenet_lit.bench.report import step_section
 
     mode = "bf16-mixed" if dry_run else "fast"  # a CPU compiles for minutes
-    s = Settings(quick=dry_run, models=["imagenet"], modes=[mode], rounds=1, warmup=steps,
-                 steps=steps, windows=3)  # fmt: skip
+    s = Settings(device="cpu" if dry_run else "cuda", quick=dry_run, models=["imagenet"],
+                 modes=[mode], rounds=1, warmup=steps, steps=steps, windows=1 if dry_run else 3)  # fmt: skip
     spec = model_specs(dry_run)["imagenet"]
     row = step_row(spec, mode, s, runners=[PLAIN, LIGHTNING])
     return step_section(spec, [row], s)
@@ -58,9 +58,9 @@ def memory_levels(dry_run: bool, batch: int) -> list[str]:
     from densenet_lit.models.memory import level_table, measure
 
     kwargs = {"block_config": (1, 1, 1, 1), "growth_rate": 4} if dry_run else {}
-    arch, size = ("densenet_imagenet", 64) if dry_run else ("densenet121", 224)
-    device = "cpu" if dry_run else "cuda"
-    costs = measure(arch, batch, size, rounds=3, device=device, num_classes=1000, **kwargs)
+    arch, size = ("densenet_imagenet", 32) if dry_run else ("densenet121", 224)
+    device, rounds = ("cpu", 1) if dry_run else ("cuda", 3)
+    costs = measure(arch, batch, size, rounds=rounds, device=device, num_classes=1000, **kwargs)
     return [f"{arch}, batch {batch}, {size}x{size}, {device}:", "", level_table(costs)]
 
 
@@ -95,7 +95,7 @@ def cli_epoch(dry_run: bool, batch: int, batches: int) -> list[str]:
     from densenet_lit.cli import run
 
     with tempfile.TemporaryDirectory() as tmp:
-        write_photo_imagenet(Path(tmp, "data"), batch * batches, n_classes=8)
+        write_photo_imagenet(Path(tmp, "data"), batch * batches, n_classes=min(8, batches))
         args = ["fit", "--config", str(ROOT / "experiments/imagenet121.yaml"),
                 "--data.init_args.decode", "device", "--data.init_args.data_dir", f"{tmp}/data",
                 "--data.init_args.batch_size", str(batch), "--trainer.max_epochs", "1",
@@ -139,7 +139,7 @@ def gpu_check(
         print("gpu_check: torch sees no CUDA device here; nothing to check (exit 0).")
         return None
     if dry_run:
-        batch, steps = min(batch, 4), min(steps, 2)
+        batch, steps = min(batch, 2), 1
     device = "cuda" if cuda else "cpu"
     path = Path(out) / f"gpu-check-{device}-{time.strftime('%Y%m%d-%H%M%S')}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
