@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from densenet_lit.bench.config import cpu_count
+from densenet_lit.data.base import cpu_count
 
 
 def log(msg: str) -> None:

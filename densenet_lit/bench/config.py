@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from densenet_lit.data.base import cpu_count
 from densenet_lit.models import DEEPEST_MEMORY_LEVEL, build_model
 
 
@@ -111,13 +111,6 @@ QUICK_SPECS = {  # small stand-ins of the same structure
 
 def model_specs(quick: bool) -> dict[str, ModelSpec]:
     return {key: ModelSpec(key, *spec) for key, spec in (QUICK_SPECS if quick else SPECS).items()}
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 ModeName = Literal[(*MODES, "all")]

@@ -1,17 +1,7 @@
-"""A CIFAR-10 training epoch end to end: loader plus model, ours against the plain recipe.
-
-Ours: ``CIFAR10DataModule`` (uint8 batches from memory, augmented on the device) and
-``DenseNetModule`` in the Trainer of :mod:`densenet_lit.bench.steps`. Plain: torchvision's
-``CIFAR10`` with per-image transforms in a ``DataLoader`` with workers, and the hand-written
-loop on the same network. Both first take ``warmup`` steps on a random batch, then the timed
-epoch runs from the first batch request to the last update, worker start-up included.
-
-On a GPU, ``torch.profiler`` watches ``busy_window`` batches in the middle of the epoch: "GPU
-busy" is the share of their wall time with GPU kernels or copies running. The profiler slows
-the host, so the epoch's images/s leaves that window out (its batches and its time, profiler
-start and stop included); its trace is parsed after the epoch. A profiler that fails makes GPU
-busy n/a with the reason, never the epoch row.
-"""
+"""A CIFAR-10 epoch end to end, ours (CIFAR10DataModule + DenseNetModule + Trainer) against
+the plain recipe (torchvision's CIFAR10 with per-image transforms + the hand-written loop); on a
+GPU, torch.profiler's "GPU busy" over a window of batches left out of img/s. See
+docs/benchmarks.md."""
 
 from __future__ import annotations
 

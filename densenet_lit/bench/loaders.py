@@ -1,13 +1,6 @@
-"""The loaders' images/s alone, ours and the torchvision baseline's.
-
-The data are files in the real formats that :mod:`densenet_lit.data.synthetic` writes (no data
-set can be downloaded where the suite runs): random uint8 CIFAR-10 and SVHN images (a loader's
-speed does not depend on the pixels), ImageNet JPEGs that compress and decode like photos; the
-scikit-learn digits are real. The baseline is what a torchvision user writes:
-``torchvision.datasets.CIFAR10`` with per-image ``RandomCrop(32, padding=4)``,
-``RandomHorizontalFlip()``, ``ToTensor()`` and ``Normalize`` in a ``DataLoader``. Ours are
-timed by :func:`densenet_lit.data.loader_throughput`, the rest by ``torch.utils.benchmark``.
-"""
+"""The loaders' images/s alone, ours and torchvision's per-image baseline, on files in the
+real formats that :mod:`densenet_lit.data.synthetic` writes. Ours are timed by
+:func:`densenet_lit.data.loader_throughput`, the rest by ``torch.utils.benchmark``."""
 
 from __future__ import annotations
 

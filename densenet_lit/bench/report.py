@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass, field
 
-from densenet_lit.bench.config import MODES, ModelSpec, Settings
+from densenet_lit.bench.config import MODES, ModelSpec, Settings, model_specs
 from densenet_lit.bench.epoch import EpochRow
 from densenet_lit.bench.loaders import DEVICE_DECODE_PIPELINE, LoaderRow
 from densenet_lit.bench.steps import LIGHTNING, PLAIN, PLAIN_OURS, StepRow
@@ -22,6 +23,22 @@ NA = "n/a"
 LOADER_RATIO_TARGET = 0.95  # epoch images/s over step-alone images/s: the loader keeps up
 BUSY_TARGET = 0.95  # the issue's "GPU busy > 95% of a CIFAR epoch"
 DECODE_TARGET = 5000.0  # images/s of ImageNet decoding + augmentation on one H100
+
+
+@dataclass
+class Results:
+    """Everything measured so far: ``<name>.partial.json`` after every row (a run killed at a
+    time limit leaves its numbers), ``<name>.json`` at the end."""
+
+    command: str
+    settings: Settings
+    environment: dict[str, str] = field(default_factory=dict)
+    steps: dict[str, list[StepRow]] = field(default_factory=dict)
+    loaders: list[LoaderRow] = field(default_factory=list)
+    epochs: list[EpochRow] = field(default_factory=list)
+    elapsed_s: float | None = None
+    complete: bool = False  # False in a partial file: the run had not finished
+    error: str | None = None  # what stopped the run early, if anything did
 
 
 def loader_keeps_up(vs_step: float | None) -> bool | None:
@@ -124,61 +141,41 @@ def epoch_section(rows: list[EpochRow], settings: Settings) -> list[str]:
     return table_lines([*head, "vs step alone", "GPU busy"], body)
 
 
-def targets(
-    steps: dict[str, list[StepRow]],
-    epochs: list[EpochRow],
-    specs: dict[str, ModelSpec],
-    settings: Settings,
-    loaders: list[LoaderRow] = (),
-) -> list[list[str]]:
-    """The issue's GPU targets, each with what this run measured."""
-    gpu = settings.cuda
+def targets(steps: dict[str, list[StepRow]], epochs: list[EpochRow],
+            specs: dict[str, ModelSpec], settings: Settings,
+            loaders: list[LoaderRow] = ()) -> list[list[str]]:  # fmt: skip
+    """The issue's GPU targets, each with what this run measured and the verdict."""
+    out: list[list[str]] = []
 
-    def verdict(ok: bool | None) -> str:
-        if ok is None:
-            return NA
-        return ("met" if ok else "NOT met") if gpu else "not judged (CPU run; GPU target)"
-
-    out = []
-    ratios = [
-        (row.ratio(LIGHTNING, PLAIN), f"{specs[key].short} {row.mode}")
-        for key, rows in steps.items()
-        for row in rows
-        if row.ratio(LIGHTNING, PLAIN)
-    ]
-    if ratios:
-        worst, where = min(ratios)
-        med = statistics.median([r for r, _ in ratios])
-        out.append(
-            [
-                "Lightning step >= plain loop in every mode (overhead < 3%)",
-                f"worst Lightning / plain {worst:.2f}x ({where}); median {med:.2f}x over "
-                f"{len(ratios)} cases",
-                verdict(worst >= 0.97),
-            ]
+    def add(target: str, measured: str, ok: bool | None) -> None:
+        judged = (
+            ("met" if ok else "NOT met") if settings.cuda else "not judged (CPU run; GPU target)"
         )
+        out.append([target, measured, NA if ok is None else judged])
+
+    ratios = [(row.ratio(LIGHTNING, PLAIN), f"{specs[key].short} {row.mode}")
+              for key, rows in steps.items() for row in rows if row.ratio(LIGHTNING, PLAIN)]  # fmt: skip
+    if ratios:
+        (worst, where), med = min(ratios), statistics.median([r for r, _ in ratios])
+        add("Lightning step >= plain loop in every mode (overhead < 3%)",
+            f"worst Lightning / plain {worst:.2f}x ({where}); median {med:.2f}x over "
+            f"{len(ratios)} cases", worst >= 0.97)  # fmt: skip
     for key, rows in steps.items():
         name, by_mode = specs[key].short, {r.mode: r for r in rows}
-        fp32 = by_mode.get("fp32")
-        if fp32 is None:
-            continue
+        fp32 = by_mode.get("fp32", StepRow("", "", 0))
         fast = (
             over(by_mode["fast"].ips(LIGHTNING), fp32.ips(LIGHTNING)) if "fast" in by_mode else None
         )
         if fast:
-            out.append([f"{name}: fast mode >= 2x fp32 eager", f"{fast:.2f}x", verdict(fast >= 2)])
+            add(f"{name}: fast mode >= 2x fp32 eager", f"{fast:.2f}x", fast >= 2)
         for mode, max_mem, max_slow in MEMORY_TARGETS:
-            eff = by_mode.get(mode)
-            mem = eff and over(eff.memory_mib.get(LIGHTNING), fp32.memory_mib.get(LIGHTNING))
-            slow = eff and over(fp32.ips(LIGHTNING), eff.ips(LIGHTNING))
+            eff = by_mode.get(mode, StepRow("", "", 0))
+            mem = over(eff.memory_mib.get(LIGHTNING), fp32.memory_mib.get(LIGHTNING))
+            slow = over(fp32.ips(LIGHTNING), eff.ips(LIGHTNING))
             if mem and slow:
-                out.append(
-                    [
-                        f"{name}: {mode} <= {max_mem}x memory at <= {max_slow}x time",
-                        f"{mem:.2f}x {memory_label(settings)}, {slow:.2f}x time per step",
-                        verdict(mem <= max_mem and slow <= max_slow),
-                    ]
-                )
+                add(f"{name}: {mode} <= {max_mem}x memory at <= {max_slow}x time",
+                    f"{mem:.2f}x {memory_label(settings)}, {slow:.2f}x time per step",
+                    mem <= max_mem and slow <= max_slow)  # fmt: skip
     for row in epochs:
         r, vs = row.result, row.vs_step
         if r is None or not row.pipeline.startswith("ours"):
@@ -186,106 +183,74 @@ def targets(
         measured = f"epoch / step-alone images/s {ratio(vs)} ({row.mode})"
         if vs is None:
             measured += f"; no step-alone {row.mode} figure (run the steps section too)"
-        out.append(
-            [
-                f"CIFAR loader never the bottleneck (epoch >= {LOADER_RATIO_TARGET:.2f}x "
-                "step alone)",
-                measured,
-                verdict(loader_keeps_up(vs)),
-            ]
+        target = (
+            f"CIFAR loader never the bottleneck (epoch >= {LOADER_RATIO_TARGET:.2f}x step alone)"
         )
-        if gpu:
+        add(target, measured, loader_keeps_up(vs))
+        if settings.cuda:
             busy = f"{100 * r.busy:.1f}% ({row.mode})" if r.busy is not None else None
-            out.append(
-                [
-                    "GPU busy > 95% of a CIFAR epoch (launch-bound steps stay below it)",
-                    busy or f"{NA} ({r.busy_error or 'not profiled'})",
-                    verdict(None if busy is None else r.busy > BUSY_TARGET),
-                ]
-            )
+            add("GPU busy > 95% of a CIFAR epoch (launch-bound steps stay below it)",
+                busy or f"{NA} ({r.busy_error or 'not profiled'})",
+                None if busy is None else r.busy > BUSY_TARGET)  # fmt: skip
     decode_only = DEVICE_DECODE_PIPELINE.split("{")[0]
     for row in loaders:
         if row.pipeline.startswith(decode_only) and row.images_per_s is not None:
-            out.append(
-                [
-                    f"ImageNet JPEG decoding + augmentation on the device >= "
-                    f"{DECODE_TARGET:,.0f} img/s (one H100)",
-                    f"{row.images_per_s:,.0f} img/s (batches of {row.batch})",
-                    verdict(row.images_per_s >= DECODE_TARGET),
-                ]
-            )
+            add(f"ImageNet JPEG decoding + augmentation on the device >= {DECODE_TARGET:,.0f} "
+                "img/s (one H100)", f"{row.images_per_s:,.0f} img/s (batches of {row.batch})",
+                row.images_per_s >= DECODE_TARGET)  # fmt: skip
     return out
 
 
-def render(
-    env: dict[str, str],
-    settings: Settings,
-    specs: dict[str, ModelSpec],
-    steps: dict[str, list[StepRow]],
-    loaders: list[LoaderRow],
-    epochs: list[EpochRow],
-    command: str,
-    elapsed_s: float,
-) -> str:
-    """The report; each section's method is described in docs/benchmarks.md."""
-    s = settings
+STEP_TEXT = (
+    "Images/s of forward + loss + backward + SGD-Nesterov update on a batch already on the "
+    "device. Lightning: `DenseNetModule` in `Trainer` with the CLI's default callbacks ({}) and "
+    "its CSV logger. Memory: {}. Ratios above 1x mean faster (or, for memory, more). Modes: {}. "
+    "First step: compilation included (a run may reuse code torch.compile made earlier in this "
+    "process)."
+)
+PEAK = "`torch.cuda.max_memory_allocated` over the timed steps"
+SAVED = (
+    "the bytes the autograd graph saves for backward (`*`: compile modes show the eager graph's)"
+)
+LOADER_TEXT = (
+    "Images/s delivered on the device, augmentation included; synthetic data in the real file "
+    "formats, digits real (see docs/benchmarks.md)."
+)
+EPOCH_TEXT = (
+    "Loader plus training step over {} (after warm-up), network {}. 'vs step alone' divides by "
+    "the same side's step-only images/s in the same mode; GPU busy: torch.profiler over a window "
+    "of batches left out of img/s."
+)
+
+
+def render(results: Results) -> str:
+    """The report: the environment, a table per section, the targets."""
+    s, env, steps, loaders, epochs = (results.settings, results.environment, results.steps,
+                                      results.loaders, results.epochs)  # fmt: skip
+    specs = model_specs(s.quick)
+    command, elapsed_s = results.command, results.elapsed_s or 0.0
     lines = ["## densenet_lit benchmark", "", *(f"- {k}: {v}" for k, v in env.items())]
     lines += [f"- command: `{command}`", f"- suite wall time: {elapsed_s / 60:.1f} min"]
-    lines.append(
-        f"- timing: {s.warmup} warm-up steps, then {s.windows} windows of "
-        f"{s.steps} steps (median window), {s.rounds} round(s) of plain and "
-        "Lightning alternating"
-    )
+    lines.append(f"- timing: {s.warmup} warm-up steps, then {s.windows} windows of {s.steps} "
+                 f"steps (median window), {s.rounds} round(s) of plain and Lightning alternating")  # fmt: skip
     lines += [*(f"- note: {n}" for n in s.notes), ""]
     if steps:
         callbacks = ", ".join(f"`{type(c).__name__}`" for c in default_callbacks())
-        memory = (
-            "`torch.cuda.max_memory_allocated` over the timed steps"
-            if s.cuda
-            else "the bytes the autograd graph saves for backward (`*`: compile "
-            "modes show the eager graph's count)"
-        )
         modes = {r.mode for rows in steps.values() for r in rows}
         legend = "; ".join(f"{m.name} = {m.label}" for m in MODES.values() if m.name in modes)
-        lines += [
-            "### Training step",
-            "",
-            "Images/s of forward + loss + backward + SGD-Nesterov update on a batch already "
-            "on the device. Lightning: `DenseNetModule` in `Trainer` with the CLI's default "
-            f"callbacks ({callbacks}) and its CSV logger. Memory: {memory}. Ratios above 1x "
-            f"mean faster (or, for memory, more). Modes: {legend}. First step: compilation "
-            "included (a run may reuse code torch.compile made earlier in this process).",
-            "",
-        ]
+        text = STEP_TEXT.format(callbacks, PEAK if s.cuda else SAVED, legend)
+        lines += ["### Training step", "", text, ""]
         for key, rows in steps.items():
-            lines += step_section(specs[key], rows, s) + [""]
+            lines += [*step_section(specs[key], rows, s), ""]
     if loaders:
-        lines += [
-            "### Data loaders alone",
-            "",
-            "Images/s delivered on the device, augmentation included; synthetic data in the "
-            "real file formats, digits real (see docs/benchmarks.md).",
-            "",
-        ]
-        lines += loader_section(loaders) + [""]
+        lines += ["### Data loaders alone", "", LOADER_TEXT, "", *loader_section(loaders), ""]
     if epochs:
-        span = (
-            "the whole epoch"
-            if not s.epoch_batches
-            else f"the first {s.epoch_batches} batches of an epoch"
-        )
-        lines += [
-            "### CIFAR-10 epoch, end to end",
-            "",
-            f"Loader plus training step over {span} (after warm-up), network "
-            f"{specs['cifar'].title}. 'vs step alone' divides by the same side's step-only "
-            "images/s in the same mode; GPU busy: torch.profiler over a window of batches "
-            "left out of img/s.",
-            "",
-        ]
-        lines += epoch_section(epochs, s) + [""]
+        n = s.epoch_batches
+        span = f"the first {n} batches of an epoch" if n else "the whole epoch"
+        text = EPOCH_TEXT.format(span, specs["cifar"].title)
+        lines += ["### CIFAR-10 epoch, end to end", "", text, "", *epoch_section(epochs, s), ""]
     rows = targets(steps, epochs, specs, s, loaders)
     if rows:
         lines += ["### Targets (set for a GPU)", ""]
-        lines += table_lines(["target", "measured", "verdict"], rows) + [""]
+        lines += [*table_lines(["target", "measured", "verdict"], rows), ""]
     return "\n".join(lines)

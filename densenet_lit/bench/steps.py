@@ -1,16 +1,6 @@
-"""Training-step throughput: a plain PyTorch loop against DenseNetModule in a Lightning Trainer.
-
-Both sides train on one random batch already on the device, so only the step is timed
-(forward, loss, backward, SGD-Nesterov update; on the Lightning side also everything the
-Trainer and the module do around it). The Trainer is a ``python -m densenet_lit fit`` run's:
-the CLI's default callbacks and CSV logger, no checkpoints, progress bar or W&B (imported from
-:mod:`densenet_lit.callbacks` and :mod:`densenet_lit.tracking`, not from the CLI).
-
-After ``warmup`` untimed steps come ``windows`` windows of ``steps`` steps, each ending on a
-device synchronisation; images/s is the median window. ``torch.utils.benchmark.Timer`` times
-the plain loop; the CLI's own ThroughputMonitor the Lightning side, one training "epoch" per
-window (its ``perf/images_per_sec``, read back from ``metrics.csv``).
-"""
+"""Training-step throughput on one on-device batch: a plain PyTorch loop (timed by
+``torch.utils.benchmark.Timer``) against DenseNetModule in a CLI run's Trainer (timed by the
+CLI's own ThroughputMonitor, one training "epoch" per window). See docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -37,6 +27,10 @@ from densenet_lit.callbacks import ThroughputMonitor, default_callbacks
 from densenet_lit.tracking import RunCSVLogger
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4  # the paper's recipe, on both sides
+# milestones in epochs: no trainer.max_epochs needed
+RECIPE = dict(
+    lr=LR, momentum=MOMENTUM, nesterov=True, weight_decay=WEIGHT_DECAY, milestones=[30, 60]
+)
 IMAGES_PER_SEC, PEAK_GIB = "perf/images_per_sec", "perf/peak_memory_gib"  # ThroughputMonitor's
 PLAIN, PLAIN_OURS, LIGHTNING = "plain", "plain_ours", "lightning"
 
@@ -134,19 +128,9 @@ def make_module(spec: ModelSpec, mode: Mode):
     """DenseNetModule for ``spec`` in ``mode``, with the mode's extra module arguments."""
     from densenet_lit.module import DenseNetModule
 
-    return DenseNetModule(
-        **spec.module_kwargs,
-        num_classes=spec.num_classes,
-        memory_efficient=mode.memory_efficient,
-        lr=LR,
-        momentum=MOMENTUM,
-        nesterov=True,
-        weight_decay=WEIGHT_DECAY,
-        milestones=[30, 60],  # epoch numbers: no trainer.max_epochs needed
-        channels_last=mode.channels_last,
-        compile=mode.compile,
-        **mode.module,
-    )
+    layout = {"channels_last": mode.channels_last, "compile": mode.compile}
+    return DenseNetModule(**spec.module_kwargs, **RECIPE, **layout, **mode.module,
+                          num_classes=spec.num_classes, memory_efficient=mode.memory_efficient)  # fmt: skip
 
 
 def trainer_kwargs(settings: Settings, mode: Mode, root: str, callbacks=()) -> dict:

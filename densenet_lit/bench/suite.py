@@ -21,10 +21,10 @@ import torch
 
 from densenet_lit.bench.common import environment, load_average, log, short_error
 from densenet_lit.bench.config import Settings, model_specs
-from densenet_lit.bench.epoch import EpochRow, run_epochs
-from densenet_lit.bench.loaders import LoaderRow, imagenet_loader_images, run_loaders
-from densenet_lit.bench.report import render
-from densenet_lit.bench.steps import StepRow, run_steps
+from densenet_lit.bench.epoch import run_epochs
+from densenet_lit.bench.loaders import imagenet_loader_images, run_loaders
+from densenet_lit.bench.report import Results, render
+from densenet_lit.bench.steps import run_steps
 from densenet_lit.data.synthetic import write_cifar10, write_photo_imagenet, write_svhn
 
 PROG = "python -m densenet_lit.bench"
@@ -75,22 +75,6 @@ def jsonable(obj):
     return str(obj) if isinstance(obj, torch.device) else obj
 
 
-@dataclasses.dataclass
-class Results:
-    """Everything measured so far: ``<name>.partial.json`` after every row (a run killed at a
-    time limit leaves its numbers), ``<name>.json`` at the end."""
-
-    command: str
-    settings: Settings
-    environment: dict[str, str] = dataclasses.field(default_factory=dict)
-    steps: dict[str, list[StepRow]] = dataclasses.field(default_factory=dict)
-    loaders: list[LoaderRow] = dataclasses.field(default_factory=list)
-    epochs: list[EpochRow] = dataclasses.field(default_factory=list)
-    elapsed_s: float | None = None
-    complete: bool = False  # False in a partial file: the run had not finished
-    error: str | None = None  # what stopped the run early, if anything did
-
-
 def write_json(path: Path, data: dict) -> None:
     """Write ``data`` through a temporary file, so that a kill never leaves half a file."""
     tmp = path.with_name(path.name + ".tmp")
@@ -132,16 +116,7 @@ def main(argv: list[str] | None = None) -> Path:
     write_json(json_path, jsonable(results))
     partial.unlink(missing_ok=True)
     try:
-        markdown = render(
-            results.environment,
-            settings,
-            model_specs(settings.quick),
-            results.steps,
-            results.loaders,
-            results.epochs,
-            results.command,
-            results.elapsed_s,
-        )
+        markdown = render(results)
     except Exception:
         trace = traceback.format_exc()
         print(trace, file=sys.stderr)
