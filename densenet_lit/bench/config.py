@@ -209,8 +209,12 @@ class Settings:
         for name, value in {**DEFAULTS["any"], **DEFAULTS[self.device], **quick}.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        for name, choices in (("models", SPECS), ("sections", ("steps", "loaders", "epoch")),
-                              ("modes", MODES), ("epoch_modes", MODES)):  # fmt: skip
+        for name, choices in (
+            ("models", SPECS),
+            ("sections", ("steps", "loaders", "epoch")),
+            ("modes", MODES),
+            ("epoch_modes", MODES),
+        ):
             if getattr(self, name) == ["all"]:
                 setattr(self, name, list(choices))
         if min(self.warmup, self.steps, self.windows, self.rounds) < 1:
@@ -221,12 +225,16 @@ class Settings:
         self.notes = []
         left_out = [m for m in MODES if m not in self.modes]
         if left_out and "modes" not in given and self.device == "cpu" and not self.quick:
-            self.notes.append(f"Modes {', '.join(left_out)} are left out by the CPU default "
-                              "(Inductor takes minutes to compile each network for each "
-                              "runner); `--modes all` includes them.")  # fmt: skip
+            self.notes.append(
+                f"Modes {', '.join(left_out)} are left out by the CPU default "
+                "(Inductor takes minutes to compile each network for each "
+                "runner); `--modes all` includes them."
+            )
         if self.epoch_batches and "epoch" in self.sections:
-            self.notes.append(f"The CIFAR 'epoch' is its first {self.epoch_batches} batches "
-                              "(`--epoch-batches 0` runs the whole epoch).")  # fmt: skip
+            self.notes.append(
+                f"The CIFAR 'epoch' is its first {self.epoch_batches} batches "
+                "(`--epoch-batches 0` runs the whole epoch)."
+            )
 
     @property
     def cuda(self) -> bool:

@@ -209,8 +209,9 @@ def our_epoch(spec: ModelSpec, mode: Mode, s: Settings, data_root: Path) -> Epoc
         warm = Trainer(max_steps=s.warmup, **trainer_kwargs(s, mode, root))
         warm.fit(module, train_dataloaders=RepeatBatch(*random_batch(spec, b, s.device)))
         kwargs = trainer_kwargs(s, mode, root, [Marks()])
-        trainer = Trainer(max_epochs=1, limit_train_batches=clock.batches, limit_val_batches=0,
-                          **kwargs)  # fmt: skip
+        trainer = Trainer(
+            max_epochs=1, limit_train_batches=clock.batches, limit_val_batches=0, **kwargs
+        )
         trainer.fit(module, datamodule=datamodule)
     workers = datamodule.resolved_num_workers  # one optimizer step per batch (no accumulation)
     return clock.result(OURS_PIPELINE, mode, workers, b, trainer.global_step)
@@ -251,8 +252,14 @@ class EpochRow:
         return self.result.images_per_s / self.step_ips
 
 
-def run_epochs(s: Settings, specs: dict[str, ModelSpec], steps: dict[str, list[StepRow]],
-               cifar_root: Path, rows: list[EpochRow], save) -> None:  # fmt: skip
+def run_epochs(
+    s: Settings,
+    specs: dict[str, ModelSpec],
+    steps: dict[str, list[StepRow]],
+    cifar_root: Path,
+    rows: list[EpochRow],
+    save,
+) -> None:
     """Both sides in each epoch mode, beside the same side's step figure of that mode."""
     step_rows = {r.mode: r for r in steps.get("cifar", [])}
     for name in s.epoch_modes:

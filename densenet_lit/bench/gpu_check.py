@@ -37,17 +37,34 @@ def run_pytest(paths: list[str], timeout: int) -> list[str]:
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
-    return [f"`{' '.join(cmd[1:])}`: exit {done.returncode}", "", "```", *failed, lines[-1], "```"]
+    return [
+        f"`{' '.join(cmd[1:])}`: exit {done.returncode}",
+        "",
+        "```",
+        *failed,
+        *lines[-1:],
+        "```",
+    ]
 
 
-def training_step(dry_run: bool, steps: int) -> list[str]:
+def training_step(dry_run: bool, batch: int, steps: int) -> list[str]:
     """DenseNet-121 (a tiny stand-in on a dry run) in Lightning and in a plain torchvision
     loop, one after the other in this process; the table's "Lightning / plain" is the ratio."""
     from densenet_lit.bench.report import step_section
 
     mode = "bf16-mixed" if dry_run else "fast"  # a CPU compiles for minutes
-    s = Settings(device="cpu" if dry_run else "cuda", quick=dry_run, models=["imagenet"],
-                 modes=[mode], rounds=1, warmup=steps, steps=steps, windows=1 if dry_run else 3)  # fmt: skip
+    s = Settings(
+        device="cpu" if dry_run else "cuda",
+        quick=dry_run,
+        models=["imagenet"],
+        modes=[mode],
+        batch_imagenet=batch,
+        rounds=1,
+        warmup=steps,
+        steps=steps,
+        windows=1 if dry_run else 3,
+    )
+    torch.backends.cudnn.benchmark = s.cuda  # as the suite and the Trainer (benchmark=True) do
     spec = model_specs(dry_run)["imagenet"]
     row = step_row(spec, mode, s, runners=[PLAIN, LIGHTNING])
     return step_section(spec, [row], s)
@@ -81,8 +98,10 @@ def jpeg_decoding(n_images: int) -> list[str]:
         return [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in files]
 
     rates = {}
-    for name, fn in (("nvJPEG (decode_jpeg on cuda)", lambda: decode_jpeg(data, device="cuda")),
-                     ("PIL", pil)):  # fmt: skip
+    for name, fn in (
+        ("nvJPEG (decode_jpeg on cuda)", lambda: decode_jpeg(data, device="cuda")),
+        ("PIL", pil),
+    ):
         rates[name] = len(files) / Timer("f()", globals={"f": fn}).timeit(5).median
     nv, p = rates.values()
     rows = [[name, f"{rate:,.0f}"] for name, rate in rates.items()]
@@ -96,12 +115,29 @@ def cli_epoch(dry_run: bool, batch: int, batches: int) -> list[str]:
 
     with tempfile.TemporaryDirectory() as tmp:
         write_photo_imagenet(Path(tmp, "data"), batch * batches, n_classes=min(8, batches))
-        args = ["fit", "--config", str(ROOT / "experiments/imagenet121.yaml"),
-                "--data.init_args.decode", "device", "--data.init_args.data_dir", f"{tmp}/data",
-                "--data.init_args.batch_size", str(batch), "--trainer.max_epochs", "1",
-                "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", f"{tmp}/runs",
-                "--trainer.enable_progress_bar", "false", "--run.wandb", "false",
-                "--run.test_after_fit", "false"]  # fmt: skip
+        args = [
+            "fit",
+            "--config",
+            str(ROOT / "experiments/imagenet121.yaml"),
+            "--data.init_args.decode",
+            "device",
+            "--data.init_args.data_dir",
+            f"{tmp}/data",
+            "--data.init_args.batch_size",
+            str(batch),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_val_batches",
+            "0",
+            "--trainer.default_root_dir",
+            f"{tmp}/runs",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--run.wandb",
+            "false",
+            "--run.test_after_fit",
+            "false",
+        ]
         if dry_run:
             args += [*TINY_NET, "--trainer.accelerator", "cpu", "--trainer.precision", "32-true"]
         start = time.perf_counter()
@@ -111,9 +147,13 @@ def cli_epoch(dry_run: bool, batch: int, batches: int) -> list[str]:
     shown = " ".join(["python -m densenet_lit", *args]).replace(tmp, "$TMP")
     shown = shown.replace(str(ROOT) + "/", "")
     rate = f"{float(ips):,.1f}" if ips is not None else "n/a (no timed step)"
-    return [f"`{shown}`", "", f"- {trainer.global_step} batches of {batch}: wall time {wall:.1f} s "
-            f"(Trainer start-up included); images/s (ThroughputMonitor, after its warm-up "
-            f"steps): {rate}"]  # fmt: skip
+    return [
+        f"`{shown}`",
+        "",
+        f"- {trainer.global_step} batches of {batch}: wall time {wall:.1f} s "
+        f"(Trainer start-up included); images/s (ThroughputMonitor, after its warm-up "
+        f"steps): {rate}",
+    ]
 
 
 def gpu_check(
@@ -122,7 +162,7 @@ def gpu_check(
     batch: int = 64,
     steps: int = 10,
     pytest_paths: list[str] | None = None,
-    timeout: int = 150,
+    timeout: int = 180,
 ) -> Path | None:
     """The GPU check: one command, one report file (see docs/benchmarks.md, "GPU check").
 
@@ -147,13 +187,17 @@ def gpu_check(
     lines += [f"- {k}: {v}" for k, v in environment(torch.device(device)).items()] + [""]
     parts = [
         ("pytest -m gpu", lambda: run_pytest(pytest_paths or ["tests"], timeout)),
-        ("Training step: Lightning beside a plain torchvision loop",
-         lambda: training_step(dry_run, steps)),
+        (
+            "Training step: Lightning beside a plain torchvision loop",
+            lambda: training_step(dry_run, batch, steps),
+        ),
         ("Memory levels", lambda: memory_levels(dry_run, batch // 2 if cuda else batch)),
         ("nvJPEG against PIL", lambda: jpeg_decoding(256) if cuda else ["skipped: no GPU"]),
-        ("ImageNet-layout epoch through the CLI, decode: device",
-         lambda: cli_epoch(dry_run, batch, 3 if dry_run else 12)),
-    ]  # fmt: skip
+        (
+            "ImageNet-layout epoch through the CLI, decode: device",
+            lambda: cli_epoch(dry_run, batch, 3 if dry_run else 12),
+        ),
+    ]
     for title, part in parts:
         start = time.perf_counter()
         log(f"gpu check: {title}")

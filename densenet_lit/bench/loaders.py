@@ -112,8 +112,10 @@ def device_decode_throughput(datamodule, num_batches: int, device) -> float:
     train, size = datamodule.train_set, datamodule.per_device_batch_size
     if len(train) < size:
         raise ValueError(f"{len(train)} training images, fewer than one batch of {size}")
-    held = [train.__getitems__(list(range(k * size, (k + 1) * size)))
-            for k in range(min(4, len(train) // size))]  # fmt: skip
+    held = [
+        train.__getitems__(list(range(k * size, (k + 1) * size)))
+        for k in range(min(4, len(train) // size))
+    ]
     batches = itertools.cycle(held)
 
     def next_batch() -> int:
@@ -172,10 +174,22 @@ def run_loaders(s: Settings, roots: dict[str, Path], rows: list[LoaderRow], save
             ("CIFAR-10", TORCHVISION, w, lambda f=loader: plain_loader_throughput(f(), n, dev))
         )
     svhn = partial(SVHNDataModule, str(roots["svhn"]), b, val_size=0, use_extra=False)
-    table.append(("SVHN (train only)", "ours: in-memory uint8, on-device /255", 0,
-                  lambda: ours(svhn(), n, "train", dev)))  # fmt: skip
-    table.append(("digits (scikit-learn, real)", "ours: in-memory uint8, on-device normalise/crop",
-                  0, lambda: ours(DigitsDataModule(batch_size=b), n, "train", dev)))  # fmt: skip
+    table.append(
+        (
+            "SVHN (train only)",
+            "ours: in-memory uint8, on-device /255",
+            0,
+            lambda: ours(svhn(), n, "train", dev),
+        )
+    )
+    table.append(
+        (
+            "digits (scikit-learn, real)",
+            "ours: in-memory uint8, on-device normalise/crop",
+            0,
+            lambda: ours(DigitsDataModule(batch_size=b), n, "train", dev),
+        )
+    )
     table += [(JPEGS, *row) for row in imagenet_rows(s, roots["imagenet"])]
     for loader, pipeline, workers, measure in table:
         value, err = guarded(measure, f"loader {loader} {pipeline} workers={workers}", dev)

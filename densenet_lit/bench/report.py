@@ -141,9 +141,13 @@ def epoch_section(rows: list[EpochRow], settings: Settings) -> list[str]:
     return table_lines([*head, "vs step alone", "GPU busy"], body)
 
 
-def targets(steps: dict[str, list[StepRow]], epochs: list[EpochRow],
-            specs: dict[str, ModelSpec], settings: Settings,
-            loaders: list[LoaderRow] = ()) -> list[list[str]]:  # fmt: skip
+def targets(
+    steps: dict[str, list[StepRow]],
+    epochs: list[EpochRow],
+    specs: dict[str, ModelSpec],
+    settings: Settings,
+    loaders: list[LoaderRow] = (),
+) -> list[list[str]]:
     """The issue's GPU targets, each with what this run measured and the verdict."""
     out: list[list[str]] = []
 
@@ -153,13 +157,20 @@ def targets(steps: dict[str, list[StepRow]], epochs: list[EpochRow],
         )
         out.append([target, measured, NA if ok is None else judged])
 
-    ratios = [(row.ratio(LIGHTNING, PLAIN), f"{specs[key].short} {row.mode}")
-              for key, rows in steps.items() for row in rows if row.ratio(LIGHTNING, PLAIN)]  # fmt: skip
+    ratios = [
+        (row.ratio(LIGHTNING, PLAIN), f"{specs[key].short} {row.mode}")
+        for key, rows in steps.items()
+        for row in rows
+        if row.ratio(LIGHTNING, PLAIN)
+    ]
     if ratios:
         (worst, where), med = min(ratios), statistics.median([r for r, _ in ratios])
-        add("Lightning step >= plain loop in every mode (overhead < 3%)",
+        add(
+            "Lightning step >= plain loop in every mode (overhead < 3%)",
             f"worst Lightning / plain {worst:.2f}x ({where}); median {med:.2f}x over "
-            f"{len(ratios)} cases", worst >= 0.97)  # fmt: skip
+            f"{len(ratios)} cases",
+            worst >= 0.97,
+        )
     for key, rows in steps.items():
         name, by_mode = specs[key].short, {r.mode: r for r in rows}
         fp32 = by_mode.get("fp32", StepRow("", "", 0))
@@ -173,9 +184,11 @@ def targets(steps: dict[str, list[StepRow]], epochs: list[EpochRow],
             mem = over(eff.memory_mib.get(LIGHTNING), fp32.memory_mib.get(LIGHTNING))
             slow = over(fp32.ips(LIGHTNING), eff.ips(LIGHTNING))
             if mem and slow:
-                add(f"{name}: {mode} <= {max_mem}x memory at <= {max_slow}x time",
+                add(
+                    f"{name}: {mode} <= {max_mem}x memory at <= {max_slow}x time",
                     f"{mem:.2f}x {memory_label(settings)}, {slow:.2f}x time per step",
-                    mem <= max_mem and slow <= max_slow)  # fmt: skip
+                    mem <= max_mem and slow <= max_slow,
+                )
     for row in epochs:
         r, vs = row.result, row.vs_step
         if r is None or not row.pipeline.startswith("ours"):
@@ -189,15 +202,20 @@ def targets(steps: dict[str, list[StepRow]], epochs: list[EpochRow],
         add(target, measured, loader_keeps_up(vs))
         if settings.cuda:
             busy = f"{100 * r.busy:.1f}% ({row.mode})" if r.busy is not None else None
-            add("GPU busy > 95% of a CIFAR epoch (launch-bound steps stay below it)",
+            add(
+                "GPU busy > 95% of a CIFAR epoch (launch-bound steps stay below it)",
                 busy or f"{NA} ({r.busy_error or 'not profiled'})",
-                None if busy is None else r.busy > BUSY_TARGET)  # fmt: skip
+                None if busy is None else r.busy > BUSY_TARGET,
+            )
     decode_only = DEVICE_DECODE_PIPELINE.split("{")[0]
     for row in loaders:
         if row.pipeline.startswith(decode_only) and row.images_per_s is not None:
-            add(f"ImageNet JPEG decoding + augmentation on the device >= {DECODE_TARGET:,.0f} "
-                "img/s (one H100)", f"{row.images_per_s:,.0f} img/s (batches of {row.batch})",
-                row.images_per_s >= DECODE_TARGET)  # fmt: skip
+            add(
+                f"ImageNet JPEG decoding + augmentation on the device >= {DECODE_TARGET:,.0f} "
+                "img/s (one H100)",
+                f"{row.images_per_s:,.0f} img/s (batches of {row.batch})",
+                row.images_per_s >= DECODE_TARGET,
+            )
     return out
 
 
@@ -225,14 +243,21 @@ EPOCH_TEXT = (
 
 def render(results: Results) -> str:
     """The report: the environment, a table per section, the targets."""
-    s, env, steps, loaders, epochs = (results.settings, results.environment, results.steps,
-                                      results.loaders, results.epochs)  # fmt: skip
+    s, env, steps, loaders, epochs = (
+        results.settings,
+        results.environment,
+        results.steps,
+        results.loaders,
+        results.epochs,
+    )
     specs = model_specs(s.quick)
     command, elapsed_s = results.command, results.elapsed_s or 0.0
     lines = ["## densenet_lit benchmark", "", *(f"- {k}: {v}" for k, v in env.items())]
     lines += [f"- command: `{command}`", f"- suite wall time: {elapsed_s / 60:.1f} min"]
-    lines.append(f"- timing: {s.warmup} warm-up steps, then {s.windows} windows of {s.steps} "
-                 f"steps (median window), {s.rounds} round(s) of plain and Lightning alternating")  # fmt: skip
+    lines.append(
+        f"- timing: {s.warmup} warm-up steps, then {s.windows} windows of {s.steps} "
+        f"steps (median window), {s.rounds} round(s) of plain and Lightning alternating"
+    )
     lines += [*(f"- note: {n}" for n in s.notes), ""]
     if steps:
         callbacks = ", ".join(f"`{type(c).__name__}`" for c in default_callbacks())

@@ -129,8 +129,14 @@ def make_module(spec: ModelSpec, mode: Mode):
     from densenet_lit.module import DenseNetModule
 
     layout = {"channels_last": mode.channels_last, "compile": mode.compile}
-    return DenseNetModule(**spec.module_kwargs, **RECIPE, **layout, **mode.module,
-                          num_classes=spec.num_classes, memory_efficient=mode.memory_efficient)  # fmt: skip
+    return DenseNetModule(
+        **spec.module_kwargs,
+        **RECIPE,
+        **layout,
+        **mode.module,
+        num_classes=spec.num_classes,
+        memory_efficient=mode.memory_efficient,
+    )
 
 
 def trainer_kwargs(settings: Settings, mode: Mode, root: str, callbacks=()) -> dict:
@@ -284,8 +290,12 @@ def step_row(spec: ModelSpec, name: str, s: Settings, runners: list[str] | None 
     return row
 
 
-def run_steps(s: Settings, specs: dict[str, ModelSpec], out: dict[str, list[StepRow]],
-              save: Callable[[], None]) -> None:  # fmt: skip
+def run_steps(
+    s: Settings,
+    specs: dict[str, ModelSpec],
+    out: dict[str, list[StepRow]],
+    save: Callable[[], None],
+) -> None:
     """Every model in every mode; each row is saved (the partial JSON) when it is done."""
     for key in s.models:
         for name in s.modes:
