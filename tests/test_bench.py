@@ -251,7 +251,7 @@ def test_rejects_unknown_modes_and_models(capsys):
 
 def test_old_option_spellings_still_parse():
     """The argparse version's spellings: dashes, a bare --quick, comma lists, 'all'."""
-    argv = ["--quick", "--batch-cifar", "8", "--modes", "fp32,fast", "--epoch-modes", "all"]
+    argv = ["--quick", "--batch-cifar", "8", "--modes", "fp32,fast", "--epoch-modes=all"]
     assert legacy_argv(argv) == [
         *("--quick", "true", "--batch_cifar", "8", "--modes", "[fp32,fast]"),
         *("--epoch_modes", "[all]"),

@@ -21,7 +21,7 @@ import torch
 
 from densenet_lit.bench.common import environment, guarded, log
 from densenet_lit.bench.config import Settings, model_specs
-from densenet_lit.bench.steps import LIGHTNING, PLAIN, step_row
+from densenet_lit.bench.steps import IMAGES_PER_SEC, LIGHTNING, PLAIN, step_row
 from densenet_lit.bench.suite import legacy_argv
 from densenet_lit.data.synthetic import write_photo_imagenet
 from densenet_lit.markdown import table_lines
@@ -143,7 +143,7 @@ def cli_epoch(dry_run: bool, batch: int, batches: int) -> list[str]:
         start = time.perf_counter()
         trainer = run(args).trainer
         wall = time.perf_counter() - start
-        ips = trainer.callback_metrics.get("perf/images_per_sec")
+        ips = trainer.callback_metrics.get(IMAGES_PER_SEC)
     shown = " ".join(["python -m densenet_lit", *args]).replace(tmp, "$TMP")
     shown = shown.replace(str(ROOT) + "/", "")
     rate = f"{float(ips):,.1f}" if ips is not None else "n/a (no timed step)"

@@ -36,10 +36,11 @@ def legacy_argv(argv: list[str], flags: tuple[str, ...] = ("--quick",)) -> list[
     (``--batch-cifar 64``: ``--batch_cifar``), a bare flag (``--quick``: ``--quick true``) and
     comma lists (``--modes fp32,fast``: ``--modes [fp32,fast]``)."""
     out: list[str] = []
-    for arg in argv:
+    split = [part for arg in argv for part in (arg.split("=", 1) if arg[:2] == "--" else [arg])]
+    for arg in split:
         if out and out[-1] in LISTS and not arg.startswith("["):
             arg = f"[{arg}]"
-        elif arg.startswith("--") and "=" not in arg:
+        elif arg.startswith("--"):
             arg = "--" + arg[2:].replace("-", "_")
         if out and out[-1] in flags and arg.lower() not in ("true", "false"):
             out.append("true")
