@@ -49,4 +49,4 @@ def test_dry_run_writes_one_report_with_every_part(tmp_path):
     assert "### nvJPEG against PIL\n\nskipped: no GPU" in report
     epoch = report[report.index("### ImageNet-layout epoch") :]
     assert "--data.init_args.decode device" in epoch and "- 3 batches of 2:" in epoch
-    assert number(epoch.split("warm-up steps): ")[1].split()[0]) > 0
+    assert number(epoch.split("images/s (ThroughputMonitor): ")[1].split()[0]) > 0

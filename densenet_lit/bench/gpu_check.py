@@ -11,6 +11,7 @@ GPU it says so in one line; ``--dry_run true`` runs every part it can on the CPU
 from __future__ import annotations
 
 import io
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -27,8 +28,6 @@ from densenet_lit.data.synthetic import write_photo_imagenet
 from densenet_lit.markdown import table_lines
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: tests/ and experiments/
-TINY_NET = ["--model.arch", "densenet_imagenet", "--model.block_config", "[1,1,1,1]"]
-TINY_NET += ["--model.growth_rate", "4"]
 
 
 def run_pytest(paths: list[str], timeout: int) -> list[str]:
@@ -108,6 +107,18 @@ def jpeg_decoding(n_images: int) -> list[str]:
     return table_lines(["decoder", "img/s"], rows) + ["", f"nvJPEG / PIL: {nv / p:.1f}x"]
 
 
+CLI_EPOCH = (
+    "fit --config {root}/experiments/imagenet121.yaml --data.init_args.decode device "
+    "--data.init_args.data_dir {tmp}/data --data.init_args.batch_size {batch} "
+    "--trainer.max_epochs 1 --trainer.limit_val_batches 0 --trainer.default_root_dir {tmp}/runs "
+    "--trainer.enable_progress_bar false --run.wandb false --run.test_after_fit false"
+)
+DRY_RUN_CLI = (
+    " --model.arch densenet_imagenet --model.block_config [1,1,1,1] --model.growth_rate 4 "
+    "--trainer.accelerator cpu --trainer.precision 32-true"
+)
+
+
 def cli_epoch(dry_run: bool, batch: int, batches: int) -> list[str]:
     """A short epoch of ``python -m densenet_lit fit`` (in this process) on synthetic ImageNet
     folders with ``decode: device``: its wall time and ThroughputMonitor's images/s."""
@@ -115,45 +126,16 @@ def cli_epoch(dry_run: bool, batch: int, batches: int) -> list[str]:
 
     with tempfile.TemporaryDirectory() as tmp:
         write_photo_imagenet(Path(tmp, "data"), batch * batches, n_classes=min(8, batches))
-        args = [
-            "fit",
-            "--config",
-            str(ROOT / "experiments/imagenet121.yaml"),
-            "--data.init_args.decode",
-            "device",
-            "--data.init_args.data_dir",
-            f"{tmp}/data",
-            "--data.init_args.batch_size",
-            str(batch),
-            "--trainer.max_epochs",
-            "1",
-            "--trainer.limit_val_batches",
-            "0",
-            "--trainer.default_root_dir",
-            f"{tmp}/runs",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--run.wandb",
-            "false",
-            "--run.test_after_fit",
-            "false",
-        ]
-        if dry_run:
-            args += [*TINY_NET, "--trainer.accelerator", "cpu", "--trainer.precision", "32-true"]
+        command = CLI_EPOCH + (DRY_RUN_CLI if dry_run else "")
+        args = shlex.split(command.format(root=shlex.quote(str(ROOT)), tmp=tmp, batch=batch))
         start = time.perf_counter()
         trainer = run(args).trainer
         wall = time.perf_counter() - start
-        ips = trainer.callback_metrics.get(IMAGES_PER_SEC)
-    shown = " ".join(["python -m densenet_lit", *args]).replace(tmp, "$TMP")
-    shown = shown.replace(str(ROOT) + "/", "")
+    ips = trainer.callback_metrics.get(IMAGES_PER_SEC)
+    shown = "python -m densenet_lit " + command.format(root=".", tmp="$TMP", batch=batch)
     rate = f"{float(ips):,.1f}" if ips is not None else "n/a (no timed step)"
-    return [
-        f"`{shown}`",
-        "",
-        f"- {trainer.global_step} batches of {batch}: wall time {wall:.1f} s "
-        f"(Trainer start-up included); images/s (ThroughputMonitor, after its warm-up "
-        f"steps): {rate}",
-    ]
+    done = f"- {trainer.global_step} batches of {batch}: wall time {wall:.1f} s (Trainer start-up"
+    return [f"`{shown}`", "", f"{done} included); images/s (ThroughputMonitor): {rate}"]
 
 
 def gpu_check(
@@ -169,7 +151,7 @@ def gpu_check(
     Args:
         out: folder of the report (gpu-check-<device>-<time>.md).
         dry_run: run every part the CPU can at tiny sizes (nvJPEG is skipped), even with a GPU.
-        batch: batch of the training step, the memory levels and the CLI epoch.
+        batch: batch of the training step and the CLI epoch (the memory levels use half).
         steps: warm-up steps and steps per timed window (3 windows) of the training step.
         pytest_paths: what ``pytest -m gpu`` collects (default: tests).
         timeout: seconds ``pytest -m gpu`` may take.
