@@ -155,7 +155,9 @@ class DenseNetCLI(LightningCLI):
         if sub == "fit" and cfg.run.test_after_fit:
             preflight.check_test_ckpt(cfg.run.test_ckpt, trust)
         if ckpt_path and Path(ckpt_path).is_file():
-            self.ckpt_shapes = preflight.check_checkpoint_args(ckpt_path, cfg.model, trust)
+            self.ckpt_shapes = preflight.check_checkpoint_args(
+                ckpt_path, cfg.model, trust, stage=sub
+            )
             if sub == "fit":
                 self.resume_dir = run_dir_of(ckpt_path)
         # Lightning would replace the model arguments by the checkpoint's without a word; they
