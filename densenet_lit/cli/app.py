@@ -56,6 +56,7 @@ from densenet_lit.rundir import (
 )
 from densenet_lit.tracking import RunCSVLogger
 from densenet_lit.tracking.config import RunConfigSaver
+from densenet_lit.tracking.paper import PaperComparison
 from densenet_lit.tracking.wandb import WandbRun, finish_wandb, start_wandb
 
 
@@ -216,6 +217,8 @@ class DenseNetCLI(LightningCLI):
             if ranked:
                 rank_zero_info("No validation set in this run: keeping only last.ckpt.")
                 callbacks = [c for c in callbacks if c not in ranked]
+        if self.wandb_runs:  # the network's costs and the paper's number beside the run
+            callbacks.append(PaperComparison())
         if self.subcommand == "predict" and not any(
             isinstance(c, BasePredictionWriter) for c in callbacks
         ):
