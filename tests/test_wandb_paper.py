@@ -27,6 +27,7 @@ def wandb_fields(run_dir) -> tuple[dict, dict]:
     return part["config"], dict(part["summary"])
 
 
+@pytest.mark.slow
 def test_a_c10plus_densenet_bc_run_carries_the_paper_number_and_the_gap(
     tmp_path, fake_data, no_wandb_account
 ):
