@@ -14,8 +14,10 @@ So rank zero decides and the others take its decision:
   (:data:`DECISION_ENV`), as they inherit its run directory (``DENSENET_LIT_RUN_DIR``).
 * The ranks of a torchrun or SLURM job (``RANK``/``WORLD_SIZE``, else
   ``SLURM_PROCID``/``SLURM_NTASKS``) start independently: rank zero writes its decision to a
-  file named by the job and its attempt (torchrun's restart count, SLURM's requeue count) in
-  the experiment's directory, which every rank knows; the others wait for that file.
+  file named by the job and its round (:func:`job_round`) in the experiment's directory, which
+  every rank knows; the others wait for that file. (Creating the process group early to
+  broadcast it would take the group's backend, timeout and device from Lightning's strategy,
+  which only exists later; a file needs nothing but the directory the run shares anyway.)
 
 Imports nothing beyond the standard library and :mod:`densenet_lit.rundir`.
 """
@@ -31,7 +33,7 @@ from pathlib import Path
 from densenet_lit.rundir import job_run_id
 
 DECISION_ENV = "DENSENET_LIT_CKPT_DECISION"  # JSON: given, resolved, pid of the deciding process
-DECISION_PREFIX = ".ckpt_path-"  # <experiment dir>/.ckpt_path-<job>-<attempt>.json
+DECISION_PREFIX = ".ckpt_path-"  # <experiment dir>/.ckpt_path-<job>-<round>.json
 WAIT_S = 600.0  # how long a rank waits for rank zero's decision (it may still be importing)
 POLL_S = 0.2
 
@@ -45,12 +47,24 @@ def job_rank() -> tuple[int, int] | None:
     return None
 
 
-def job_attempt() -> str:
-    """Which start of the job this is: torchrun's restarts and SLURM's requeues counted."""
-    restarts = [
-        os.environ.get(v) or "0" for v in ("TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT")
-    ]
-    return ".".join(restarts)
+def job_round() -> str | None:
+    """A name for this start of the job that all its ranks share, or None where there is none.
+
+    SLURM: the job's requeue count (``SLURM_RESTART_COUNT``, the same for all its tasks).
+    torchrun: the port of the round's store (``MASTER_PORT``), a free port its rank-0 agent
+    draws for every round. Not torchrun's ``TORCHELASTIC_RESTART_COUNT``: each agent counts
+    its own restarts, and a node whose worker did not fail keeps its count. With the
+    rendezvous store shared with the workers (``TORCHELASTIC_USE_AGENT_STORE=True``, torchrun's
+    default unless ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``) the port is the same in every
+    round, so there is no name: each rank then decides for itself, as a lone process does.
+    """
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        shared = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+        port = os.environ.get("MASTER_PORT")
+        return None if shared or not port else f"port{port}"
+    if os.environ.get("SLURM_JOB_ID"):
+        return f"requeue{os.environ.get('SLURM_RESTART_COUNT') or 0}"
+    return None
 
 
 def inherited(given: str) -> tuple[bool, str | None]:
@@ -65,8 +79,8 @@ def inherited(given: str) -> tuple[bool, str | None]:
     return True, decision.get("resolved")
 
 
-def decision_file(folder: Path, job: str, attempt: str) -> Path:
-    return folder / f"{DECISION_PREFIX}{job}-{attempt}.json"
+def decision_file(folder: Path, job: str, round_name: str) -> Path:
+    return folder / f"{DECISION_PREFIX}{job}-{round_name}.json"
 
 
 def write_decision(path: Path, decision: dict) -> None:
@@ -105,14 +119,15 @@ def decide(
     folder: Path,
     ranks: tuple[int, int] | None,
     job: str | None,
-    attempt: str,
+    round_name: str | None,
     wait_s: float = WAIT_S,
 ) -> str | None:
-    """``resolve()`` on rank zero (or alone); the other ranks of ``job`` read its result from
-    ``folder``. Rank zero's error (``last`` with no checkpoint) is every rank's."""
-    if job is None or ranks is None or ranks[1] < 2:
+    """``resolve()`` on rank zero (or alone); the other ranks of this round of ``job`` read
+    its result from ``folder``. Rank zero's error (``last`` with no checkpoint) is every
+    rank's."""
+    if job is None or round_name is None or ranks is None or ranks[1] < 2:
         return resolve()
-    path = decision_file(folder, job, attempt)
+    path = decision_file(folder, job, round_name)
     if ranks[0] != 0:
         return read_decision(path, given, ranks[0], wait_s)
     try:
@@ -130,7 +145,7 @@ def shared_ckpt_path(given: str, resolve: Callable[[], str | None], folder: Path
     job; handed down to the processes this one starts."""
     found, resolved = inherited(given)
     if not found:
-        resolved = decide(given, resolve, folder, job_rank(), job_run_id(), job_attempt())
+        resolved = decide(given, resolve, folder, job_rank(), job_run_id(), job_round())
     os.environ[DECISION_ENV] = json.dumps(
         {"given": given, "resolved": resolved, "pid": os.getpid()}
     )

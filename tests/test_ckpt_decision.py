@@ -40,16 +40,16 @@ def test_every_rank_takes_rank_zeros_decision_not_its_own(tmp_path):
     resumes from rank 0's choice, which its own resolution would no longer give."""
     older = write_run(tmp_path, "a", age_s=60)
     ranks0, ranks1 = (0, 2), (1, 2)
-    chosen = cd.decide("last", resolver(tmp_path), tmp_path / "exp", ranks0, "torchrun-j1", "0.0")
+    chosen = cd.decide("last", resolver(tmp_path), tmp_path / "exp", ranks0, "torchrun-j1", "port1")
     assert chosen == str(older)
     newer = write_run(tmp_path, "b", age_s=0)
     assert resolver(tmp_path)() == str(newer)  # what rank 1 would pick by itself
-    taken = cd.decide("last", resolver(tmp_path), tmp_path / "exp", ranks1, "torchrun-j1", "0.0")
+    taken = cd.decide("last", resolver(tmp_path), tmp_path / "exp", ranks1, "torchrun-j1", "port1")
     assert taken == str(older)
-    # a restarted job (another attempt) decides again
-    again = cd.decide("last", resolver(tmp_path), tmp_path / "exp", ranks0, "torchrun-j1", "1.0")
+    # the next round of the job (a restart: another port) decides again
+    again = cd.decide("last", resolver(tmp_path), tmp_path / "exp", ranks0, "torchrun-j1", "port2")
     assert again == str(newer)
-    assert json.loads(cd.decision_file(tmp_path / "exp", "torchrun-j1", "0.0").read_text()) == {
+    assert json.loads(cd.decision_file(tmp_path / "exp", "torchrun-j1", "port1").read_text()) == {
         "given": "last",
         "resolved": str(older),
     }
@@ -61,13 +61,17 @@ def test_a_rank_waits_for_rank_zero(tmp_path):
     folder = tmp_path / "exp"
     waiting = threading.Thread(
         target=lambda: got.append(
-            cd.decide("auto", lambda: "never used", folder, (1, 2), "slurm-7", "0.0", wait_s=30)
+            cd.decide(
+                "auto", lambda: "never used", folder, (1, 2), "slurm-7", "requeue0", wait_s=30
+            )
         )
     )
     waiting.start()
     time.sleep(0.5)
     assert waiting.is_alive() and not got
-    assert cd.decide("auto", resolver(tmp_path, "auto"), folder, (0, 2), "slurm-7", "0.0") is None
+    assert (
+        cd.decide("auto", resolver(tmp_path, "auto"), folder, (0, 2), "slurm-7", "requeue0") is None
+    )
     waiting.join(10)
     assert got == [None]
 
@@ -75,28 +79,35 @@ def test_a_rank_waits_for_rank_zero(tmp_path):
 def test_rank_zeros_error_is_every_ranks_and_a_missing_rank_zero_times_out(tmp_path):
     folder = tmp_path / "exp"
     with pytest.raises(FileNotFoundError, match="--ckpt_path last: no run") as zero:
-        cd.decide("last", resolver(tmp_path), folder, (0, 2), "slurm-8", "0.0")
+        cd.decide("last", resolver(tmp_path), folder, (0, 2), "slurm-8", "requeue0")
     with pytest.raises(FileNotFoundError) as one:
-        cd.decide("last", resolver(tmp_path), folder, (1, 2), "slurm-8", "0.0")
+        cd.decide("last", resolver(tmp_path), folder, (1, 2), "slurm-8", "requeue0")
     assert str(one.value) == str(zero.value)
     with pytest.raises(TimeoutError, match=r"rank 3: rank 0 did not share .* within 0 s"):
-        cd.decide("last", resolver(tmp_path), folder, (3, 4), "slurm-9", "0.0", wait_s=0.3)
+        cd.decide("last", resolver(tmp_path), folder, (3, 4), "slurm-9", "requeue0", wait_s=0.3)
 
 
 def test_the_job_and_the_launchers_workers_share_the_decision(tmp_path, monkeypatch):
     """Through the environment: a torchrun rank reads the decision file of its job and
-    attempt; a worker started by Lightning's launcher inherits its parent's decision."""
+    round; a worker started by Lightning's launcher inherits its parent's decision."""
     older = write_run(tmp_path, "a", age_s=60)
     for var in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_ID", cd.DECISION_ENV):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "j2")
-    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "3")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "3")  # per node: not the round's name
+    monkeypatch.setenv("MASTER_PORT", "29517")
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "False")
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    path = cd.decision_file(tmp_path / "exp", "torchrun-j2", "3.0")
+    path = cd.decision_file(tmp_path / "exp", "torchrun-j2", "port29517")
     cd.write_decision(path, {"given": "last", "resolved": str(older)})
     newer = write_run(tmp_path, "b", age_s=0)
     assert cd.shared_ckpt_path("last", resolver(tmp_path), tmp_path / "exp") == str(older)
+    # torchrun sharing its rendezvous store: one port for every round, no round name
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    assert cd.job_round() is None
+    monkeypatch.delenv(cd.DECISION_ENV)
+    assert cd.shared_ckpt_path("last", resolver(tmp_path), tmp_path / "exp") == str(newer)
 
     for var in ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE"):
         monkeypatch.delenv(var)
