@@ -14,8 +14,8 @@ So rank zero decides and the others take its decision:
   (:data:`DECISION_ENV`), as they inherit its run directory (``DENSENET_LIT_RUN_DIR``).
 * The ranks of a torchrun or SLURM job (``RANK``/``WORLD_SIZE``, else
   ``SLURM_PROCID``/``SLURM_NTASKS``) start independently: rank zero writes its decision to a
-  file named by the job and its round (:func:`job_round`) in the experiment's directory, which
-  every rank knows; the others wait for that file. (Creating the process group early to
+  file named by the round of the job (:func:`job_round`) in the job's run directory
+  (:func:`densenet_lit.rundir.job_run_dir`), which every rank knows; the others wait for it. (Creating the process group early to
   broadcast it would take the group's backend, timeout and device from Lightning's strategy,
   which only exists later; a file needs nothing but the directory the run shares anyway.)
 
@@ -30,10 +30,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from densenet_lit.rundir import job_run_id
-
 DECISION_ENV = "DENSENET_LIT_CKPT_DECISION"  # JSON: given, resolved, pid of the deciding process
-DECISION_PREFIX = ".ckpt_path-"  # <experiment dir>/.ckpt_path-<job>-<round>.json
+DECISION_PREFIX = ".ckpt_path-"  # <job run dir>/.ckpt_path-<round>.json
 WAIT_S = 600.0  # how long a rank waits for rank zero's decision (it may still be importing)
 POLL_S = 0.2
 
@@ -79,8 +77,8 @@ def inherited(given: str) -> tuple[bool, str | None]:
     return True, decision.get("resolved")
 
 
-def decision_file(folder: Path, job: str, round_name: str) -> Path:
-    return folder / f"{DECISION_PREFIX}{job}-{round_name}.json"
+def decision_file(job_dir: Path, round_name: str) -> Path:
+    return job_dir / f"{DECISION_PREFIX}{round_name}.json"
 
 
 def write_decision(path: Path, decision: dict) -> None:
@@ -116,18 +114,17 @@ def read_decision(path: Path, given: str, rank: int, wait_s: float = WAIT_S) -> 
 def decide(
     given: str,
     resolve: Callable[[], str | None],
-    folder: Path,
+    job_dir: Path | None,
     ranks: tuple[int, int] | None,
-    job: str | None,
     round_name: str | None,
     wait_s: float = WAIT_S,
 ) -> str | None:
-    """``resolve()`` on rank zero (or alone); the other ranks of this round of ``job`` read
-    its result from ``folder``. Rank zero's error (``last`` with no checkpoint) is every
+    """``resolve()`` on rank zero (or alone); the other ranks of this round of the job read
+    its result from the job's run directory ``job_dir``. Rank zero's error (``last`` with no checkpoint) is every
     rank's."""
-    if job is None or round_name is None or ranks is None or ranks[1] < 2:
+    if job_dir is None or round_name is None or ranks is None or ranks[1] < 2:
         return resolve()
-    path = decision_file(folder, job, round_name)
+    path = decision_file(job_dir, round_name)
     if ranks[0] != 0:
         return read_decision(path, given, ranks[0], wait_s)
     try:
@@ -139,13 +136,16 @@ def decide(
     return resolved
 
 
-def shared_ckpt_path(given: str, resolve: Callable[[], str | None], folder: Path) -> str | None:
+def shared_ckpt_path(
+    given: str, resolve: Callable[[], str | None], job_dir: Path | None
+) -> str | None:
     """The checkpoint every process of this run resumes from (None: start the run): the
-    launching process's decision if this one inherited it, else :func:`decide`'s for this
-    job; handed down to the processes this one starts."""
+    launching process's decision if this one inherited it, else :func:`decide`'s for the job
+    whose run directory is ``job_dir`` (None: not a job); handed down to the processes this
+    one starts."""
     found, resolved = inherited(given)
     if not found:
-        resolved = decide(given, resolve, folder, job_rank(), job_run_id(), job_round())
+        resolved = decide(given, resolve, job_dir, job_rank(), job_round())
     os.environ[DECISION_ENV] = json.dumps(
         {"given": given, "resolved": resolved, "pid": os.getpid()}
     )

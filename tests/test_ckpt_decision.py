@@ -39,52 +39,44 @@ def test_every_rank_takes_rank_zeros_decision_not_its_own(tmp_path):
     """Rank 0 resolves ``last``; a newer checkpoint appears before rank 1 looks: rank 1 still
     resumes from rank 0's choice, which its own resolution would no longer give."""
     older = write_run(tmp_path, "a", age_s=60)
-    ranks0, ranks1 = (0, 2), (1, 2)
-    chosen = cd.decide("last", resolver(tmp_path), tmp_path / "exp", ranks0, "torchrun-j1", "port1")
+    job = tmp_path / "exp" / "torchrun-j1"  # the job's run directory
+    chosen = cd.decide("last", resolver(tmp_path), job, (0, 2), "port1")
     assert chosen == str(older)
     newer = write_run(tmp_path, "b", age_s=0)
     assert resolver(tmp_path)() == str(newer)  # what rank 1 would pick by itself
-    taken = cd.decide("last", resolver(tmp_path), tmp_path / "exp", ranks1, "torchrun-j1", "port1")
-    assert taken == str(older)
+    assert cd.decide("last", resolver(tmp_path), job, (1, 2), "port1") == str(older)
     # the next round of the job (a restart: another port) decides again
-    again = cd.decide("last", resolver(tmp_path), tmp_path / "exp", ranks0, "torchrun-j1", "port2")
-    assert again == str(newer)
-    assert json.loads(cd.decision_file(tmp_path / "exp", "torchrun-j1", "port1").read_text()) == {
-        "given": "last",
-        "resolved": str(older),
-    }
+    assert cd.decide("last", resolver(tmp_path), job, (0, 2), "port2") == str(newer)
+    decision = json.loads(cd.decision_file(job, "port1").read_text())
+    assert decision == {"given": "last", "resolved": str(older)}
 
 
 def test_a_rank_waits_for_rank_zero(tmp_path):
     """Rank 1 starts first and waits; ``auto`` with nothing to resume is None (start) on both."""
     got: list = []
-    folder = tmp_path / "exp"
-    waiting = threading.Thread(
-        target=lambda: got.append(
-            cd.decide(
-                "auto", lambda: "never used", folder, (1, 2), "slurm-7", "requeue0", wait_s=30
-            )
-        )
-    )
+    job = tmp_path / "exp" / "slurm-7"
+
+    def rank1() -> None:
+        got.append(cd.decide("auto", lambda: "never used", job, (1, 2), "requeue0", wait_s=30))
+
+    waiting = threading.Thread(target=rank1)
     waiting.start()
     time.sleep(0.5)
     assert waiting.is_alive() and not got
-    assert (
-        cd.decide("auto", resolver(tmp_path, "auto"), folder, (0, 2), "slurm-7", "requeue0") is None
-    )
+    assert cd.decide("auto", resolver(tmp_path, "auto"), job, (0, 2), "requeue0") is None
     waiting.join(10)
     assert got == [None]
 
 
 def test_rank_zeros_error_is_every_ranks_and_a_missing_rank_zero_times_out(tmp_path):
-    folder = tmp_path / "exp"
+    job = tmp_path / "exp" / "slurm-8"
     with pytest.raises(FileNotFoundError, match="--ckpt_path last: no run") as zero:
-        cd.decide("last", resolver(tmp_path), folder, (0, 2), "slurm-8", "requeue0")
+        cd.decide("last", resolver(tmp_path), job, (0, 2), "requeue0")
     with pytest.raises(FileNotFoundError) as one:
-        cd.decide("last", resolver(tmp_path), folder, (1, 2), "slurm-8", "requeue0")
+        cd.decide("last", resolver(tmp_path), job, (1, 2), "requeue0")
     assert str(one.value) == str(zero.value)
     with pytest.raises(TimeoutError, match=r"rank 3: rank 0 did not share .* within 0 s"):
-        cd.decide("last", resolver(tmp_path), folder, (3, 4), "slurm-9", "requeue0", wait_s=0.3)
+        cd.decide("last", resolver(tmp_path), job, (3, 4), "requeue1", wait_s=0.3)
 
 
 def test_the_job_and_the_launchers_workers_share_the_decision(tmp_path, monkeypatch):
@@ -99,24 +91,25 @@ def test_the_job_and_the_launchers_workers_share_the_decision(tmp_path, monkeypa
     monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "False")
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    path = cd.decision_file(tmp_path / "exp", "torchrun-j2", "port29517")
-    cd.write_decision(path, {"given": "last", "resolved": str(older)})
+    job = rundir.job_run_dir(tmp_path, "exp")
+    assert job == tmp_path / "exp" / "torchrun-j2"
+    cd.write_decision(cd.decision_file(job, "port29517"), {"given": "last", "resolved": str(older)})
     newer = write_run(tmp_path, "b", age_s=0)
-    assert cd.shared_ckpt_path("last", resolver(tmp_path), tmp_path / "exp") == str(older)
+    assert cd.shared_ckpt_path("last", resolver(tmp_path), job) == str(older)
     # torchrun sharing its rendezvous store: one port for every round, no round name
     monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
     assert cd.job_round() is None
     monkeypatch.delenv(cd.DECISION_ENV)
-    assert cd.shared_ckpt_path("last", resolver(tmp_path), tmp_path / "exp") == str(newer)
+    assert cd.shared_ckpt_path("last", resolver(tmp_path), job) == str(newer)
 
     for var in ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE"):
         monkeypatch.delenv(var)
     parent = {"given": "last", "resolved": str(older), "pid": os.getpid() + 1}
     monkeypatch.setenv(cd.DECISION_ENV, json.dumps(parent))
-    assert cd.shared_ckpt_path("last", resolver(tmp_path), tmp_path / "exp") == str(older)
+    assert cd.shared_ckpt_path("last", resolver(tmp_path), job) == str(older)
     # handed down as this process's own: a later run in this process decides for itself
     assert json.loads(os.environ[cd.DECISION_ENV])["pid"] == os.getpid()
-    assert cd.shared_ckpt_path("last", resolver(tmp_path), tmp_path / "exp") == str(newer)
+    assert cd.shared_ckpt_path("last", resolver(tmp_path), job) == str(newer)
 
 
 # ------------------------------------------------------------------------ SLURM requeue

@@ -150,9 +150,9 @@ class DenseNetCLI(LightningCLI):
         self.root = Path(cfg.trainer.default_root_dir or DEFAULT_ROOT)
         given = cfg.get("ckpt_path")
         # every process of the run takes the decision of rank zero (see ckpt_decision)
-        experiment_dir = self.root / self.experiment
+        job_dir = job_run_dir(self.root, self.experiment)
         decide = functools.partial(self.decide_ckpt_path, given, sub)
-        ckpt_path = shared_ckpt_path(given, decide, experiment_dir) if given else given
+        ckpt_path = shared_ckpt_path(given, decide, job_dir) if given else given
         trust = cfg.run.trust_checkpoint
         cfg.weights_only = preflight.weights_only_for(cfg.get("weights_only"), trust)
         if sub == "fit" and cfg.run.test_after_fit:

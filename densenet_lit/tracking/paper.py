@@ -16,6 +16,7 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from densenet_lit.analysis.costs import network_cost
@@ -76,7 +77,11 @@ class PaperComparison(Callback):
         loggers = self.loggers(trainer)
         if not loggers or self.number is not None:
             return
-        fields = run_fields(pl_module, trainer.datamodule)
+        try:
+            fields = run_fields(pl_module, trainer.datamodule)
+        except Exception as err:  # W&B never stops training: a data module of unknown size ...
+            rank_zero_warn(f"No network costs or paper number for W&B: {err!r}")
+            return
         self.number = run_number(pl_module, trainer.datamodule)
         for logger in loggers:
             logger.guard(logger.experiment.config.update, fields, allow_val_change=True)
