@@ -151,7 +151,7 @@ class DenseNetCLI(LightningCLI):
         given = cfg.get("ckpt_path")
         # every process of the run takes the decision of rank zero (see ckpt_decision)
         job_dir = job_run_dir(self.root, self.experiment)
-        decide = functools.partial(self.decide_ckpt_path, given, sub)
+        decide = functools.partial(self.decide_ckpt_path, given, sub, job_dir)
         ckpt_path = shared_ckpt_path(given, decide, job_dir) if given else given
         trust = cfg.run.trust_checkpoint
         cfg.weights_only = preflight.weights_only_for(cfg.get("weights_only"), trust)
@@ -168,12 +168,13 @@ class DenseNetCLI(LightningCLI):
         # back only when the classes are built (before_instantiate_classes).
         self.ckpt_path, cfg.ckpt_path = ckpt_path, None
 
-    def decide_ckpt_path(self, given: str, sub: str) -> str | None:
+    def decide_ckpt_path(self, given: str, sub: str, job_dir: Path | None) -> str | None:
         """``--ckpt_path`` as a file (None: start the run), :func:`resolve_ckpt_path`; a
-        requeued SLURM job's ``fit`` takes the requeue checkpoint saved since, if any."""
+        requeued SLURM job's ``fit`` takes the requeue checkpoint saved since, in the
+        checkpoint's run directory or the job's own (``job_dir``), if any."""
         ckpt_path = resolve_ckpt_path(given, self.root, self.experiment)
         if sub == "fit" and ckpt_path and slurm_requeued():
-            newer = newer_requeue_checkpoint(ckpt_path, job_run_dir(self.root, self.experiment))
+            newer = newer_requeue_checkpoint(ckpt_path, job_dir)
             if newer:
                 rank_zero_info(f"Requeued SLURM job: resuming from {newer} instead of {ckpt_path}")
                 ckpt_path = newer
