@@ -1,7 +1,7 @@
 """DDP with two CPU processes (gloo), launched the way users launch it: one run directory,
 the paper's global batch split over the ranks, identical weights and metrics on every rank,
-metrics reduced over the whole validation set, and a preemption that stops every rank at the
-same step."""
+validation and test metrics exactly those of one process (odd-sized sets, ranks that run
+different numbers of batches), and a preemption that stops every rank at the same step."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ from densenet_lit.cli import run
 
 TESTS = Path(__file__).resolve().parent
 GLOBAL_BATCH = 32
+# Odd-sized sets: on 2 ranks of 16 images a batch, rank 0 gets 81 validation images (6 batches)
+# and 49 test images (4 batches), rank 1 80 (5 batches) and 48 (3 batches)
+ODD_SETS = ["--data.init_args.val_size", "161", "--data.init_args.test_size", "97"]
 
 
 def ddp_args(root: Path, name: str, *extra: str, devices: int = 2) -> list[str]:
@@ -68,11 +71,13 @@ def launch(
 def test_ddp_processes_share_one_run_dir_and_agree(tmp_path):
     """Two processes (Lightning's DDP launcher re-runs the command) with the memory-efficient
     network: one run directory, one config, one W&B run; each rank loads half of the global
-    batch; both end with the same weights, buffers and logged metrics; the validation error
-    is the one of the whole validation set."""
+    batch; both end with the same weights, buffers and logged metrics; the validation metrics
+    (which rank the best checkpoint) and those of the test after fit are those of one process
+    on the whole, odd-sized sets (each image once; ranks run different numbers of batches)."""
     probe = tmp_path / "probe"
-    args = ddp_args(tmp_path / "runs", "ddp", "--run.wandb", "true")
+    args = ddp_args(tmp_path / "runs", "ddp", "--run.wandb", "true", *ODD_SETS)
     args += ["--model.memory_efficient", "true", "--trainer.callbacks+=run_probes.RankProbe"]
+    args += ["--run.test_after_fit", "true"]
     proc = launch(args, tmp_path, probe, WANDB_MODE="offline")
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -99,20 +104,22 @@ def test_ddp_processes_share_one_run_dir_and_agree(tmp_path):
     saved = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
     assert all(torch.equal(saved[k], states[0][k]) for k in saved)
 
-    # val/error of DDP is over the whole validation set: each rank saw a different half ...
-    assert [info["val_samples"] for info in ranks] == [90, 90]  # 180 validation images
-    # ... and the error equals that of one process validating the saved weights on all of it
-    single = run(
-        [
-            "validate",
-            *ddp_args(tmp_path / "runs", "ddp", "--run.wandb", "false", devices=1)[1:],
-            "--ckpt_path",
-            str(run_dir),
-        ]
-    )
-    metrics = single.trainer.callback_metrics
-    assert float(metrics["val/error"]) == pytest.approx(ranks[0]["metrics"]["val/error"], abs=1e-4)
-    assert float(metrics["val/loss"]) == pytest.approx(ranks[0]["metrics"]["val/loss"], rel=1e-4)
+    # val/error of DDP is over the whole validation set: each rank saw a different half, each
+    # image once (161 validation images), in one batch more on rank 0 ...
+    assert [info["val_samples"] for info in ranks] == [81, 80]
+    assert [info["val_batches"] for info in ranks] == [6, 5]
+    tests = [json.loads((probe / f"test_rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(t["test_samples"], t["test_batches"]) for t in tests] == [(49, 4), (48, 3)]
+    assert tests[0]["metrics"] == tests[1]["metrics"]
+    # ... and the metrics equal those of one process evaluating the saved weights on all of it
+    one = ddp_args(tmp_path / "runs", "ddp", "--run.wandb", "false", *ODD_SETS, devices=1)[1:]
+    one += ["--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]
+    for subcommand, info in (("validate", ranks[0]), ("test", tests[0])):
+        single = run([subcommand, *one])
+        stage = "val" if subcommand == "validate" else "test"
+        metrics = single.trainer.callback_metrics
+        for name in (f"{stage}/error", f"{stage}/loss"):
+            assert float(metrics[name]) == pytest.approx(info["metrics"][name], rel=1e-6, abs=1e-6)
 
 
 @pytest.mark.slow
