@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_args import cli_args
+from cli_args import IMAGENET, cli_args
 
 from densenet_lit import rundir
 from densenet_lit.callbacks import Preempted
@@ -120,6 +120,37 @@ def test_ddp_processes_share_one_run_dir_and_agree(tmp_path):
         metrics = single.trainer.callback_metrics
         for name in (f"{stage}/error", f"{stage}/loss"):
             assert float(metrics[name]) == pytest.approx(info["metrics"][name], rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_ddp_predict_writes_each_image_once_in_the_data_sets_order(fake_data, tmp_path):
+    """``predict`` with ten-crop evaluation on 2 processes, of a class-folder set of 9 images
+    in global batches of 4: rank 0 predicts 5 images (3 batches), rank 1 4 (2 batches). One
+    ``predictions.pt`` holds each image once, in the data set's order, with the
+    probabilities of one process (the same seed draws the same network)."""
+    root, _ = fake_data("imagenet", n_classes=3, n_per_class=1, n_val_per_class=3, size=(20, 24))
+    data = {"data_dir": root, "eval_resize": 18, "eval_crop": 16, "eval_crops": 10}
+
+    def predict_args(devices: int) -> list[str]:
+        trainer = {"devices": devices, "strategy": "ddp" if devices > 1 else "auto"}
+        data_init = {**data, "num_workers": 0}
+        return cli_args(
+            "predict", tmp_path / "runs", data=IMAGENET, batch_size=4, data_init=data_init,
+            seed=3, trainer=trainer, name=f"predict{devices}",
+        )  # fmt: skip
+
+    proc = launch(predict_args(2), tmp_path, tmp_path / "probe")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("Predictions of 9 images saved") == 1  # by rank 0
+    (run_dir,) = (tmp_path / "runs" / "predict2").iterdir()
+    assert [p.name for p in run_dir.glob("predictions*")] == ["predictions.pt"]
+    ddp = torch.load(run_dir / "predictions.pt")
+    single = torch.load(run(predict_args(1)).run_dir / "predictions.pt")
+    assert ddp["indices"].tolist() == list(range(9))
+    assert ddp["targets"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert ddp["probabilities"].shape == single["probabilities"].shape == (9, 3)
+    assert torch.allclose(ddp["probabilities"], single["probabilities"], rtol=0, atol=1e-6)
+    assert torch.equal(ddp["predictions"], single["predictions"])
 
 
 @pytest.mark.slow
