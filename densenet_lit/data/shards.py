@@ -11,9 +11,10 @@ torchmetrics states as on one device:
 
 * :class:`EvaluationShard` gives rank ``r`` of ``W`` the images ``r, r + W, r + 2W, ...``
   (torch's order, without the repeats). It is a ``DistributedSampler``, so Lightning keeps it
-  as it is (``Trainer(use_distributed_sampler=...)`` replaces only samplers that are not), as
-  it keeps the training sampler :class:`~densenet_lit.data.resume.EpochOrder`, which takes
-  its rank and world size from the data module too.
+  as it is: with ``use_distributed_sampler`` on (the default) it replaces only samplers that
+  are not, off it replaces none. So does the training sampler
+  :class:`~densenet_lit.data.resume.EpochOrder`; both take their rank and world size from
+  the data module, and Lightning calls ``set_epoch`` either way.
 * The module's loss and errors are torchmetrics states summed over the images (the loss is a
   :class:`~densenet_lit.metrics.WeightedMean`, not a mean of per-batch means), reduced over
   the ranks once, when the epoch's value is computed, which every rank does.
