@@ -133,7 +133,7 @@ def test_cifar_network_exports_every_format_with_its_metadata(digits_run, tmp_pa
     assert metadata_of_onnx(out) == meta
     card = (out / "MODEL_CARD.md").read_text()
     assert "| 2,522 |" in card and f"{val:.2f} %" in card and "densenet_bc_10_4 (digits)" in card
-    assert "The paper reports no result for this network." in card
+    assert "The paper's number: none (densenet_bc_10_4 is not a network of the paper" in card
 
 
 @torch.no_grad()

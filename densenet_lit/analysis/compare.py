@@ -28,6 +28,8 @@ from densenet_lit.analysis.runs import (
     final_error,
     max_epochs,
     paper_error,
+    paper_gap,
+    paper_number,
     validation_curve,
 )
 from densenet_lit.toolcli import UsageError, run_tool
@@ -74,6 +76,8 @@ class FinalErrors:
     best_val_epoch: int | None  # 1-based
     test: float | None
     paper: float | None
+    gap: float | None = None  # ours (test, else last validation) - paper
+    paper_source: str | None = None  # where the paper's number was read, or "none: <why>"
 
 
 def final_errors(runs: Sequence[Run]) -> list[FinalErrors]:
@@ -83,6 +87,7 @@ def final_errors(runs: Sequence[Run]) -> list[FinalErrors]:
         curve = validation_curve(run)
         best, best_epoch = best_validation(run)
         value, kind = final_error(run)
+        paper = paper_number(run)
         rows.append(
             FinalErrors(
                 name=run.name,
@@ -94,7 +99,9 @@ def final_errors(runs: Sequence[Run]) -> list[FinalErrors]:
                 best_val=best,
                 best_val_epoch=None if best_epoch is None else best_epoch + 1,
                 test=value if kind == "test" else None,
-                paper=paper_error(run),
+                paper=paper.error,
+                gap=paper_gap(run),
+                paper_source=paper.source,
             )
         )
     return rows
@@ -104,10 +111,14 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _gap(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
 def format_final_errors(rows: Sequence[FinalErrors]) -> str:
     """Markdown table of :func:`final_errors` (errors in %)."""
     header = ["run", "source", "benchmark", "epochs", "last val error", "best val error (epoch)",
-              "test error", "paper"]  # fmt: skip
+              "test error", "paper", "gap"]  # fmt: skip
     return markdown.table(header, [_final_cells(r) for r in rows])
 
 
@@ -117,7 +128,7 @@ def _final_cells(r: FinalErrors) -> list[str]:
         epochs += f"/{r.max_epochs}"
     best = _fmt(r.best_val) + ("" if r.best_val_epoch is None else f" ({r.best_val_epoch})")
     return [r.name, r.source, r.benchmark or "-", epochs, _fmt(r.last_val), best, _fmt(r.test),
-            _fmt(r.paper)]  # fmt: skip
+            _fmt(r.paper), _gap(r.gap)]  # fmt: skip
 
 
 def plot_validation_error(

@@ -10,9 +10,9 @@ from pathlib import Path
 import yaml
 
 from densenet_lit.analysis import derived
+from densenet_lit.analysis.paper_match import NO_NUMBER
 from densenet_lit.export.source import Trained, jsonable, public
 from densenet_lit.markdown import table
-from densenet_lit.paper import citation, imagenet_key
 
 FILENAME = "MODEL_CARD.md"
 
@@ -26,16 +26,12 @@ def shown(value: object) -> str:
 
 
 def paper_line(trained: Trained) -> str:
-    """The paper's error for this network on this benchmark, with where it is printed."""
-    row, error = derived.paper_row(trained.run), derived.paper_error(trained.run)
-    if row is None:
-        return "The paper reports no result for this network."
-    if error is None:
-        return f"The paper's {row.label} has no result on this data set."
-    bench = derived.benchmark(trained.run)
-    key = imagenet_key(derived.eval_crops(trained.run)) if bench == "imagenet" else bench
-    source = f" Source: {citation(row, key)}." if key in row.cited else ""
-    return f"The paper's {row.label}: {error:.2f} % error on {bench}.{source}"
+    """The paper's error for this network on this benchmark and where it is printed, or why
+    there is none (:func:`densenet_lit.analysis.derived.paper_number`)."""
+    number = derived.paper_number(trained.run)
+    if number.error is None:
+        return f"The paper's number: none ({number.source.removeprefix(NO_NUMBER)})."
+    return f"The paper's number: {number.error:.2f} % error ({number.source})."
 
 
 def card(trained: Trained, files: dict[str, str]) -> str:
