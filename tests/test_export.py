@@ -13,6 +13,7 @@ import torch
 
 pytest.importorskip("safetensors")
 pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
 pytestmark = pytest.mark.slow  # trains three tiny networks and exports them (about 30 s of CPU)
 
 import onnx  # noqa: E402
