@@ -14,7 +14,7 @@ import torch
 pytest.importorskip("safetensors")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
-pytestmark = pytest.mark.slow  # trains three tiny networks and exports them (about 30 s of CPU)
+pytestmark = pytest.mark.slow  # trains two tiny networks and exports three (about 30 s of CPU)
 
 import onnx  # noqa: E402
 import onnxruntime  # noqa: E402
