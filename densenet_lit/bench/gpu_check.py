@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -154,13 +155,13 @@ def gpu_check(
     lines += [f"- {k}: {v}" for k, v in environment(torch.device(device)).items()] + [""]
     parts = {
         "pytest -m gpu": lambda: run_pytest(pytest_paths or ["tests"], timeout),
-        "Training step: Lightning beside a plain torchvision loop": lambda: training_step(
-            dry_run, batch, steps
+        "Training step: Lightning beside a plain torchvision loop": partial(
+            training_step, dry_run, batch, steps
         ),
         "Memory levels": lambda: memory_levels(dry_run, batch // 2 if cuda else batch),
         "nvJPEG against PIL": lambda: jpeg_decoding(256) if cuda else ["skipped: no GPU"],
-        "ImageNet-layout epoch through the CLI, decode: device": lambda: cli_epoch(
-            dry_run, batch, 3 if dry_run else 12
+        "ImageNet-layout epoch through the CLI, decode: device": partial(
+            cli_epoch, dry_run, batch, 3 if dry_run else 12
         ),
     }
     for title, part in parts.items():

@@ -126,19 +126,11 @@ def trainer_kwargs(settings: Settings, mode: Mode, root: str, callbacks=()) -> d
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="lightning")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    return dict(
-        accelerator="gpu" if settings.cuda else "cpu",
-        devices=1,
-        precision=mode.precision,
-        logger=RunCSVLogger(root),
-        callbacks=[*callbacks, *default_callbacks()],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        benchmark=True if settings.cuda else None,
-        default_root_dir=root,
-    )
+    device = {"accelerator": "gpu" if settings.cuda else "cpu", "devices": 1}
+    speed = {"precision": mode.precision, "benchmark": True if settings.cuda else None}
+    logs = {"logger": RunCSVLogger(root), "callbacks": [*callbacks, *default_callbacks()]}
+    off = dict(enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    return {**device, **speed, **logs, **off, "num_sanity_val_steps": 0, "default_root_dir": root}
 
 
 def lightning_steps(spec: ModelSpec, mode: Mode, s: Settings) -> StepResult:
