@@ -19,6 +19,7 @@ from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.strategies import ParallelStrategy
 
+from densenet_lit.callbacks.averaging import check_resume
 from densenet_lit.checkpoints import CheckpointError, UntrustedCheckpointError, load_checkpoint
 from densenet_lit.cli.options import TRUST_OPT_IN
 from densenet_lit.data.base import batch_per_process
@@ -104,10 +105,15 @@ def compare_with_checkpoint(given: dict[str, Any], stored: dict[str, Any]) -> di
     }
 
 
-def check_checkpoint_args(ckpt_path: str, model_cfg: Any, trust: bool = False) -> dict:
+def check_checkpoint_args(
+    ckpt_path: str, model_cfg: Any, trust: bool = False, averaging: bool | None = None
+) -> dict:
     """Read ``ckpt_path``, check its model arguments against the config's and return its
-    weights' shapes (name -> shape) for :func:`check_checkpoint_fits`."""
+    weights' shapes (name -> shape) for :func:`check_checkpoint_fits`. ``averaging`` (a fit:
+    whether the run has an EMA callback) must agree with an averaged checkpoint."""
     ckpt = read_checkpoint(ckpt_path, trust=trust)
+    if averaging is not None:
+        check_resume(ckpt, averaging, ckpt_path)
     shapes = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if hasattr(v, "shape")}
     stored = dict(ckpt.get("hyper_parameters", {}))
     del ckpt
