@@ -257,3 +257,21 @@ def test_recipe_name_comes_from_the_values():
     assert recipe_name(paper, {"random_erase": 0.1}, averaged=False) == MODERN
     assert recipe_name(DenseNetModule(**TINY, label_smoothing=0.1).hparams, {}, False) == MODERN
     assert recipe_name(DenseNetModule(**TINY, lr=0.5).hparams, {}, False) == PAPER
+
+
+@pytest.mark.parametrize(
+    "extra, group, tag",
+    [
+        ([], "digits-densenet_bc_10_4", PAPER),
+        (["--model.label_smoothing", "0.1"], "digits-densenet_bc_10_4-modern", MODERN),
+        (["--trainer.callbacks+=EMAWeightAveraging"], "digits-densenet_bc_10_4-modern", MODERN),
+    ],
+)
+def test_wandb_group_and_tags_name_the_recipe(run_args, monkeypatch, extra, group, tag):
+    from densenet_lit.cli import app, run
+
+    started = {}
+    monkeypatch.setattr(app, "start_wandb", lambda run_dir, **kw: started.update(kw))
+    run(run_args(*extra, trainer={"limit_train_batches": 1, "limit_val_batches": 1}, wandb=True))
+    assert started["group"] == group
+    assert tag in started["tags"] and ({PAPER, MODERN} - {tag}).isdisjoint(started["tags"])
