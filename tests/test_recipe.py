@@ -263,11 +263,12 @@ def test_recipe_name_comes_from_the_values():
     "extra, group, tag",
     [
         ([], "digits-densenet_bc_10_4", PAPER),
-        (["--model.label_smoothing", "0.1"], "digits-densenet_bc_10_4-modern", MODERN),
         (["--trainer.callbacks+=EMAWeightAveraging"], "digits-densenet_bc_10_4-modern", MODERN),
     ],
 )
 def test_wandb_group_and_tags_name_the_recipe(run_args, monkeypatch, extra, group, tag):
+    """From the run's values: here an EMA callback alone makes it modern (the module's values
+    are covered by test_recipe_name_comes_from_the_values)."""
     from densenet_lit.cli import app, run
 
     started = {}
