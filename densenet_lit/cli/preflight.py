@@ -3,6 +3,7 @@ into a clear error naming the value and what to change.
 
 * ``--ckpt_path``: the checkpoint is readable, its model arguments are the config's, and its
   weights fit the network built (another model or data set would fail inside Lightning);
+  a fit resumes a checkpoint of an EMA run only with the EMA callback;
 * the data's images are large enough for the network;
 * the global batch splits evenly over the processes (before DDP starts them);
 * SyncBatchNorm is not asked for on the CPU;
