@@ -276,3 +276,28 @@ def test_wandb_group_and_tags_name_the_recipe(run_args, monkeypatch, extra, grou
     run(run_args(*extra, trainer={"limit_train_batches": 1, "limit_val_batches": 1}, wandb=True))
     assert started["group"] == group
     assert tag in started["tags"] and ({PAPER, MODERN} - {tag}).isdisjoint(started["tags"])
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model.label_smoothing", "1.0"], "error: model.label_smoothing=1.0: expected a value"),
+        (["--model.mixup_alpha", "-1"], "error: model.mixup_alpha=-1.0: expected alpha >= 0"),
+        (
+            ["--trainer.callbacks+=EMAWeightAveraging", "--trainer.callbacks.decay", "1.5"],
+            "error: EMAWeightAveraging decay=1.5: expected 0 < decay < 1",
+        ),
+        (
+            ["--model.warmup_epochs", "2"],
+            "error: The warm-up of 4 steps (model.warmup_epochs / model.warmup_steps) is not "
+            "shorter than the training, 2 steps",
+        ),
+    ],
+)
+def test_bad_values_are_one_line_errors_of_the_cli(run_args, capsys, extra, message):
+    from densenet_lit.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(run_args(*extra))
+    err = capsys.readouterr().err
+    assert stopped.value.code == 1 and message in err and "Traceback" not in err
