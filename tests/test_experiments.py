@@ -28,7 +28,8 @@ EXPERIMENTS = REPO / "experiments"
 # tests/test_experiments_modern.py.
 MODERN_RUNS = sorted(EXPERIMENTS.glob("*_modern.yaml"))
 RUNS = sorted(set(EXPERIMENTS.glob("*.yaml")) - set(MODERN_RUNS))
-SWEEP = sorted((EXPERIMENTS / "sweep_c10plus").glob("*.yaml"))  # Figure 4 (left)
+# Figure 4 (left), one config per run; sweep.yaml is the same sweep for `wandb sweep`
+SWEEP = sorted(p for p in (EXPERIMENTS / "sweep_c10plus").glob("*.yaml") if p.name != "sweep.yaml")
 OVERLAYS = sorted((EXPERIMENTS / "overlays").glob("*.yaml"))
 SHRINK = flags("model.", TINY_MODEL)
 

@@ -21,6 +21,7 @@ What it adds to Lightning's CLI:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import sys
@@ -44,6 +45,7 @@ from densenet_lit.callbacks.averaging import (
 )
 from densenet_lit.callbacks.checkpoints import monitors_validation
 from densenet_lit.checkpoints import refusal_error
+from densenet_lit.ckpt_decision import shared_ckpt_path
 from densenet_lit.cli import preflight
 from densenet_lit.cli.extends import EXTENDS_KEY, expand_config_args
 from densenet_lit.cli.options import TRUST_OPT_IN, add_run_options
@@ -56,6 +58,7 @@ from densenet_lit.rundir import (
     chosen_here,
     experiment_name,
     hand_down,
+    job_run_dir,
     newer_requeue_checkpoint,
     removable_if_untrained,
     resolve_ckpt_path,
@@ -63,6 +66,7 @@ from densenet_lit.rundir import (
 )
 from densenet_lit.tracking import RunCSVLogger
 from densenet_lit.tracking.config import RunConfigSaver
+from densenet_lit.tracking.paper import PaperComparison
 from densenet_lit.tracking.wandb import WandbRun, finish_wandb, start_wandb
 
 
@@ -151,12 +155,11 @@ class DenseNetCLI(LightningCLI):
         cfg[EXTENDS_KEY] = None  # already applied; the saved config is complete without it
         self.experiment = experiment_name(cfg.get("config"), cfg.run.name)
         self.root = Path(cfg.trainer.default_root_dir or DEFAULT_ROOT)
-        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), self.root, self.experiment)
-        if sub == "fit" and ckpt_path and slurm_requeued():
-            newer = newer_requeue_checkpoint(ckpt_path)
-            if newer:
-                rank_zero_info(f"Requeued SLURM job: resuming from {newer} instead of {ckpt_path}")
-                ckpt_path = newer
+        given = cfg.get("ckpt_path")
+        # every process of the run takes the decision of rank zero (see ckpt_decision)
+        job_dir = job_run_dir(self.root, self.experiment)
+        decide = functools.partial(self.decide_ckpt_path, given, sub, job_dir)
+        ckpt_path = shared_ckpt_path(given, decide, job_dir) if given else given
         trust = cfg.run.trust_checkpoint
         check_ema_values(cfg.trainer.get("callbacks"))
         cfg.weights_only = preflight.weights_only_for(cfg.get("weights_only"), trust)
@@ -165,7 +168,7 @@ class DenseNetCLI(LightningCLI):
         if ckpt_path and Path(ckpt_path).is_file():
             averaging = bool(averaging_configs(cfg.trainer.get("callbacks")))
             self.ckpt_shapes = preflight.check_checkpoint_args(
-                ckpt_path, cfg.model, trust, averaging=averaging if sub == "fit" else None
+                ckpt_path, cfg.model, trust, stage=sub, averaging=averaging
             )
             if sub == "fit":
                 self.resume_dir = run_dir_of(ckpt_path)
@@ -173,6 +176,18 @@ class DenseNetCLI(LightningCLI):
         # have been checked to agree (runtime options may differ), so the checkpoint is handed
         # back only when the classes are built (before_instantiate_classes).
         self.ckpt_path, cfg.ckpt_path = ckpt_path, None
+
+    def decide_ckpt_path(self, given: str, sub: str, job_dir: Path | None) -> str | None:
+        """``--ckpt_path`` as a file (None: start the run), :func:`resolve_ckpt_path`; a
+        requeued SLURM job's ``fit`` takes the requeue checkpoint saved since, in the
+        checkpoint's run directory or the job's own (``job_dir``), if any."""
+        ckpt_path = resolve_ckpt_path(given, self.root, self.experiment)
+        if sub == "fit" and ckpt_path and slurm_requeued():
+            newer = newer_requeue_checkpoint(ckpt_path, job_dir)
+            if newer:
+                rank_zero_info(f"Requeued SLURM job: resuming from {newer} instead of {ckpt_path}")
+                ckpt_path = newer
+        return ckpt_path
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand is None:
@@ -231,6 +246,8 @@ class DenseNetCLI(LightningCLI):
             # an EMA callback has nothing to restore outside fit (it would only warn): the
             # checkpoint's state_dict already holds the averaged weights
             callbacks = without_averaging(callbacks)
+        if self.wandb_runs:  # the network's costs and the paper's number beside the run
+            callbacks.append(PaperComparison())
         if self.subcommand == "predict" and not any(
             isinstance(c, BasePredictionWriter) for c in callbacks
         ):
