@@ -4,7 +4,6 @@ recipe name that W&B groups them by."""
 
 from __future__ import annotations
 
-import inspect
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,24 +12,12 @@ import pytest
 from test_experiments import EXPERIMENTS, MODERN_RUNS, SHRINK, data_args, quick, resolved
 
 from densenet_lit.cli import run
-from densenet_lit.data import ImageNetDataModule
 from densenet_lit.module import DenseNetModule
 from densenet_lit.recipe import MODERN, recipe_name
 
 IMAGENET = EXPERIMENTS / "imagenet121_modern.yaml"
 CIFAR = EXPERIMENTS / "cifar10plus_densenet_bc_100_12_modern.yaml"
 EMA_CLASS = "lightning.pytorch.callbacks.EMAWeightAveraging"
-# The ImageNet run uses the class-folder data modules' TrivialAugment and random erasing,
-# which another branch of issue 18 adds: until it is merged here, its tests skip.
-AUGMENTS = "auto_augment" in inspect.signature(ImageNetDataModule).parameters
-needs_augment = pytest.mark.skipif(not AUGMENTS, reason="data.auto_augment not merged yet")
-
-
-def runs() -> list:
-    return [
-        pytest.param(p, id=p.stem, marks=[needs_augment] if p == IMAGENET else [])
-        for p in MODERN_RUNS
-    ]
 
 
 def test_the_modern_runs():
@@ -46,7 +33,6 @@ def ema_of(cfg: dict) -> dict:
     return ema["init_args"]
 
 
-@needs_augment
 def test_imagenet_modern_is_torchvisions_recipe(capsys):
     cfg = resolved(capsys, IMAGENET)
     model, data, trainer = cfg["model"], cfg["data"]["init_args"], cfg["trainer"]
@@ -98,7 +84,7 @@ def test_cifar_modern_is_the_papers_run_with_the_modern_components(capsys):
     assert [c["init_args"]["filename"] for c in cfg["trainer"]["callbacks"][:1]] == ["last"]
 
 
-@pytest.mark.parametrize("path", runs())
+@pytest.mark.parametrize("path", MODERN_RUNS, ids=lambda p: p.stem)
 def test_learning_rate_warms_up_then_follows_the_cosine(path, capsys):
     cfg = resolved(capsys, path)
     model_args = {k: v for k, v in cfg["model"].items() if k not in ("depth", "growth_rate")}
@@ -128,7 +114,7 @@ def test_learning_rate_warms_up_then_follows_the_cosine(path, capsys):
     assert lrs[total] == pytest.approx(0.0, abs=1e-12)
 
 
-@pytest.mark.parametrize("path", runs())
+@pytest.mark.parametrize("path", MODERN_RUNS, ids=lambda p: p.stem)
 def test_modern_config_runs_fit_as_a_modern_run(path: Path, fake_data, tmp_path):
     """One step on tiny data (no warm-up: one step is shorter than it), tagged ``modern``."""
     args = ["fit", "--config", str(path), *data_args(path, fake_data), *quick(tmp_path)]

@@ -30,8 +30,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, WeightAveraging
 
-# Where WeightAveraging keeps the trained (raw) weights in a checkpoint.
-RAW_WEIGHTS_KEY = "current_model_state"
+from densenet_lit.checkpoints import RAW_WEIGHTS_KEY
 
 
 def is_averaging(callback: Any) -> bool:

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from densenet_lit.callbacks.averaging import RAW_WEIGHTS_KEY
 from densenet_lit.callbacks.checkpoints import checkpoint_files
+from densenet_lit.checkpoints import RAW_WEIGHTS_KEY
 from densenet_lit.collectives import QueuedReduction, is_distributed, reduce_now
 
 
