@@ -24,13 +24,13 @@ Why the stock callback needs the CLI's help (:mod:`densenet_lit.cli.app`), witho
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, WeightAveraging
 
 from densenet_lit.checkpoints import RAW_WEIGHTS_KEY
+from densenet_lit.class_path import named_class
 
 
 def is_averaging(callback: Any) -> bool:
@@ -48,15 +48,7 @@ def holds_averaged_weights(checkpoint: dict[str, Any]) -> bool:
 
 def config_class(entry: Any) -> type | None:
     """The class a ``trainer.callbacks`` entry of a parsed config names (None if none)."""
-    path = entry.get("class_path") if hasattr(entry, "get") else None
-    if not isinstance(path, str) or "." not in path:
-        return None
-    module, _, name = path.rpartition(".")
-    try:
-        found = getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
-    return found if isinstance(found, type) else None
+    return named_class(entry.get("class_path") if hasattr(entry, "get") else None)
 
 
 def averaging_configs(callbacks_cfg: Any) -> list[Any]:
