@@ -8,12 +8,12 @@ another class leaves these facts unknown (None) rather than importing code named
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from densenet_lit.class_path import named_class
 from densenet_lit.data.base import InMemoryImageDataModule
 from densenet_lit.data.class_folders import check_layout
 from densenet_lit.data.digits import DigitsDataModule
@@ -32,12 +32,7 @@ def data_module_class(data_hparams: Mapping[str, Any]) -> type | None:
     path = data_hparams.get(CLASS_PATH)
     if not isinstance(path, str) or not path.startswith(OWN_DATA):
         return None
-    module, _, name = path.rpartition(".")
-    try:
-        found = getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
-    return found if isinstance(found, type) else None
+    return named_class(path)
 
 
 def init_args(cls: type, data_hparams: Mapping[str, Any]) -> dict[str, Any]:

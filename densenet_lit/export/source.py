@@ -23,6 +23,7 @@ from densenet_lit.analysis.checkpoint import (
 )
 from densenet_lit.analysis.record import Run
 from densenet_lit.analysis.runs import load_run
+from densenet_lit.checkpoints import RAW_WEIGHTS_KEY
 from densenet_lit.export.preprocess import input_facts
 from densenet_lit.models import DenseNet
 from densenet_lit.models.pretrained import torchvision_equivalent
@@ -30,8 +31,6 @@ from densenet_lit.models.spec import network_spec
 
 # Which checkpoint of a run directory is exported (rundir.find_checkpoint falls back to last).
 WHICH = "best"
-# Checkpoint keys of Lightning's EMAWeightAveraging: its state_dict holds the averaged weights.
-RAW_WEIGHTS_KEY = "current_model_state"
 AVERAGING_CALLBACK = "WeightAveraging"
 FORMAT_VERSION = 1
 
