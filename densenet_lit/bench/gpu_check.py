@@ -167,9 +167,10 @@ def gpu_check(
     for title, part in parts.items():
         start = time.perf_counter()
         log(f"gpu check: {title}")
-        body, err = guarded(part, title, device)
+        body = guarded(part, title, device)  # a list of lines, or the error's "n/a (...)"
         took = f"_{time.perf_counter() - start:.0f} s_"
-        lines += [f"### {title}", "", *(body or [f"failed: {err}"]), "", took, ""]
+        body = body if isinstance(body, list) else [f"failed: {body}"]
+        lines += [f"### {title}", "", *body, "", took, ""]
         path.write_text("\n".join(lines) + "\n")  # after each part: a kill keeps the rest
     print("\n".join(lines))
     log(f"wrote {path}")

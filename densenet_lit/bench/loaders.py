@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -30,16 +29,6 @@ DEVICE_DECODE_PIPELINE = (
 )
 DEVICE_END_TO_END_PIPELINE = "ours, decode: device: end to end (workers + decode + augmentation)"
 JPEGS = f"ImageNet (synthetic {IMAGENET_SIZE[1]}x{IMAGENET_SIZE[0]} JPEGs)"
-
-
-@dataclass
-class LoaderRow:
-    loader: str
-    pipeline: str
-    workers: int
-    batch: int
-    images_per_s: float | None
-    error: str | None = None
 
 
 def images_per_s(next_batch: Callable[[], int], num_batches: int) -> float:
@@ -83,8 +72,7 @@ def stream_throughput(loader, num_batches: int, device=None) -> float:
     def next_batch() -> int:
         if device is None:
             return len(next(stream))
-        x, y = (t.to(device, non_blocking=True) for t in next(stream))
-        return x.shape[0]
+        return next(stream)[0].to(device, non_blocking=True).shape[0]
 
     return images_per_s(next_batch, num_batches)
 
@@ -94,11 +82,6 @@ def our_imagenet(root: Path, batch_size: int, decode: str = "pil"):
     from densenet_lit.data import ImageNetDataModule
 
     return ImageNetDataModule(data_dir=str(root), batch_size=batch_size, decode=decode)
-
-
-def train_loader(datamodule):
-    datamodule.setup("fit")
-    return datamodule.train_dataloader()
 
 
 def device_decode_throughput(datamodule, num_batches: int, device) -> float:
@@ -111,8 +94,7 @@ def device_decode_throughput(datamodule, num_batches: int, device) -> float:
         raise ValueError(f"{len(train)} training images, fewer than one batch of {size}")
     held = [
         train.__getitems__(list(range(k * size, (k + 1) * size)))
-        for k in range(4)
-        if (k + 1) * size <= len(train)
+        for k in range(min(4, len(train) // size))
     ]
     batches = itertools.cycle(held)
 
@@ -121,6 +103,12 @@ def device_decode_throughput(datamodule, num_batches: int, device) -> float:
         return datamodule.transform_batch(moved, train=True)[0].shape[0]
 
     return images_per_s(next_batch, num_batches)
+
+
+def workers_only(datamodule, num_batches: int) -> float:
+    """The device path's workers alone: its training loader, batches counted, not decoded."""
+    datamodule.setup("fit")
+    return stream_throughput(datamodule.train_dataloader(), num_batches)
 
 
 def imagenet_loader_images(s: Settings) -> int:
@@ -152,9 +140,9 @@ def loader_rows(s: Settings, roots: dict[str, Path]) -> list[tuple[str, str, int
     rows = []
     for w in sorted({0, s.loader_workers}):
         cifar = partial(CIFAR10DataModule, str(roots["cifar10"]), b, num_workers=w, val_size=0)
-        loader = partial(torchvision_loader, roots["cifar10"], b, w, dev)
+        plain = partial(torchvision_loader, roots["cifar10"], b, w, dev)
         rows.append(("CIFAR-10", OURS, w, ours(partial(cifar, augment=True))))
-        rows.append(("CIFAR-10", TORCHVISION, w, lambda f=loader: stream_throughput(f(), n, dev)))
+        rows.append(("CIFAR-10", TORCHVISION, w, lambda f=plain: stream_throughput(f(), n, dev)))
     svhn = partial(SVHNDataModule, str(roots["svhn"]), b, val_size=0, use_extra=False)
     rows.append(("SVHN (train only)", SVHN_PIPELINE, 0, ours(svhn)))
     digits = partial(DigitsDataModule, batch_size=b)
@@ -165,21 +153,17 @@ def loader_rows(s: Settings, roots: dict[str, Path]) -> list[tuple[str, str, int
     decode = DEVICE_DECODE_PIPELINE.format(device="GPU" if s.cuda else "CPU")
     return rows + [
         (JPEGS, PIL_PIPELINE, workers, ours(pil, nj)),
-        (
-            JPEGS,
-            BYTES_PIPELINE,
-            workers,
-            lambda: stream_throughput(train_loader(device_path()), nj),
-        ),
+        (JPEGS, BYTES_PIPELINE, workers, lambda: workers_only(device_path(), nj)),
         (JPEGS, decode, 0, lambda: device_decode_throughput(device_path(), nj, dev)),
         (JPEGS, DEVICE_END_TO_END_PIPELINE, workers, ours(device_path, nj)),
     ]
 
 
-def run_loaders(s: Settings, roots: dict[str, Path], rows: list[LoaderRow], save) -> None:
-    """Every loader row, each saved (the partial JSON) when it is done."""
+def run_loaders(s: Settings, roots: dict[str, Path], rows: list[dict], save) -> None:
+    """Every loader row (images/s, or "n/a (reason)"), each saved when it is done."""
     for loader, pipeline, workers, measure in loader_rows(s, roots):
-        value, err = guarded(measure, f"loader {loader} {pipeline} workers={workers}", s.device)
-        rows.append(LoaderRow(loader, pipeline, workers, s.loader_batch, value, err))
-        log(f"loader {loader} / {pipeline} / {workers} workers: {value or err}")
+        value = guarded(measure, f"loader {loader} {pipeline} workers={workers}", s.device)
+        row = dict(loader=loader, pipeline=pipeline, workers=workers, batch=s.loader_batch)
+        rows.append({**row, "images_per_s": value})
+        log(f"loader {loader} / {pipeline} / {workers} workers: {value}")
         save()
