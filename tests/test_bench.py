@@ -317,7 +317,7 @@ def test_json_is_written_even_when_rendering_fails(monkeypatch, tmp_path, capsys
 def test_partial_json_after_each_section_survives_a_kill(monkeypatch, tmp_path):
     seen: dict = {}
 
-    def killed_in_the_epoch(settings, spec, step_ips, cifar_root, rows, save):
+    def killed_in_the_epoch(settings, spec, step_rows, cifar_root, rows, save):
         (partial,) = tmp_path.glob("*.partial.json")  # written before the next section began
         seen.update(json.loads(partial.read_text()))
         raise KeyboardInterrupt  # what a time limit's signal looks like to the suite

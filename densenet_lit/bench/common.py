@@ -56,6 +56,17 @@ def guarded(fn: Callable[[], Any], what: str, device) -> Any:
             torch.cuda.reset_peak_memory_stats(device)
 
 
+def over(a, b) -> float | None:
+    """``a / b`` where both were measured, else None."""
+    return a / b if all(isinstance(v, float | int) and v for v in (a, b)) else None
+
+
+def get(row: dict | None, runner: str, key: str = "images_per_s"):
+    """A runner's images/s (or ``key``) in a step row: a number, its error's text, or None."""
+    run = (row or {}).get("runs", {}).get(runner)
+    return run[key] if isinstance(run, dict) else run
+
+
 def load_average() -> str:
     """The machine's 1/5/15-minute load averages: other jobs skew CPU timings."""
     return "{:.1f} / {:.1f} / {:.1f}".format(*os.getloadavg())

@@ -31,12 +31,10 @@ class Mode:
     @property
     def label(self) -> str:
         """What the mode runs, in words: precision, layout, execution, memory level, recipe."""
-        parts = ["bf16-mixed" if self.bf16 else "fp32"]
-        parts.append("channels_last" if self.channels_last else "NCHW")
-        parts.append("torch.compile" if self.compile else "eager")
-        if self.memory_efficient:
-            parts.append(f"memory_efficient={self.memory_efficient}")
-        return ", ".join(parts + [f"{k}={v}" for k, v in self.module.items()])
+        level = {"memory_efficient": self.memory_efficient} if self.memory_efficient else {}
+        parts = [("fp32", "bf16-mixed")[self.bf16], ("NCHW", "channels_last")[self.channels_last]]
+        parts += [("eager", "torch.compile")[self.compile]]
+        return ", ".join(parts + [f"{k}={v}" for k, v in {**level, **self.module}.items()])
 
 
 FAST = {"channels_last": True, "bf16": True, "compile": True}
@@ -66,28 +64,23 @@ class ModelSpec:
     image_size: int
     num_classes: int
     module_kwargs: dict[str, Any]
-    baseline_name: str  # what the plain loop trains
-
-    @property
-    def has_torchvision_baseline(self) -> bool:
-        return self.num_classes == 1000
+    baseline_name: str  # what the plain loop trains: torchvision's network for 1000 classes
 
     def ours(self, level: int) -> nn.Module:
         kwargs = self.module_kwargs
         return build_model(**kwargs, num_classes=self.num_classes, memory_efficient=level)
 
     def plain(self, level: int) -> nn.Module:
-        """What the plain loop trains: torchvision's DenseNet where it has one (its one
-        memory-efficient mode at any level above 0), else ours."""
-        if not self.has_torchvision_baseline:
-            return self.ours(level)
+        """torchvision's DenseNet where it has one (its one memory-efficient mode at any level
+        above 0), else ours."""
         import torchvision
 
+        if self.num_classes != 1000:
+            return self.ours(level)
         k = self.module_kwargs.get("growth_rate", 32)
         blocks = tuple(self.module_kwargs.get("block_config", (6, 12, 24, 16)))
-        return torchvision.models.DenseNet(
-            k, blocks, 2 * k, num_classes=self.num_classes, memory_efficient=level > 0
-        )
+        net = torchvision.models.DenseNet
+        return net(k, blocks, 2 * k, num_classes=1000, memory_efficient=level > 0)
 
 
 SPECS = {

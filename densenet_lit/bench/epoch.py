@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch import Callback
 from torch.profiler import ProfilerActivity, profile
 
-from densenet_lit.bench.common import NA, guarded, log, now
+from densenet_lit.bench.common import NA, get, guarded, log, now, over
 from densenet_lit.bench.config import MODES, Mode, ModelSpec, Settings
 from densenet_lit.bench.loaders import torchvision_loader
 from densenet_lit.bench.steps import (
@@ -75,17 +75,9 @@ class EpochClock(Callback):
             busy = f"{NA} (profiler recorded no GPU activity)"
         if window and self.kernel_s:
             busy = min(1.0, self.kernel_s / self.busy_wall)
-        return dict(
-            pipeline=pipeline,
-            mode=mode.name,
-            workers=workers,
-            batch=batch,
-            batches=done,
-            seconds=self.seconds,
-            images_per_s=batch * n / seconds,
-            busy=busy,
-            busy_batches=window,
-        )
+        row = dict(pipeline=pipeline, mode=mode.name, workers=workers, batch=batch, batches=done)
+        ips = batch * n / seconds
+        return dict(row, seconds=self.seconds, images_per_s=ips, busy=busy, busy_batches=window)
 
 
 def epoch_clock(s: Settings, n_available: int) -> EpochClock:
@@ -129,21 +121,17 @@ def plain_epoch(spec: ModelSpec, mode: Mode, s: Settings, data_root: Path) -> di
     return clock.result(PLAIN_PIPELINE, mode, s.epoch_workers, b, i + 1)
 
 
-def run_epochs(s: Settings, spec: ModelSpec, step_ips: dict, cifar_root: Path, rows, save):
-    """Both sides in each epoch mode, beside the same side's step figure of that mode
-    (``step_ips``: ``(mode, runner)`` to images/s): "vs step alone"."""
-    for name in s.epoch_modes:
-        for fn, runner, pipeline in (
-            (our_epoch, LIGHTNING, OURS_PIPELINE),
-            (plain_epoch, PLAIN, PLAIN_PIPELINE),
-        ):
-            torch.manual_seed(0)
-            res = guarded(partial(fn, spec, MODES[name], s, cifar_root), f"epoch {name}", s.device)
-            row = (
-                res if isinstance(res, dict) else {"pipeline": pipeline, "mode": name, "error": res}
-            )
-            ips, step = row.get("images_per_s"), step_ips.get((name, runner))
-            row["vs_step"] = ips / step if ips and isinstance(step, float) else None
-            rows.append(row)
-            log(f"epoch {name} {runner}: {res if row.get('error') else f'{ips:.1f} img/s'}")
-            save()
+def run_epochs(s: Settings, spec: ModelSpec, step_rows: list[dict], cifar_root: Path, rows, save):
+    """Both sides in each epoch mode, beside the same side's step figure of that mode (from
+    ``step_rows``, the CIFAR network's step table): "vs step alone"."""
+    sides = ((our_epoch, LIGHTNING, OURS_PIPELINE), (plain_epoch, PLAIN, PLAIN_PIPELINE))
+    for name, (fn, runner, pipeline) in itertools.product(s.epoch_modes, sides):
+        torch.manual_seed(0)
+        what = f"epoch {name} {runner}"
+        res = guarded(partial(fn, spec, MODES[name], s, cifar_root), what, s.device)
+        row = res if isinstance(res, dict) else {"pipeline": pipeline, "mode": name, "error": res}
+        step = next((get(r, runner) for r in step_rows if r["mode"] == name), None)
+        row["vs_step"] = over(row.get("images_per_s"), step)
+        rows.append(row)
+        log(f"{what}: {row.get('error', row.get('images_per_s'))}")
+        save()

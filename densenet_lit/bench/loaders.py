@@ -15,6 +15,13 @@ from torch.utils.data import DataLoader
 
 from densenet_lit.bench.common import guarded, log
 from densenet_lit.bench.config import Settings
+from densenet_lit.data import (
+    CIFAR10DataModule,
+    DigitsDataModule,
+    ImageNetDataModule,
+    SVHNDataModule,
+    loader_throughput,
+)
 from densenet_lit.data.synthetic import IMAGENET_SIZE
 
 OURS = "ours: in-memory uint8, on-device normalise/flip/crop"
@@ -45,8 +52,6 @@ def torchvision_loader(root: Path, batch_size: int, workers: int, device) -> Dat
     import torchvision
     from torchvision import transforms as T
 
-    from densenet_lit.data import CIFAR10DataModule
-
     class CIFAR10Unchecked(torchvision.datasets.CIFAR10):
         meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}  # None: existence only
 
@@ -75,13 +80,6 @@ def stream_throughput(loader, num_batches: int, device=None) -> float:
         return next(stream)[0].to(device, non_blocking=True).shape[0]
 
     return images_per_s(next_batch, num_batches)
-
-
-def our_imagenet(root: Path, batch_size: int, decode: str = "pil"):
-    """ImageNetDataModule as a training run builds it: default worker count and crops."""
-    from densenet_lit.data import ImageNetDataModule
-
-    return ImageNetDataModule(data_dir=str(root), batch_size=batch_size, decode=decode)
 
 
 def device_decode_throughput(datamodule, num_batches: int, device) -> float:
@@ -117,21 +115,15 @@ def imagenet_loader_images(s: Settings) -> int:
     prefetch queue drains at every epoch end and the row measures fewer workers than it names."""
     if s.quick:
         return s.imagenet_train_images
-    workers = our_imagenet(Path("."), s.loader_batch).resolved_num_workers
+    workers = ImageNetDataModule(batch_size=s.loader_batch).resolved_num_workers
     return max(s.imagenet_train_images, 4 * workers * s.loader_batch)
 
 
 def loader_rows(s: Settings, roots: dict[str, Path]) -> list[tuple[str, str, int, Callable]]:
     """``(loader, pipeline, workers, measure)`` of every row: CIFAR-10 ours and torchvision's
     with 0 and many workers, SVHN, digits; ImageNet's PIL path, then its device path in parts:
-    its workers alone, decoding + augmentation alone, both together."""
-    from densenet_lit.data import (
-        CIFAR10DataModule,
-        DigitsDataModule,
-        SVHNDataModule,
-        loader_throughput,
-    )
-
+    its workers alone, decoding + augmentation alone, both together. ImageNetDataModule as a
+    training run builds it: default worker count and crops."""
     b, n, nj, dev = s.loader_batch, s.loader_batches, s.imagenet_loader_batches, s.device
 
     def ours(make: Callable, num_batches: int = n) -> Callable[[], float]:
@@ -147,7 +139,7 @@ def loader_rows(s: Settings, roots: dict[str, Path]) -> list[tuple[str, str, int
     rows.append(("SVHN (train only)", SVHN_PIPELINE, 0, ours(svhn)))
     digits = partial(DigitsDataModule, batch_size=b)
     rows.append(("digits (scikit-learn, real)", DIGITS_PIPELINE, 0, ours(digits)))
-    pil = partial(our_imagenet, roots["imagenet"], b)
+    pil = partial(ImageNetDataModule, data_dir=str(roots["imagenet"]), batch_size=b)
     device_path = partial(pil, decode="device")
     workers = pil().resolved_num_workers
     decode = DEVICE_DECODE_PIPELINE.format(device="GPU" if s.cuda else "CPU")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import statistics
 
-from densenet_lit.bench.common import NA
+from densenet_lit.bench.common import NA, get, over
 from densenet_lit.bench.config import MODES, ModelSpec, Settings, model_specs
 from densenet_lit.bench.loaders import DEVICE_DECODE_PIPELINE
 from densenet_lit.bench.steps import LIGHTNING, PLAIN, PLAIN_OURS
@@ -70,17 +70,6 @@ def ratio(value: float | None) -> str:
     return NA if value is None else f"{value:.2f}x"
 
 
-def over(a, b) -> float | None:
-    """``a / b`` where both were measured, else None."""
-    return a / b if all(isinstance(v, float | int) and v for v in (a, b)) else None
-
-
-def get(row: dict | None, runner: str, key: str = "images_per_s"):
-    """A runner's images/s (or ``key``) in a step row: a number, its error's text, or None."""
-    run = (row or {"runs": {}})["runs"].get(runner)
-    return run[key] if isinstance(run, dict) else run
-
-
 def memory_label(settings: Settings) -> str:
     return "peak MiB" if settings.cuda else "activation MiB"
 
@@ -95,10 +84,8 @@ def step_section(spec: ModelSpec, rows: list[dict], settings: Settings) -> list[
     fp32 = next((r for r in rows if r["mode"] == "fp32"), None)
     body = []
     for row in rows:
-        lightning, memory = (
-            get(row, LIGHTNING),
-            [get(row, k, "memory_mib") for k in (PLAIN, LIGHTNING)],
-        )
+        lightning = get(row, LIGHTNING)
+        memory = [get(row, k, "memory_mib") for k in (PLAIN, LIGHTNING)]
         star = " *" if not settings.cuda and MODES[row["mode"]].compile else ""  # eager graph's
         cells = [row["mode"], *(num(get(row, k)) for k in (PLAIN, *ours, LIGHTNING))]
         cells += [ratio(over(lightning, get(row, k))) for k in (PLAIN, *ours)]
@@ -107,13 +94,10 @@ def step_section(spec: ModelSpec, rows: list[dict], settings: Settings) -> list[
         cells.append(ratio(over(memory[1], get(fp32, LIGHTNING, "memory_mib"))))
         firsts = [get(row, k, "first_step_s") for k in (PLAIN, LIGHTNING)]
         body.append([*cells, " / ".join(num(f, 2) if f else NA for f in firsts)])
-    title = [
-        f"### {spec.title}, batch {rows[0]['batch']}",
-        "",
-        f"Plain loop: {spec.baseline_name}.",
-        "",
-    ]
-    return title + table_lines([*head, "first step s (plain / Lightning)"], body)
+    title = f"### {spec.title}, batch {rows[0]['batch']}"
+    return [title, "", f"Plain loop: {spec.baseline_name}.", ""] + table_lines(
+        [*head, "first step s (plain / Lightning)"], body
+    )
 
 
 def busy_cell(row: dict) -> str:
@@ -125,24 +109,12 @@ def epoch_section(rows: list[dict]) -> list[str]:
     head = ["pipeline", "mode", "workers", "batches x batch", "time s", "img/s", "vs step alone"]
     body = []
     for r in rows:
-        if "error" in r:
-            body.append([r["pipeline"], r["mode"], "", "", "", r["error"], "", ""])
-        else:
-            size, times = (
-                f"{r['batches']} x {r['batch']}",
-                [num(r["seconds"], 2), num(r["images_per_s"])],
-            )
-            body.append(
-                [
-                    r["pipeline"],
-                    r["mode"],
-                    r["workers"],
-                    size,
-                    *times,
-                    ratio(r["vs_step"]),
-                    busy_cell(r),
-                ]
-            )
+        cells = [r["pipeline"], r["mode"], "", "", "", r.get("error"), "", ""]
+        if "error" not in r:
+            cells[2:4] = [r["workers"], f"{r['batches']} x {r['batch']}"]
+            cells[4:] = [num(r["seconds"], 2), num(r["images_per_s"]), ratio(r["vs_step"])]
+            cells.append(busy_cell(r))
+        body.append(cells)
     return table_lines([*head, "GPU busy"], body)
 
 
@@ -186,13 +158,21 @@ def targets(steps: dict, epochs: list[dict], specs: dict, s: Settings, loaders=(
             add(BUSY_TARGET, f"{100 * busy:.1f}% ({mode})", busy > BUSY)
         elif s.cuda:
             add(BUSY_TARGET, busy, None)
+    decode_only = DEVICE_DECODE_PIPELINE.split("{")[0]
     for row in loaders:
-        value = row["images_per_s"]
-        if row["pipeline"].startswith(DEVICE_DECODE_PIPELINE.split("{")[0]) and isinstance(
-            value, float
+        if row["pipeline"].startswith(decode_only) and isinstance(
+            value := row["images_per_s"], float
         ):
             add(DECODE_TARGET, f"{value:,.0f} img/s (batches of {row['batch']})", value >= DECODE)
     return out
+
+
+def section(title: str, *parts: str | list[str]) -> list[str]:
+    """A report section: its heading, then each paragraph or table and a blank line."""
+    lines = [f"### {title}", ""]
+    for part in parts:
+        lines += [*([part] if isinstance(part, str) else part), ""]
+    return lines
 
 
 def render(results: dict) -> str:
@@ -213,35 +193,23 @@ def render(results: dict) -> str:
         callbacks = ", ".join(f"`{type(c).__name__}`" for c in default_callbacks())
         modes = {r["mode"] for rows in steps.values() for r in rows}
         legend = "; ".join(f"{m.name} = {m.label}" for m in MODES.values() if m.name in modes)
-        lines += [
-            "### Training step",
-            "",
-            STEP_TEXT.format(callbacks, PEAK if s.cuda else SAVED, legend),
-            "",
-        ]
+        lines += section(
+            "Training step", STEP_TEXT.format(callbacks, PEAK if s.cuda else SAVED, legend)
+        )
         for key, rows in steps.items():
             lines += [*step_section(specs[key], rows, s), ""]
     if loaders:
-        lines += ["### Data loaders alone", "", LOADER_TEXT, "", *loader_section(loaders), ""]
+        keys = ["loader", "pipeline", "workers", "batch"]
+        body = [[*(r[k] for k in keys), num(r["images_per_s"])] for r in loaders]
+        lines += section("Data loaders alone", LOADER_TEXT, table_lines([*keys, "img/s"], body))
     if epochs:
-        span = (
-            f"the first {s.epoch_batches} batches of an epoch"
-            if s.epoch_batches
-            else "the whole epoch"
+        n = s.epoch_batches
+        text = EPOCH_TEXT.format(
+            f"the first {n} batches of an epoch" if n else "the whole epoch", specs["cifar"].title
         )
-        text = EPOCH_TEXT.format(span, specs["cifar"].title)
-        lines += ["### CIFAR-10 epoch, end to end", "", text, "", *epoch_section(epochs), ""]
+        lines += section("CIFAR-10 epoch, end to end", text, epoch_section(epochs))
     if rows := targets(steps, epochs, specs, s, loaders):
-        lines += [
-            "### Targets (set for a GPU)",
-            "",
-            *table_lines(["target", "measured", "verdict"], rows),
-            "",
-        ]
+        lines += section(
+            "Targets (set for a GPU)", table_lines(["target", "measured", "verdict"], rows)
+        )
     return "\n".join(lines)
-
-
-def loader_section(rows: list[dict]) -> list[str]:
-    keys = ["loader", "pipeline", "workers", "batch"]
-    body = [[*(r[k] for k in keys), num(r["images_per_s"])] for r in rows]
-    return table_lines([*keys, "img/s"], body)

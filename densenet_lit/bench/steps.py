@@ -179,7 +179,7 @@ def step_row(spec: ModelSpec, name: str, s: Settings, runners: list[str] | None 
     """The runners of ``spec`` (default all) in mode ``name``, alternating over rounds so that
     drift in the machine's speed affects them alike. A runner that fails is its error's
     "n/a (reason)" cell."""
-    runners = runners or [PLAIN, *[PLAIN_OURS] * spec.has_torchvision_baseline, LIGHTNING]
+    runners = runners or [PLAIN, *[PLAIN_OURS] * (spec.num_classes == 1000), LIGHTNING]
     rounds: dict[str, list] = {runner: [] for runner in runners}
     for r in range(s.rounds):
         for runner in runners[:: -1 if r % 2 else 1]:

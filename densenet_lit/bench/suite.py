@@ -118,12 +118,7 @@ def run(s: Settings, results: dict, save: Callable[[], None]) -> None:
         if "loaders" in s.sections:
             run_loaders(s, roots, results["loaders"], save)
         if "epoch" in s.sections:
-            step_ips = {
-                (row["mode"], runner): run.get("images_per_s")
-                for row in results["steps"].get("cifar", [])
-                for runner, run in row["runs"].items()
-                if isinstance(run, dict)
-            }
-            run_epochs(s, specs["cifar"], step_ips, roots["cifar10"], results["epochs"], save)
+            cifar_steps = results["steps"].get("cifar", [])
+            run_epochs(s, specs["cifar"], cifar_steps, roots["cifar10"], results["epochs"], save)
     results["elapsed_s"] = time.perf_counter() - start
     results["environment"]["load average (1/5/15 min) at end"] = load_average()
