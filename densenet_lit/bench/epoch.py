@@ -41,7 +41,7 @@ class EpochClock(Callback):
         self.first = (batches - window) // 2
         self.last = self.first + window
         self.profiler = profile(activities=[ProfilerActivity.CUDA])
-        self.window_s = self.kernel_s = self.busy_wall = 0.0
+        self.window_s = 0.0
 
     def on_train_epoch_start(self, *args) -> None:
         self.begin = now(self.device)
@@ -57,9 +57,6 @@ class EpochClock(Callback):
             self.busy_wall = now(self.device) - self.inner
             self.profiler.stop()
             self.window_s = now(self.device) - self.outer
-            cuda = torch.autograd.DeviceType.CUDA
-            spans = [e.time_range for e in self.profiler.events() if e.device_type == cuda]
-            self.kernel_s = sum(t.end - t.start for t in spans) / 1e6
 
     def on_train_epoch_end(self, *args) -> None:
         self.seconds = now(self.device) - self.begin
@@ -71,10 +68,11 @@ class EpochClock(Callback):
         if n <= 0 or seconds <= 0:  # the window was the whole epoch
             n, seconds = done, self.seconds
         busy = f"{NA} (CPU)" if torch.device(self.device).type == "cpu" else f"{NA} (not profiled)"
-        if window:
-            busy = f"{NA} (profiler recorded no GPU activity)"
-        if window and self.kernel_s:
-            busy = min(1.0, self.kernel_s / self.busy_wall)
+        if window:  # the trace is read after the epoch: parsing it takes seconds
+            cuda = torch.autograd.DeviceType.CUDA
+            spans = [e.time_range for e in self.profiler.events() if e.device_type == cuda]
+            kernel_s = sum(t.end - t.start for t in spans) / 1e6
+            busy = min(1.0, kernel_s / self.busy_wall) if spans else f"{NA} (no GPU activity)"
         row = dict(pipeline=pipeline, mode=mode.name, workers=workers, batch=batch, batches=done)
         ips = batch * n / seconds
         return dict(row, seconds=self.seconds, images_per_s=ips, busy=busy, busy_batches=window)
