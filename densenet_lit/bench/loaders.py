@@ -5,9 +5,10 @@ real formats that :mod:`densenet_lit.data.synthetic` writes. Ours are timed by
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.benchmark import Timer
@@ -38,12 +39,21 @@ DEVICE_END_TO_END_PIPELINE = "ours, decode: device: end to end (workers + decode
 JPEGS = f"ImageNet (synthetic {IMAGENET_SIZE[1]}x{IMAGENET_SIZE[0]} JPEGs)"
 
 
-def images_per_s(next_batch: Callable[[], int], num_batches: int) -> float:
-    """Images/s of ``next_batch()`` (which returns its batch's size); the first three calls
-    (worker start-up) are not timed: one here, two in ``Timer.timeit``'s own warm-up."""
+def images_per_s(batches: Iterator, num_batches: int, count: Callable[[Any], int] = len) -> float:
+    """Images/s of ``count(next(batches))``, where ``count`` moves, decodes or only counts a
+    batch and returns its size; the first three batches (worker start-up) are not timed: one
+    here, two in ``Timer.timeit``'s own warm-up."""
+
+    def next_batch() -> int:
+        return count(next(batches))
+
     n = next_batch()
     timer = Timer("f()", globals={"f": next_batch}, num_threads=torch.get_num_threads())
     return n / timer.timeit(num_batches).median
+
+
+def endless(loader) -> Iterator:
+    return itertools.chain.from_iterable(itertools.repeat(loader))
 
 
 def torchvision_loader(root: Path, batch_size: int, workers: int, device) -> DataLoader:
@@ -68,21 +78,7 @@ def torchvision_loader(root: Path, batch_size: int, workers: int, device) -> Dat
     )
 
 
-def stream_throughput(loader, num_batches: int, device=None) -> float:
-    """Images/s of drawing batches from ``loader`` over and over: a plain DataLoader's
-    ``(images, labels)`` moved to ``device``; without one, batches only counted (the device
-    path's workers alone: file bytes and drawn augmentation, not decoded)."""
-    stream = itertools.chain.from_iterable(itertools.repeat(loader))
-
-    def next_batch() -> int:
-        if device is None:
-            return len(next(stream))
-        return next(stream)[0].to(device, non_blocking=True).shape[0]
-
-    return images_per_s(next_batch, num_batches)
-
-
-def device_decode_throughput(datamodule, num_batches: int, device) -> float:
+def device_decode(datamodule, num_batches: int, device) -> float:
     """Decoding and augmenting on ``device`` alone: 4 training batches read once (in this
     process), then moved and transformed over and over, as Lightning does
     (``transfer_batch_to_device``, then ``transform_batch``)."""
@@ -94,19 +90,19 @@ def device_decode_throughput(datamodule, num_batches: int, device) -> float:
         train.__getitems__(list(range(k * size, (k + 1) * size)))
         for k in range(min(4, len(train) // size))
     ]
-    batches = itertools.cycle(held)
 
-    def next_batch() -> int:
-        moved = datamodule.transfer_batch_to_device(next(batches), device, 0)
+    def count(batch) -> int:
+        moved = datamodule.transfer_batch_to_device(batch, device, 0)
         return datamodule.transform_batch(moved, train=True)[0].shape[0]
 
-    return images_per_s(next_batch, num_batches)
+    return images_per_s(itertools.cycle(held), num_batches, count)
 
 
 def workers_only(datamodule, num_batches: int) -> float:
-    """The device path's workers alone: its training loader, batches counted, not decoded."""
+    """The device path's workers alone: batches of file bytes and drawn augmentation,
+    counted, not decoded."""
     datamodule.setup("fit")
-    return stream_throughput(datamodule.train_dataloader(), num_batches)
+    return images_per_s(endless(datamodule.train_dataloader()), num_batches)
 
 
 def imagenet_loader_images(s: Settings) -> int:
@@ -129,12 +125,17 @@ def loader_rows(s: Settings, roots: dict[str, Path]) -> list[tuple[str, str, int
     def ours(make: Callable, num_batches: int = n) -> Callable[[], float]:
         return lambda: loader_throughput(make(), num_batches, "train", dev)
 
+    def moved(batch) -> int:  # a plain DataLoader's (images, labels) onto the device
+        return batch[0].to(dev, non_blocking=True).shape[0]
+
     rows = []
     for w in sorted({0, s.loader_workers}):
         cifar = partial(CIFAR10DataModule, str(roots["cifar10"]), b, num_workers=w, val_size=0)
         plain = partial(torchvision_loader, roots["cifar10"], b, w, dev)
         rows.append(("CIFAR-10", OURS, w, ours(partial(cifar, augment=True))))
-        rows.append(("CIFAR-10", TORCHVISION, w, lambda f=plain: stream_throughput(f(), n, dev)))
+        rows.append(
+            ("CIFAR-10", TORCHVISION, w, lambda f=plain: images_per_s(endless(f()), n, moved))
+        )
     svhn = partial(SVHNDataModule, str(roots["svhn"]), b, val_size=0, use_extra=False)
     rows.append(("SVHN (train only)", SVHN_PIPELINE, 0, ours(svhn)))
     digits = partial(DigitsDataModule, batch_size=b)
@@ -146,7 +147,7 @@ def loader_rows(s: Settings, roots: dict[str, Path]) -> list[tuple[str, str, int
     return rows + [
         (JPEGS, PIL_PIPELINE, workers, ours(pil, nj)),
         (JPEGS, BYTES_PIPELINE, workers, lambda: workers_only(device_path(), nj)),
-        (JPEGS, decode, 0, lambda: device_decode_throughput(device_path(), nj, dev)),
+        (JPEGS, decode, 0, lambda: device_decode(device_path(), nj, dev)),
         (JPEGS, DEVICE_END_TO_END_PIPELINE, workers, ours(device_path, nj)),
     ]
 
