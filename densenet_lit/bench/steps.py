@@ -150,7 +150,7 @@ def lightning_steps(spec: ModelSpec, mode: Mode, s: Settings) -> dict:
     if len(timed) != s.windows:
         raise RuntimeError(f"Lightning logged {len(timed)} of {s.windows} windows")
     if s.cuda:
-        memory = max(float(r[PEAK_GIB]) * 2**10 for r in timed)
+        memory = max((float(r[PEAK_GIB]) * 2**10 for r in timed if r.get(PEAK_GIB)), default=None)
     window_ips = [float(r[IMAGES_PER_SEC]) for r in timed]
     return {"window_ips": window_ips, "first_step_s": first["first_step_s"], "memory_mib": memory}
 
