@@ -108,7 +108,7 @@ SECTIONS = ("steps", "loaders", "epoch")
 # The defaults of what the command line leaves out, by kind of run (the keys that are no
 # option are sizes of the loader rows and the epoch). CPU: small batches and few steps
 # (minutes on 2 cores); Inductor takes minutes per network and runner there, so the compile
-# modes are left to --modes all. GPU: the profiler's window (busy_window batches) is short, as
+# modes are left to --modes [all]. GPU: the profiler's window (busy_window batches) is short, as
 # the profiler slows the host. Quick: tiny models; 1 thread is steadier on a busy machine.
 DEFAULTS = {
     "any": dict(models=list(SPECS), sections=list(SECTIONS), loader_batch=64,
