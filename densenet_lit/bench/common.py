@@ -1,5 +1,5 @@
-"""Helpers every measurement shares: progress lines, clocks, errors as table cells, the
-environment."""
+"""What every measurement shares: progress lines, a synchronised clock, errors as table cells,
+the environment block of a report."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from densenet_lit.data.base import cpu_count
+
+NA = "n/a"
 
 
 def log(msg: str) -> None:
@@ -38,15 +40,15 @@ def short_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {msg}" if msg else type(err).__name__
 
 
-def guarded(fn: Callable[[], Any], what: str, device) -> tuple[Any, str | None]:
-    """``(fn(), None)``, or ``(None, short error)`` with the traceback printed: a mode the
-    device does not support is a result, not a crash. Frees what ``fn`` left behind."""
+def guarded(fn: Callable[[], Any], what: str, device) -> Any:
+    """``fn()``, or its exception as the cell ``"n/a (reason)"`` (traceback printed): a mode
+    the device does not support is a result, not a crash. Frees what ``fn`` left behind."""
     try:
-        return fn(), None
+        return fn()
     except Exception as err:
         log(f"{what} failed:")
         traceback.print_exc()
-        return None, short_error(err)
+        return f"{NA} ({short_error(err)})"
     finally:
         gc.collect()
         if torch.device(device).type == "cuda":
@@ -54,20 +56,27 @@ def guarded(fn: Callable[[], Any], what: str, device) -> tuple[Any, str | None]:
             torch.cuda.reset_peak_memory_stats(device)
 
 
+def over(a, b) -> float | None:
+    """``a / b`` where both were measured, else None."""
+    return a / b if all(isinstance(v, float | int) and v for v in (a, b)) else None
+
+
+def get(row: dict | None, runner: str, key: str = "images_per_s"):
+    """A runner's images/s (or ``key``) in a step row: a number, its error's text, or None."""
+    run = (row or {}).get("runs", {}).get(runner)
+    return run[key] if isinstance(run, dict) else run
+
+
 def load_average() -> str:
     """The machine's 1/5/15-minute load averages: other jobs skew CPU timings."""
-    try:
-        return "{:.1f} / {:.1f} / {:.1f}".format(*os.getloadavg())
-    except (OSError, AttributeError):
-        return "n/a"
+    return "{:.1f} / {:.1f} / {:.1f}".format(*os.getloadavg())
 
 
 def cpu_name() -> str:
+    names = []
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def environment(device) -> dict[str, str]:
@@ -79,8 +88,7 @@ def environment(device) -> dict[str, str]:
     if cuda := torch.device(device).type == "cuda":
         props = torch.cuda.get_device_properties(device)
         dev = f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
-        if torch.backends.cudnn.is_available():
-            dev += f", cuDNN {torch.backends.cudnn.version()}"
+        dev += f", cuDNN {torch.backends.cudnn.version()}"
     env = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.node()}: {platform.platform()}",

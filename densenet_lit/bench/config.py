@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -29,22 +29,15 @@ class Mode:
     module: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def precision(self) -> str:
-        return "bf16-mixed" if self.bf16 else "32-true"
-
-    @property
     def label(self) -> str:
         """What the mode runs, in words: precision, layout, execution, memory level, recipe."""
-        parts = ["bf16-mixed" if self.bf16 else "fp32"]
-        parts.append("channels_last" if self.channels_last else "NCHW")
-        parts.append("torch.compile" if self.compile else "eager")
-        if self.memory_efficient:
-            parts.append(f"memory_efficient={self.memory_efficient}")
-        return ", ".join(parts + [f"{k}={v}" for k, v in self.module.items()])
+        level = {"memory_efficient": self.memory_efficient} if self.memory_efficient else {}
+        parts = [("fp32", "bf16-mixed")[self.bf16], ("NCHW", "channels_last")[self.channels_last]]
+        parts += [("eager", "torch.compile")[self.compile]]
+        return ", ".join(parts + [f"{k}={v}" for k, v in {**level, **self.module}.items()])
 
 
 FAST = {"channels_last": True, "bf16": True, "compile": True}
-DEEPEST = f"memory_efficient={DEEPEST_MEMORY_LEVEL}"
 MODES: dict[str, Mode] = {
     m.name: m
     for m in (
@@ -54,7 +47,7 @@ MODES: dict[str, Mode] = {
         Mode("compile", compile=True),
         Mode("fast", **FAST),
         Mode("memory_efficient", memory_efficient=1),
-        Mode(DEEPEST, memory_efficient=DEEPEST_MEMORY_LEVEL),
+        Mode(f"memory_efficient={DEEPEST_MEMORY_LEVEL}", memory_efficient=DEEPEST_MEMORY_LEVEL),
         Mode("fast+memory_efficient", **FAST, memory_efficient=1),
     )
 }
@@ -62,8 +55,8 @@ MODES: dict[str, Mode] = {
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A network of the suite, as ``DenseNetModule``/``build_model`` arguments; the plain
-    loop trains torchvision's network of the same shape for ImageNet (1000 classes)."""
+    """A network of the suite, as ``build_model`` arguments; the plain loop trains
+    torchvision's network of the same shape for ImageNet (1000 classes)."""
 
     key: str
     title: str
@@ -71,35 +64,29 @@ class ModelSpec:
     image_size: int
     num_classes: int
     module_kwargs: dict[str, Any]
-    baseline_name: str  # what the plain loop trains
-
-    @property
-    def has_torchvision_baseline(self) -> bool:
-        return self.num_classes == 1000
+    baseline_name: str  # what the plain loop trains: torchvision's network for 1000 classes
 
     def ours(self, level: int) -> nn.Module:
-        return build_model(
-            **self.module_kwargs, num_classes=self.num_classes, memory_efficient=level
-        )
+        kwargs = self.module_kwargs
+        return build_model(**kwargs, num_classes=self.num_classes, memory_efficient=level)
 
     def plain(self, level: int) -> nn.Module:
-        """What the plain loop trains: torchvision's DenseNet where it has one (its one
-        memory-efficient mode at any level above 0), else ours."""
-        if not self.has_torchvision_baseline:
-            return self.ours(level)
+        """torchvision's DenseNet where it has one (its one memory-efficient mode at any level
+        above 0), else ours."""
         import torchvision
 
+        if self.num_classes != 1000:
+            return self.ours(level)
         k = self.module_kwargs.get("growth_rate", 32)
         blocks = tuple(self.module_kwargs.get("block_config", (6, 12, 24, 16)))
-        return torchvision.models.DenseNet(
-            k, blocks, 2 * k, num_classes=self.num_classes, memory_efficient=level > 0
-        )
+        net = torchvision.models.DenseNet
+        return net(k, blocks, 2 * k, num_classes=1000, memory_efficient=level > 0)
 
 
-CIFAR_BASELINE = "our network (torchvision has no CIFAR DenseNet)"
 SPECS = {
     "cifar": ("DenseNet-BC (L=100, k=12), 32x32", "DenseNet-BC-100", 32, 10,
-              {"arch": "densenet_cifar", "depth": 100, "growth_rate": 12}, CIFAR_BASELINE),
+              {"arch": "densenet_cifar", "depth": 100, "growth_rate": 12},
+              "our network (torchvision has no CIFAR DenseNet)"),
     "imagenet": ("DenseNet-121, 224x224", "DenseNet-121", 224, 1000, {"arch": "densenet121"},
                  "torchvision.models.densenet121"),
 }  # fmt: skip
@@ -118,10 +105,11 @@ def model_specs(quick: bool) -> dict[str, ModelSpec]:
 
 ModeName = Literal[(*MODES, "all")]
 SECTIONS = ("steps", "loaders", "epoch")
-# The defaults of what the command line leaves out, by kind of run. CPU: small batches and
-# few steps (minutes on 2 cores); Inductor takes minutes per network and runner there, so
-# the compile modes are left to --modes all. GPU: the profiler's window is short, as the
-# profiler slows the host. Quick: tiny models; 1 thread is steadier on a busy machine.
+# The defaults of what the command line leaves out, by kind of run (the keys that are no
+# option are sizes of the loader rows and the epoch). CPU: small batches and few steps
+# (minutes on 2 cores); Inductor takes minutes per network and runner there, so the compile
+# modes are left to --modes [all]. GPU: the profiler's window (busy_window batches) is short, as
+# the profiler slows the host. Quick: tiny models; 1 thread is steadier on a busy machine.
 DEFAULTS = {
     "any": dict(models=list(SPECS), sections=list(SECTIONS), loader_batch=64,
                 loader_workers=min(8, cpu_count()), epoch_workers=min(8, cpu_count()),
@@ -165,15 +153,8 @@ class Settings:
         rounds: plain/Lightning alternations.
         epoch_modes: modes of the CIFAR epoch.
         epoch_batches: batches of the CIFAR epoch (0: the whole epoch).
-        loader_batch: batch of the loader rows.
         loader_batches: timed batches per loader row (given alone: the ImageNet rows' too).
         imagenet_loader_batches: timed batches per ImageNet loader row.
-        loader_workers: the "many workers" count of the CIFAR loader rows (default min(8, cores)).
-        epoch_workers: workers of the plain recipe's epoch (default min(8, cores)).
-        cifar_train_images: synthetic CIFAR-10 training images.
-        svhn_train_images: synthetic SVHN training images.
-        imagenet_train_images: synthetic ImageNet JPEGs (at least 4 batches per worker).
-        busy_window: batches of the CUDA epoch the profiler watches for GPU busy.
         threads: torch intra-op threads (CPU); 1 is steadier on a machine other jobs share.
     """
 
@@ -191,27 +172,21 @@ class Settings:
     rounds: int | None = None
     epoch_modes: list[ModeName] | None = None
     epoch_batches: int | None = None
-    loader_batch: int | None = None
     loader_batches: int | None = None
     imagenet_loader_batches: int | None = None
-    loader_workers: int | None = None
-    epoch_workers: int | None = None
-    cifar_train_images: int | None = None
-    svhn_train_images: int | None = None
-    imagenet_train_images: int | None = None
-    busy_window: int | None = None
     threads: int | None = None
 
     def __post_init__(self) -> None:
         """Fill what was left out from DEFAULTS; expand ``all``; check the counts."""
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        given = {f.name for f in fields(self) if getattr(self, f.name) is not None}
-        if self.loader_batches is not None and self.imagenet_loader_batches is None:
+        modes_given = self.modes is not None
+        if self.imagenet_loader_batches is None:
             self.imagenet_loader_batches = self.loader_batches
         quick = DEFAULTS["quick"] if self.quick else {}
         for name, value in {**DEFAULTS["any"], **DEFAULTS[self.device], **quick}.items():
-            setattr(self, name, value if getattr(self, name) is None else getattr(self, name))
+            if getattr(self, name, None) is None:
+                setattr(self, name, value)
         choices = {"models": SPECS, "sections": SECTIONS, "modes": MODES, "epoch_modes": MODES}
         for name, values in choices.items():
             if getattr(self, name) == ["all"]:
@@ -223,15 +198,15 @@ class Settings:
             )
         self.notes = []
         left_out = [m for m in MODES if m not in self.modes]
-        if left_out and "modes" not in given and self.device == "cpu" and not self.quick:
+        if left_out and not modes_given and self.device == "cpu" and not self.quick:
             self.notes.append(
                 f"Modes {', '.join(left_out)} are left out by the CPU default (Inductor takes "
-                "minutes to compile each network for each runner); `--modes all` includes them."
+                "minutes to compile each network for each runner); `--modes [all]` includes them."
             )
         if self.epoch_batches and "epoch" in self.sections:
             self.notes.append(
                 f"The CIFAR 'epoch' is its first {self.epoch_batches} batches "
-                "(`--epoch-batches 0` runs the whole epoch)."
+                "(`--epoch_batches 0` runs the whole epoch)."
             )
 
     @property

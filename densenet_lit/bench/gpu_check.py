@@ -1,16 +1,14 @@
 """``python -m densenet_lit.bench.gpu_check`` (``make gpu-check``): a lent GPU's few minutes, used.
 
-One command, about 6 minutes on one H100 (the part budgets are in docs/benchmarks.md), one
-Markdown report: ``pytest -m gpu``; DenseNet-121's training step (bf16 AMP, channels_last,
-compile) in Lightning beside a plain torchvision loop; the memory levels' GPU memory and time;
-nvJPEG decoding against PIL; a short ImageNet-layout epoch through the CLI with
-``decode: device``. Each part that fails says why in its section and the next one runs. With no
-GPU it says so in one line; ``--dry_run true`` runs every part it can on the CPU at tiny sizes.
+One command, about 6 minutes on one H100, one Markdown report (its parts: docs/benchmarks.md,
+"GPU check"). A part that fails says why in its section and the next one runs. With no GPU it
+says so in one line; ``--dry_run true`` runs every part it can on the CPU at tiny sizes.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import shlex
 import subprocess
 import sys
@@ -23,6 +21,8 @@ import torch
 
 from densenet_lit.bench.common import environment, guarded, log
 from densenet_lit.bench.config import Settings, model_specs
+from densenet_lit.bench.loaders import images_per_s
+from densenet_lit.bench.report import section, step_section
 from densenet_lit.bench.steps import IMAGES_PER_SEC, LIGHTNING, PLAIN, step_row
 from densenet_lit.data.synthetic import write_photo_imagenet
 from densenet_lit.markdown import table_lines
@@ -43,8 +43,6 @@ def run_pytest(paths: list[str], timeout: int) -> list[str]:
 def training_step(dry_run: bool, batch: int, steps: int) -> list[str]:
     """DenseNet-121 (a tiny stand-in on a dry run) in Lightning and in a plain torchvision
     loop, one after the other in this process; the table's "Lightning / plain" is the ratio."""
-    from densenet_lit.bench.report import step_section
-
     mode = "bf16-mixed" if dry_run else "fast"  # a CPU compiles for minutes
     device, windows = ("cpu", 1) if dry_run else ("cuda", 3)
     sizes = dict(batch_imagenet=batch, rounds=1, warmup=steps, steps=steps, windows=windows)
@@ -71,7 +69,6 @@ def jpeg_decoding(n_images: int) -> list[str]:
     PIL (one image after another), on the same synthetic 500x375 photos."""
     import numpy as np
     from PIL import Image
-    from torch.utils.benchmark import Timer
     from torchvision.io import decode_jpeg
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,17 +76,14 @@ def jpeg_decoding(n_images: int) -> list[str]:
         files = [p.read_bytes() for p in sorted(Path(tmp, "train").rglob("*.JPEG"))]
     data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in files]
 
-    def pil():
-        return [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in files]
+    def pil(files: list[bytes]) -> int:
+        return len([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in files])
 
-    rates = {}
-    for name, fn in (
-        ("nvJPEG (decode_jpeg on cuda)", lambda: decode_jpeg(data, device="cuda")),
-        ("PIL", pil),
-    ):
-        rates[name] = len(files) / Timer("f()", globals={"f": fn}).timeit(5).median
-    nv, p = rates.values()
-    rows = [[name, f"{rate:,.0f}"] for name, rate in rates.items()]
+    def nvjpeg(data: list[torch.Tensor]) -> int:
+        return len(decode_jpeg(data, device="cuda"))
+
+    nv, p = (images_per_s(itertools.repeat(x), 5, f) for x, f in ((data, nvjpeg), (files, pil)))
+    rows = [["nvJPEG (decode_jpeg on cuda)", f"{nv:,.0f}"], ["PIL", f"{p:,.0f}"]]
     return table_lines(["decoder", "img/s"], rows) + ["", f"nvJPEG / PIL: {nv / p:.1f}x"]
 
 
@@ -167,9 +161,9 @@ def gpu_check(
     for title, part in parts.items():
         start = time.perf_counter()
         log(f"gpu check: {title}")
-        body, err = guarded(part, title, device)
-        took = f"_{time.perf_counter() - start:.0f} s_"
-        lines += [f"### {title}", "", *(body or [f"failed: {err}"]), "", took, ""]
+        body = guarded(part, title, device)  # a list of lines, or the error's "n/a (...)"
+        body = body if isinstance(body, list) else [f"failed: {body}"]
+        lines += section(title, body, f"_{time.perf_counter() - start:.0f} s_")
         path.write_text("\n".join(lines) + "\n")  # after each part: a kill keeps the rest
     print("\n".join(lines))
     log(f"wrote {path}")

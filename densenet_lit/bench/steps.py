@@ -12,7 +12,6 @@ import statistics
 import tempfile
 import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -25,38 +24,16 @@ from densenet_lit.bench.config import MODES, Mode, ModelSpec, Settings
 from densenet_lit.callbacks import ThroughputMonitor, default_callbacks
 from densenet_lit.tracking import RunCSVLogger
 
-LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4  # the paper's recipe, on both sides
-# milestones in epochs: no trainer.max_epochs needed
-RECIPE = dict(
-    lr=LR, momentum=MOMENTUM, nesterov=True, weight_decay=WEIGHT_DECAY, milestones=[30, 60]
-)
+SGD = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)  # the paper's, both sides
 IMAGES_PER_SEC, PEAK_GIB = "perf/images_per_sec", "perf/peak_memory_gib"  # ThroughputMonitor's
 PLAIN, PLAIN_OURS, LIGHTNING = "plain", "plain_ours", "lightning"
+QUIET = dict(enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
 
 
-@dataclass
-class StepResult:
-    """Images/s of each timed window, the first (compiling) step, and GPU peak memory."""
-
-    window_ips: list[float] = field(default_factory=list)
-    first_step_s: float | None = None
-    peak_bytes: int | None = None  # torch.cuda.max_memory_allocated over the timed steps
-
-    @property
-    def images_per_s(self) -> float | None:
-        return statistics.median(self.window_ips) if self.window_ips else None
-
-
-def random_batch(spec: ModelSpec, batch_size: int, device, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
+def random_batch(spec: ModelSpec, batch_size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, 3, spec.image_size, spec.image_size, generator=gen)
-    y = torch.randint(0, spec.num_classes, (batch_size,), generator=gen)
-    return x.to(device), y.to(device)
-
-
-def repeat_batch(spec: ModelSpec, batch_size: int, device):
-    """An endless iterable that serves the same on-device batch (no loader cost)."""
-    return itertools.repeat(random_batch(spec, batch_size, device))
+    return x.to(device), torch.randint(0, spec.num_classes, (batch_size,), generator=gen).to(device)
 
 
 def autocast(device, mode: Mode):
@@ -64,48 +41,58 @@ def autocast(device, mode: Mode):
     return bf16 if mode.bf16 else nullcontext()
 
 
-class PlainTrainer:
-    """The loop a user writes by hand: the network, SGD-Nesterov, autocast for bf16."""
+def plain_step(model: nn.Module, mode: Mode, device):
+    """The loop a user writes by hand, as a function of one batch: the network,
+    SGD-Nesterov, autocast for bf16."""
+    layout = torch.channels_last if mode.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=layout).train()
+    optimizer = torch.optim.SGD(model.parameters(), **SGD)
+    # dynamic=False: else Dynamo's automatic dynamic shapes carry over from the first
+    # network compiled in this process and give the next one a symbolic-shape graph.
+    net = torch.compile(model, dynamic=False) if mode.compile else model
 
-    def __init__(self, model: nn.Module, mode: Mode, device):
-        self.device, self.mode = device, mode
-        model = model.to(device).train()
-        if mode.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.SGD(
-            model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, nesterov=True
-        )
-        # dynamic=False: else Dynamo's automatic dynamic shapes carry over from the first
-        # network compiled in this process and give the next one a symbolic-shape graph.
-        self.net = torch.compile(model, dynamic=False) if mode.compile else model
-
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.mode.channels_last:  # as each batch from a loader would be converted
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device, self.mode):
-            loss = F.cross_entropy(self.net(x), y)
-        self.optimizer.zero_grad(set_to_none=True)
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        with autocast(device, mode):  # each batch converted, as a loader's would be
+            loss = F.cross_entropy(net(x.contiguous(memory_format=layout)), y)
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
-        return loss
+        optimizer.step()
+
+    return step
 
 
-def plain_steps(model: nn.Module, spec: ModelSpec, mode: Mode, s: Settings) -> StepResult:
+def memory_mib(model: nn.Module, spec: ModelSpec, mode: Mode, s: Settings) -> float | None:
+    """The memory column on a CPU, where there is no allocator peak to read: the MiB the
+    autograd graph keeps for backward (eager; the mode's autocast and layout). None on CUDA."""
+    from densenet_lit.models.memory import activation_bytes
+
+    if s.cuda:
+        return None
+    x, _ = random_batch(spec, s.batch(spec.key), s.device)
+    layout = torch.channels_last if mode.channels_last else torch.contiguous_format
+    model, x = model.to(s.device, memory_format=layout), x.contiguous(memory_format=layout)
+    with autocast(s.device, mode):
+        return activation_bytes(model, x) / 2**20
+
+
+def plain_steps(model: nn.Module, spec: ModelSpec, mode: Mode, s: Settings) -> dict:
+    """Images/s of each timed window, the first (compiling) step and the memory."""
+    memory = memory_mib(model, spec, mode, s)
     x, y = random_batch(spec, s.batch(spec.key), s.device)
-    trainer = PlainTrainer(model, mode, s.device)
+    step = plain_step(model, mode, s.device)
     start = now(s.device)
-    trainer.step(x, y)
-    result = StepResult(first_step_s=now(s.device) - start)
+    step(x, y)
+    first = now(s.device) - start
     for _ in range(s.warmup - 1):
-        trainer.step(x, y)
+        step(x, y)
     if s.cuda:
         torch.cuda.reset_peak_memory_stats(s.device)
     # Timer synchronises CUDA around each window; unless told, it pins torch to 1 thread
-    stmt = partial(trainer.step, x, y)
-    timer = Timer("stmt()", globals={"stmt": stmt}, num_threads=torch.get_num_threads())
-    result.window_ips = [x.shape[0] / timer.timeit(s.steps).median for _ in range(s.windows)]
-    result.peak_bytes = torch.cuda.max_memory_allocated(s.device) if s.cuda else None
-    return result
+    timer = Timer("step(x, y)", globals=locals(), num_threads=torch.get_num_threads())
+    window_ips = [x.shape[0] / timer.timeit(s.steps).median for _ in range(s.windows)]
+    if s.cuda:
+        memory = torch.cuda.max_memory_allocated(s.device) / 2**20
+    return {"window_ips": window_ips, "first_step_s": first, "memory_mib": memory}
 
 
 def make_module(spec: ModelSpec, mode: Mode):
@@ -113,7 +100,7 @@ def make_module(spec: ModelSpec, mode: Mode):
     from densenet_lit.module import DenseNetModule
 
     layout = {"channels_last": mode.channels_last, "compile": mode.compile}
-    kwargs = {**spec.module_kwargs, **RECIPE, **layout, **mode.module}
+    kwargs = {**spec.module_kwargs, **SGD, "milestones": [30, 60], **layout, **mode.module}
     return DenseNetModule(
         **kwargs, num_classes=spec.num_classes, memory_efficient=mode.memory_efficient
     )
@@ -127,115 +114,79 @@ def trainer_kwargs(settings: Settings, mode: Mode, root: str, callbacks=()) -> d
     warnings.filterwarnings("ignore", module="lightning")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     device = {"accelerator": "gpu" if settings.cuda else "cpu", "devices": 1}
-    speed = {"precision": mode.precision, "benchmark": True if settings.cuda else None}
+    speed = {
+        "precision": "bf16-mixed" if mode.bf16 else "32-true",
+        "benchmark": settings.cuda or None,
+    }
     logs = {"logger": RunCSVLogger(root), "callbacks": [*callbacks, *default_callbacks()]}
-    off = dict(enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    return {**device, **speed, **logs, **off, "num_sanity_val_steps": 0, "default_root_dir": root}
+    return {**device, **speed, **logs, **QUIET, "num_sanity_val_steps": 0, "default_root_dir": root}
 
 
-def lightning_steps(spec: ModelSpec, mode: Mode, s: Settings) -> StepResult:
-    """One epoch per window, after the epochs that hold the warm-up (and the monitor's own)."""
+def lightning_steps(spec: ModelSpec, mode: Mode, s: Settings) -> dict:
+    """One epoch per window, after the epochs that hold the warm-up (and the monitor's own);
+    images/s and the GPU peak are the ThroughputMonitor's, read back from ``metrics.csv``."""
     from lightning.pytorch import Callback, Trainer
 
-    result = StepResult()
+    first: dict[str, float] = {}
 
     class FirstStep(Callback):
-        def on_train_batch_start(self, trainer, *args):
-            if trainer.global_step == 0:
-                self.start = now(s.device)
+        def on_train_batch_start(self, *args):
+            first.setdefault("start", now(s.device))
 
-        def on_train_batch_end(self, trainer, *args):
-            if trainer.global_step == 1:
-                result.first_step_s = now(s.device) - self.start
+        def on_train_batch_end(self, *args):
+            first.setdefault("first_step_s", now(s.device) - first["start"])
 
+    memory = memory_mib(spec.ours(mode.memory_efficient), spec, mode, s)
     with tempfile.TemporaryDirectory(prefix="densenet-bench-") as root:
         kwargs = trainer_kwargs(s, mode, root, [FirstStep()])
         (monitor,) = [c for c in kwargs["callbacks"] if isinstance(c, ThroughputMonitor)]
         warm = math.ceil(max(s.warmup, monitor.warmup_steps) / s.steps)
         trainer = Trainer(max_epochs=warm + s.windows, limit_train_batches=s.steps, **kwargs)
-        batches = repeat_batch(spec, s.batch(spec.key), s.device)
+        batches = itertools.repeat(random_batch(spec, s.batch(spec.key), s.device))
         trainer.fit(make_module(spec, mode), train_dataloaders=batches)
         with open(kwargs["logger"].metrics_file, newline="") as f:
             timed = [r for r in csv.DictReader(f) if r.get(IMAGES_PER_SEC)]
     timed = [r for r in timed if float(r["epoch"]) >= warm]
-    result.window_ips = [float(r[IMAGES_PER_SEC]) for r in timed]
-    peaks = [float(r[PEAK_GIB]) for r in timed if r.get(PEAK_GIB)]
-    result.peak_bytes = round(max(peaks) * 2**30) if peaks else None
-    if len(result.window_ips) != s.windows:
-        raise RuntimeError(f"Lightning logged {len(result.window_ips)} of {s.windows} windows")
-    return result
+    if len(timed) != s.windows:
+        raise RuntimeError(f"Lightning logged {len(timed)} of {s.windows} windows")
+    if s.cuda:
+        memory = max((float(r[PEAK_GIB]) * 2**10 for r in timed if r.get(PEAK_GIB)), default=None)
+    window_ips = [float(r[IMAGES_PER_SEC]) for r in timed]
+    return {"window_ips": window_ips, "first_step_s": first["first_step_s"], "memory_mib": memory}
 
 
-def run_once(runner: str, spec: ModelSpec, mode: Mode, s: Settings) -> StepResult:
-    """One runner (a column of the step table) in one mode."""
+def run_once(runner: str, spec: ModelSpec, mode: Mode, s: Settings) -> dict:
+    """One runner (a column of the step table) in one mode, seeded alike."""
+    torch.manual_seed(0)
     if runner == LIGHTNING:
         return lightning_steps(spec, mode, s)
     net = spec.ours if runner == PLAIN_OURS else spec.plain
     return plain_steps(net(mode.memory_efficient), spec, mode, s)
 
 
-def activation_mib(model: nn.Module, spec: ModelSpec, mode: Mode, s: Settings) -> float:
-    """MiB the autograd graph keeps for backward (eager; the mode's autocast and layout): the
-    memory column on a CPU, where there is no allocator peak to read."""
-    from densenet_lit.models.memory import activation_bytes
-
-    x, _ = random_batch(spec, s.batch(spec.key), s.device)
-    layout = torch.channels_last if mode.channels_last else torch.contiguous_format
-    model, x = model.to(s.device, memory_format=layout), x.contiguous(memory_format=layout)
-    with autocast(s.device, mode):
-        return activation_bytes(model, x) / 2**20
-
-
-@dataclass
-class StepRow:
-    """One model in one mode: every runner's result, side by side."""
-
-    model: str
-    mode: str
-    batch: int
-    runs: dict[str, StepResult] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-    memory_mib: dict[str, float] = field(default_factory=dict)
-    memory_errors: dict[str, str] = field(default_factory=dict)
-
-    def ips(self, runner: str) -> float | None:
-        run = self.runs.get(runner)
-        return run.images_per_s if run is not None else None
-
-    def ratio(self, runner: str, baseline: str) -> float | None:
-        a, b = self.ips(runner), self.ips(baseline)
-        return a / b if a and b else None
-
-    def add(self, runner: str, res: StepResult) -> None:
-        """A round's result: later rounds' windows are pooled with the first's."""
-        prev = self.runs.setdefault(runner, res)
-        if prev is not res:
-            prev.window_ips += res.window_ips
-            prev.peak_bytes = max(prev.peak_bytes or 0, res.peak_bytes or 0) or None
+def pooled(rounds: list) -> dict | str:
+    """A runner's rounds as one result: the windows pooled (images/s: their median), the
+    first round's first step, the highest memory; or the error of a failed round."""
+    if errors := [r for r in rounds if isinstance(r, str)]:
+        return errors[0]
+    window_ips = [ips for r in rounds for ips in r["window_ips"]]
+    memory = max(r["memory_mib"] for r in rounds)
+    ips = statistics.median(window_ips)
+    return {**rounds[0], "window_ips": window_ips, "memory_mib": memory, "images_per_s": ips}
 
 
-def step_row(spec: ModelSpec, name: str, s: Settings, runners: list[str] | None = None) -> StepRow:
+def step_row(spec: ModelSpec, name: str, s: Settings, runners: list[str] | None = None) -> dict:
     """The runners of ``spec`` (default all) in mode ``name``, alternating over rounds so that
-    drift in the machine's speed affects them alike; then each side's memory."""
-    row, mode = StepRow(spec.key, name, s.batch(spec.key)), MODES[name]
-    runners = runners or [PLAIN, *[PLAIN_OURS] * spec.has_torchvision_baseline, LIGHTNING]
+    drift in the machine's speed affects them alike. A runner that fails is its error's
+    "n/a (reason)" cell."""
+    runners = runners or [PLAIN, *[PLAIN_OURS] * (spec.num_classes == 1000), LIGHTNING]
+    rounds: dict[str, list] = {runner: [] for runner in runners}
     for r in range(s.rounds):
-        for runner in [ru for ru in runners[:: -1 if r % 2 else 1] if ru not in row.errors]:
-            torch.manual_seed(0)
-            what = f"{spec.key} {name} {runner}"
-            res, err = guarded(partial(run_once, runner, spec, mode, s), what, s.device)
-            log(f"{what} round {r + 1}: {err or f'{res.images_per_s:.1f} img/s'}")
-            row.errors.update({runner: err} if err else {})
-            if res is not None:
-                row.add(runner, res)
-    for runner, build in ((PLAIN, spec.plain), (LIGHTNING, spec.ours)):
-        if s.cuda:  # the allocator peaks of the runs
-            peak = row.runs[runner].peak_bytes if runner in row.runs else None
-            row.memory_mib.update({runner: peak / 2**20} if peak is not None else {})
-            continue
-        torch.manual_seed(0)  # CPU: the bytes each side's network saves for backward
-        measure = partial(lambda b: activation_mib(b(mode.memory_efficient), spec, mode, s), build)
-        value, err = guarded(measure, f"{spec.key} {name} activation memory", s.device)
-        row.memory_mib.update({runner: value} if err is None else {})
-        row.memory_errors.update({runner: err} if err else {})
-    return row
+        for runner in runners[:: -1 if r % 2 else 1]:
+            if all(isinstance(done, dict) for done in rounds[runner]):
+                what = f"{spec.key} {name} {runner}"
+                res = guarded(partial(run_once, runner, spec, MODES[name], s), what, s.device)
+                rounds[runner].append(res)
+                log(f"{what} round {r + 1}: {res if isinstance(res, str) else res['window_ips']}")
+    runs = {runner: pooled(results) for runner, results in rounds.items()}
+    return {"model": spec.key, "mode": name, "batch": s.batch(spec.key), "runs": runs}

@@ -7,7 +7,6 @@ them.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shlex
@@ -24,27 +23,11 @@ from densenet_lit.bench.common import environment, load_average, log, short_erro
 from densenet_lit.bench.config import Settings, model_specs
 from densenet_lit.bench.epoch import run_epochs
 from densenet_lit.bench.loaders import imagenet_loader_images, run_loaders
-from densenet_lit.bench.report import Results, render
+from densenet_lit.bench.report import render
 from densenet_lit.bench.steps import step_row
 from densenet_lit.data.synthetic import write_cifar10, write_photo_imagenet, write_svhn
 
 PROG = "python -m densenet_lit.bench"
-LISTS = ("--models", "--modes", "--sections", "--epoch_modes")
-
-
-def comma_lists(args: list[str]) -> list[str]:
-    """The argparse version's comma lists (``--modes fp32,fast``, ``--modes=all``) as
-    jsonargparse's (``--modes [fp32,fast]``); the other old spellings (dashes, a bare
-    ``--quick``) are :func:`densenet_lit.toolcli.old_spellings`'."""
-    out: list[str] = []
-    for arg in args:
-        name, eq, value = arg.partition("=")
-        if eq and name in LISTS and not value.startswith("["):
-            arg = f"{name}=[{value}]"
-        elif out and out[-1] in LISTS and not arg.startswith("["):
-            arg = f"[{arg}]"
-        out.append(arg)
-    return out
 
 
 def parse(argv: list[str]) -> Settings:
@@ -53,7 +36,7 @@ def parse(argv: list[str]) -> Settings:
 
     parser = tool_parser(Settings)
     parser.prog = PROG
-    options = parser.parse_args(comma_lists(old_spellings(argv, Settings))).as_dict()
+    options = parser.parse_args(old_spellings(argv, Settings)).as_dict()
     try:
         s = Settings(**{k: v for k, v in options.items() if k != "config"})
         if s.cuda and not torch.cuda.is_available():
@@ -63,19 +46,10 @@ def parse(argv: list[str]) -> Settings:
     return s
 
 
-def to_json(obj) -> dict | str:
-    """``json.dumps``'s fallback: a dataclass as its fields and the properties the report
-    shows; anything else as text."""
-    if not dataclasses.is_dataclass(obj):
-        return str(obj)
-    names = [f.name for f in dataclasses.fields(obj)] + ["images_per_s", "vs_step"]
-    return {name: getattr(obj, name) for name in names if hasattr(obj, name)}
-
-
-def write_json(path: Path, results: Results) -> None:
+def write_json(path: Path, results: dict) -> None:
     """Write ``results`` through a temporary file, so that a kill never leaves half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(results, default=to_json, indent=2) + "\n")
+    tmp.write_text(json.dumps(results, default=vars, indent=2) + "\n")  # Settings: its fields
     os.replace(tmp, path)
 
 
@@ -88,21 +62,23 @@ def main(argv: list[str] | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bench-{settings.device}-{time.strftime('%Y%m%d-%H%M%S')}.md"
     json_path, partial = path.with_suffix(".json"), out / f"{path.stem}.partial.json"
-    results = Results(command=shlex.join([*PROG.split(), *argv]), settings=settings)
+    command = shlex.join([*PROG.split(), *argv])
+    results = dict(command=command, settings=settings, environment={}, steps={}, loaders=[])
+    results.update(epochs=[], elapsed_s=None, complete=False, error=None)
     threads, cudnn_benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
     try:  # process-wide knobs, restored for whoever called main() in-process (tests)
         torch.backends.cudnn.benchmark = settings.cuda or cudnn_benchmark
         torch.set_num_threads(settings.threads or threads)
         run(settings, results, lambda: write_json(partial, results))
     except BaseException as err:  # also KeyboardInterrupt: keep what was measured
-        results.error = short_error(err)
+        results["error"] = short_error(err)
         write_json(partial, results)
-        log(f"stopped early ({results.error}); the numbers so far are in {partial}")
+        log(f"stopped early ({results['error']}); the numbers so far are in {partial}")
         raise
     finally:
         torch.set_num_threads(threads)
         torch.backends.cudnn.benchmark = cudnn_benchmark
-    results.complete = True
+    results["complete"] = True
     write_json(json_path, results)
     partial.unlink(missing_ok=True)
     try:
@@ -120,10 +96,10 @@ def main(argv: list[str] | None = None) -> Path:
     return path
 
 
-def run(s: Settings, results: Results, save: Callable[[], None]) -> None:
+def run(s: Settings, results: dict, save: Callable[[], None]) -> None:
     """Run the sections of ``s`` into ``results``, calling ``save()`` after each row."""
-    results.environment = environment(s.device)
-    log(f"device {results.environment['device']}; sections {','.join(s.sections)}")
+    results["environment"] = environment(s.device)
+    log(f"device {results['environment']['device']}; sections {','.join(s.sections)}")
     save()
     start, specs = time.perf_counter(), model_specs(s.quick)
     with tempfile.TemporaryDirectory(prefix="densenet-bench-data-") as tmp:
@@ -137,14 +113,12 @@ def run(s: Settings, results: Results, save: Callable[[], None]) -> None:
             write_photo_imagenet(roots["imagenet"], imagenet_loader_images(s))
         for key in s.models if "steps" in s.sections else []:
             for name in s.modes:
-                results.steps.setdefault(key, []).append(step_row(specs[key], name, s))
+                results["steps"].setdefault(key, []).append(step_row(specs[key], name, s))
                 save()
         if "loaders" in s.sections:
-            run_loaders(s, roots, results.loaders, save)
+            run_loaders(s, roots, results["loaders"], save)
         if "epoch" in s.sections:
-            step_ips = {
-                (r.mode, k): r.ips(k) for r in results.steps.get("cifar", []) for k in r.runs
-            }
-            run_epochs(s, specs["cifar"], step_ips, roots["cifar10"], results.epochs, save)
-    results.elapsed_s = time.perf_counter() - start
-    results.environment["load average (1/5/15 min) at end"] = load_average()
+            cifar_steps = results["steps"].get("cifar", [])
+            run_epochs(s, specs["cifar"], cifar_steps, roots["cifar10"], results["epochs"], save)
+    results["elapsed_s"] = time.perf_counter() - start
+    results["environment"]["load average (1/5/15 min) at end"] = load_average()
