@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format demo bench table clean
+.PHONY: help install test test-fast lint format demo bench gpu-check table clean
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,10 @@ demo: $(STAMP) ## Train and test a small DenseNet-BC on the bundled digits (CPU,
 
 bench: $(STAMP) ## Run the benchmark suite and write bench_results/
 	$(BIN)/python -m densenet_lit.bench
+
+# A lent GPU machine is offline: use .venv where there is one, else $(PYTHON); install nothing.
+gpu-check: ## Check a lent GPU in one command (~6 min on an H100): one report in bench_results/
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m densenet_lit.bench.gpu_check
 
 table: $(STAMP) ## Print parameters and FLOPs of every paper model beside the paper's numbers
 	$(BIN)/python -m densenet_lit.analysis.costs

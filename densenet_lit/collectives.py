@@ -6,7 +6,8 @@ reduction, and reading the result makes the host wait: under NCCL, for the GPU t
 the work queued before it; under gloo, for the slowest process. :class:`QueuedReduction`
 queues the reduction (``async_op=True``) and reads it later, when it has long arrived;
 :func:`reduce_now` is for the places where the host reads the result at once anyway (an
-epoch's end, a checkpoint), without the barrier. Both use ``torch.distributed`` directly.
+epoch's end, a checkpoint), without the barrier; :func:`gather_to_rank_zero` collects what
+each rank computed (its predictions). They use ``torch.distributed`` directly.
 """
 
 from __future__ import annotations
@@ -87,3 +88,11 @@ class QueuedReduction:
         self._event.synchronize()
         reduced, local = self._host[: self._size], self._host[self._size :]
         return reduced, (local if local.numel() else None)
+
+
+def gather_to_rank_zero(value: Any) -> list[Any] | None:
+    """Every rank's ``value`` (any picklable object), on rank 0 in rank order; None on the
+    other ranks. A collective: every rank must call it (at an epoch's end, not in a step)."""
+    gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(value, gathered, dst=0)
+    return gathered

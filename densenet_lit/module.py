@@ -26,7 +26,6 @@ from densenet_lit.metric_names import (
     ERROR_TOP5,
     LOSS,
     LR,
-    TRAIN_LOSS,
     TRAIN_LOSS_STEP,
     metric_name,
 )
@@ -135,11 +134,13 @@ class DenseNetModule(LightningModule):
         self.top5 = num_classes >= IMAGENET_CLASSES if top5 is None else top5
         if self.top5 and num_classes < 5:
             raise ValueError(f"top5=True needs at least 5 classes, got num_classes={num_classes}.")
+        # sums over the images, reduced over the DDP ranks once per epoch: exact on any number
+        # of devices (see densenet_lit.data.shards)
         for stage in ("train", "val", "test"):
+            setattr(self, f"{stage}_loss", WeightedMean())
             setattr(self, f"{stage}_error", ClassificationError(num_classes))
             if self.top5:
                 setattr(self, f"{stage}_error_top5", ClassificationError(num_classes, top_k=5))
-        self.train_loss = WeightedMean()
         self.train_batches_done = 0  # training batches of the current epoch so far
         self.resumed_train_sums: dict[str, Any] | None = None
         self.eval_batch_size = 0  # the largest batch the compiled network has evaluated
@@ -206,13 +207,11 @@ class DenseNetModule(LightningModule):
         loss = F.cross_entropy(logits, y)
         n = x.shape[0]
         on_step = stage == "train"
-        if on_step:
-            # a metric, so that its running sums can go into a checkpoint (see on_save_checkpoint)
-            self.train_loss(loss, n)
-            self.log(TRAIN_LOSS, self.train_loss, on_step=False, on_epoch=True)
-        else:
-            name = metric_name(stage, LOSS)
-            self.log(name, loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        # a metric: weighted by the images, with no collective per step (a rank may run one
+        # evaluation batch less), and its running sums can go into a checkpoint
+        mean_loss = getattr(self, f"{stage}_loss")
+        mean_loss(loss, n)
+        self.log(metric_name(stage, LOSS), mean_loss, on_step=False, on_epoch=True)
         error = getattr(self, f"{stage}_error")
         error(logits, y)
         self.log(metric_name(stage, ERROR), error, on_step=False, on_epoch=True, batch_size=n)

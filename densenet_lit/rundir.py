@@ -322,17 +322,23 @@ def resolve_ckpt_path(ckpt_path: str | None, root: Path, experiment: str) -> str
     return ckpt_path
 
 
-def newer_requeue_checkpoint(ckpt_path: str) -> str | None:
-    """The newest SLURM requeue checkpoint of ``ckpt_path``'s run saved after it, or None.
+def newer_requeue_checkpoint(
+    ckpt_path: str, job_dir: str | os.PathLike | None = None
+) -> str | None:
+    """The newest SLURM requeue checkpoint saved after ``ckpt_path``, or None.
 
     A requeued SLURM job re-runs its command line: when that names a checkpoint, the requeue
-    checkpoint saved since in the same run directory holds the latest state and wins.
+    checkpoint saved since holds the latest state and wins. It is looked for in the run
+    directory of ``ckpt_path`` and in ``job_dir``, the job's own run directory
+    (:func:`job_run_dir`), where the job saved it when it started from a checkpoint outside
+    any run directory (e.g. a shared or downloaded file).
     """
-    run_dir = run_dir_of(ckpt_path) if Path(ckpt_path).is_file() else None
-    if run_dir is None:
+    given = Path(ckpt_path)
+    if not given.is_file():
         return None
-    given = Path(ckpt_path).stat().st_mtime
-    newer = [p for p in requeue_checkpoints(run_dir) if p.stat().st_mtime > given]
+    dirs = {d for d in (run_dir_of(given), job_dir) if d is not None and Path(d).is_dir()}
+    since = given.stat().st_mtime
+    newer = [p for d in dirs for p in requeue_checkpoints(d) if p.stat().st_mtime > since]
     return str(max(newer, key=lambda p: p.stat().st_mtime)) if newer else None
 
 

@@ -51,7 +51,8 @@ class Heartbeat(Callback):
 class RankProbe(Callback):
     """Record, per DDP rank, in ``$PROBE_DIR``: the batch sizes each training step saw, the
     logged metrics, where training started and from which checkpoint, and the whole state
-    (weights and buffers) at the end of fit."""
+    (weights and buffers) at the end of fit; after a test (``--run.test_after_fit``), its
+    metrics and this rank's test images and batches in ``test_rank<r>.json``."""
 
     def __init__(self) -> None:
         self.batch_sizes: list[int] = []
@@ -86,8 +87,20 @@ class RankProbe(Callback):
             "val_samples": len(trainer.val_dataloaders.sampler)
             if trainer.val_dataloaders is not None
             else 0,
+            "val_batches": len(trainer.val_dataloaders) if trainer.val_dataloaders else 0,
         }
         (out / f"rank{rank}.json").write_text(json.dumps(info, indent=1))
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        out = Path(os.environ["PROBE_DIR"])
+        out.mkdir(parents=True, exist_ok=True)
+        loader = trainer.test_dataloaders
+        info = {
+            "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+            "test_samples": len(loader.sampler),
+            "test_batches": len(loader),
+        }
+        (out / f"test_rank{trainer.global_rank}.json").write_text(json.dumps(info, indent=1))
 
 
 class PoisonAt(Callback):

@@ -24,23 +24,27 @@ from PIL import Image
 from densenet_lit.bench import epoch as bench_epoch
 from densenet_lit.bench import main
 from densenet_lit.bench import suite as bench_suite
-from densenet_lit.bench.common import MODES, default_settings, model_specs
+from densenet_lit.bench.config import MODES, Mode, Settings, model_specs
 from densenet_lit.bench.epoch import (
     OURS_PIPELINE,
     BusyMeter,
     EpochResult,
+    EpochRow,
     busy_range,
     merged_length,
 )
-from densenet_lit.bench.loaders import DEVICE_DECODE_PIPELINE, LoaderRow
-from densenet_lit.bench.report import EpochRow, epoch_section, loader_keeps_up, targets
+from densenet_lit.bench.loaders import DEVICE_DECODE_PIPELINE, LoaderRow, imagenet_loader_images
+from densenet_lit.bench.report import epoch_section, loader_keeps_up, targets
 from densenet_lit.bench.steps import (
+    LIGHTNING,
+    PLAIN,
     RepeatBatch,
     make_module,
     random_batch,
+    step_row,
     trainer_kwargs,
 )
-from densenet_lit.bench.suite import build_parser
+from densenet_lit.bench.suite import legacy_argv, parse
 from densenet_lit.callbacks import default_callbacks
 from densenet_lit.data import ImageNetDataModule
 from densenet_lit.data.synthetic import write_photo_imagenet
@@ -208,7 +212,7 @@ def test_cli_callbacks_are_the_ones_the_cli_adds():
 
 
 def test_lightning_side_runs_with_the_cli_callbacks_and_csv_logger(tmp_path):
-    settings = default_settings(torch.device("cpu"), quick=True)
+    settings = Settings(device="cpu", quick=True)
     spec, mode = model_specs(quick=True)["cifar"], MODES["fp32"]
     batch = random_batch(spec, 4, settings.device)
     trainer = Trainer(max_steps=3, **trainer_kwargs(settings, mode, str(tmp_path)))
@@ -224,19 +228,57 @@ def test_lightning_side_runs_with_the_cli_callbacks_and_csv_logger(tmp_path):
 
 
 def test_rejects_unknown_modes_and_models(capsys):
+    """jsonargparse names the option, the value and the choices."""
     with pytest.raises(SystemExit) as stopped:
         main(["--quick", "--modes", "fp32,fp8"])
     assert stopped.value.code == 2
-    assert "error: argument --modes: 'fp32,fp8': expected a comma-separated subset of fp32, " in (
-        capsys.readouterr().err
-    )
+    err = capsys.readouterr().err
+    assert 'Parser key "modes"' in err and "Got value: fp8" in err
+    assert "Literal['fp32', 'channels_last', 'bf16-mixed', 'compile', 'fast'," in err
     with pytest.raises(SystemExit) as stopped:
         main(["--quick", "--models", "resnet"])
     assert stopped.value.code == 2
-    assert (
-        "error: argument --models: 'resnet': expected a comma-separated subset of cifar, "
-        "imagenet (or all)"
-    ) in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert 'Parser key "models"' in err and "Got value: resnet" in err
+    assert "Literal['cifar', 'imagenet', 'all']" in err
+    with pytest.raises(SystemExit) as stopped:
+        main(["--quick", "--warmup", "0"])
+    assert stopped.value.code == 2
+    assert "warmup=0, steps=2, windows=2, rounds=1: each must be at least 1." in (
+        capsys.readouterr().err
+    )
+
+
+def test_old_option_spellings_still_parse():
+    """The argparse version's spellings: dashes, a bare --quick, comma lists, 'all'."""
+    argv = ["--quick", "--batch-cifar", "8", "--modes", "fp32,fast", "--epoch-modes=all"]
+    assert legacy_argv(argv) == [
+        *("--quick", "true", "--batch_cifar", "8", "--modes", "[fp32,fast]"),
+        *("--epoch_modes", "[all]"),
+    ]
+    s = parse([*argv, "--device", "cpu", "--sections", "steps", "--quick"])
+    assert (s.quick, s.batch("cifar"), s.modes, s.sections) == (
+        True,
+        8,
+        ["fp32", "fast"],
+        ["steps"],
+    )
+    assert s.epoch_modes == list(MODES) and s.batch("imagenet") == 2  # --quick's default
+    assert parse(["--device", "cpu"]).modes == [m for m in MODES if not MODES[m].compile]
+
+
+def test_a_step_variant_is_one_entry_of_modes(monkeypatch):
+    """A new row (e.g. a recipe's module options) is one Mode: its module arguments reach
+    DenseNetModule on the Lightning side, and the row is measured like any other."""
+    variant = Mode("dropout", module={"drop_rate": 0.2})
+    monkeypatch.setitem(MODES, variant.name, variant)
+    spec = model_specs(quick=True)["cifar"]
+    assert make_module(spec, variant).hparams.drop_rate == 0.2
+    assert variant.label == "fp32, NCHW, eager, drop_rate=0.2"
+    s = Settings(device="cpu", quick=True, warmup=1, steps=1, windows=1)
+    row = step_row(spec, variant.name, s, runners=[PLAIN, LIGHTNING])
+    assert row.mode == "dropout" and not row.errors
+    assert len(row.runs[LIGHTNING].window_ips) == len(row.runs[PLAIN].window_ips) == 1
 
 
 def test_merged_length_counts_overlaps_once():
@@ -350,7 +392,7 @@ def gpu_event(start_us: float, end_us: float, device=torch.autograd.DeviceType.C
 
 def meter_with(monkeypatch, profiler: FakeProfiler) -> BusyMeter:
     """A BusyMeter as on a GPU, with ``profiler`` and a clock advancing 0.5 s per reading."""
-    monkeypatch.setattr(torch.profiler, "profile", lambda **kwargs: profiler)
+    monkeypatch.setattr(bench_epoch, "profile", lambda **kwargs: profiler)
     clock = itertools.count(0.0, 0.5)
     monkeypatch.setattr(bench_epoch, "now", lambda device: next(clock))
     meter = BusyMeter(torch.device("cpu"))
@@ -375,7 +417,7 @@ def test_busy_meter_failure_gives_none_not_zero(monkeypatch, capsys, fail):
     meter = meter_with(monkeypatch, FakeProfiler([], fail=fail))
     meter.start()
     meter.stop()
-    fields = bench_epoch.window_fields(meter, 20)
+    fields = meter.fields(20)
     assert fields["busy"] is None and fields["busy_batches"] == 0
     assert fields["busy_error"] and fields["window_batches"] == 20 and fields["window_s"] > 0
     assert "GPU busy is n/a" in capsys.readouterr().err
@@ -397,7 +439,7 @@ def test_epoch_images_per_s_leaves_out_the_profiled_window():
 def test_loader_target_is_judged_by_the_ratio_with_gpu_busy_beside_it():
     assert loader_keeps_up(0.96) is True and loader_keeps_up(0.9) is False
     assert loader_keeps_up(None) is None
-    settings = default_settings(torch.device("cuda"), quick=False)  # no CUDA call made
+    settings = Settings(device="cuda")  # no CUDA call made
     specs = model_specs(quick=False)
     kwargs = {"pipeline": OURS_PIPELINE, "mode": "fp32", "workers": 0, "batch": 64}
     # a launch-bound step: the loader keeps up, yet the GPU is busy only 60% of the time
@@ -426,24 +468,25 @@ def test_the_device_decoding_target_is_judged_on_a_gpu():
     pipeline = DEVICE_DECODE_PIPELINE.format(device="GPU")
     rows = [LoaderRow("ImageNet", pipeline, 0, 64, ips) for ips in (5200.0, 4100.0)]
     rows.append(LoaderRow("ImageNet", "ours: decode + fb.resnet.torch", 16, 64, 9000.0))
-    gpu = targets({}, [], specs, default_settings(torch.device("cuda"), quick=False), rows)
+    gpu = targets({}, [], specs, Settings(device="cuda"), rows)
     assert [r[1:] for r in gpu] == [
         ["5,200 img/s (batches of 64)", "met"],
         ["4,100 img/s (batches of 64)", "NOT met"],
     ]
     assert gpu[0][0].startswith("ImageNet JPEG decoding + augmentation on the device >= 5,000")
-    cpu = targets({}, [], specs, default_settings(torch.device("cpu"), quick=True), rows[:1])
+    cpu = targets({}, [], specs, Settings(device="cpu", quick=True), rows[:1])
     assert cpu[0][2] == "not judged (CPU run; GPU target)"
 
 
-def test_documented_commands_use_real_options():
+def test_documented_commands_use_real_options(monkeypatch):
     """Every ``python -m densenet_lit.bench`` line of docs/benchmarks.md parses."""
-    commands = re.findall(r"^python -m densenet_lit\.bench(.*)$", DOCS.read_text(), re.M)
+    commands = re.findall(r"^python -m densenet_lit\.bench( .*)?$", DOCS.read_text(), re.M)
     assert len(commands) >= 8
-    parser = build_parser()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the GPU commands too
     for command in commands:
-        argv = shlex.split(command.split("#")[0].replace("$OUT", "/tmp/out"))
-        parser.parse_args(argv)  # SystemExit on an unknown option or value
+        if "--help" in command or "--config" in command:  # jsonargparse's own options
+            continue
+        parse(shlex.split(command.split("#")[0].replace("$OUT", "/tmp/out")))  # else SystemExit
 
 
 @pytest.mark.gpu
@@ -500,6 +543,6 @@ def test_the_imagenet_loader_row_gives_every_default_worker_batches(monkeypatch,
     queue drains at every epoch end and the row measures fewer workers than it names."""
     monkeypatch.setattr("densenet_lit.data.imagenet.cpu_count", lambda: cores)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    settings = default_settings(torch.device("cpu"), quick=False)
-    images = bench_suite.imagenet_loader_images(settings)
+    settings = Settings(device="cpu")
+    images = imagenet_loader_images(settings)
     assert images // settings.loader_batch == max(5, 4 * workers)  # 320 images: 5 batches

@@ -1,7 +1,7 @@
 """DDP with two CPU processes (gloo), launched the way users launch it: one run directory,
 the paper's global batch split over the ranks, identical weights and metrics on every rank,
-metrics reduced over the whole validation set, and a preemption that stops every rank at the
-same step."""
+validation and test metrics exactly those of one process (odd-sized sets, ranks that run
+different numbers of batches), and a preemption that stops every rank at the same step."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_args import cli_args
+from cli_args import IMAGENET, cli_args
 
 from densenet_lit import rundir
 from densenet_lit.callbacks import Preempted
@@ -23,6 +23,9 @@ from densenet_lit.cli import run
 
 TESTS = Path(__file__).resolve().parent
 GLOBAL_BATCH = 32
+# Odd-sized sets: on 2 ranks of 16 images a batch, rank 0 gets 81 validation images (6 batches)
+# and 49 test images (4 batches), rank 1 80 (5 batches) and 48 (3 batches)
+ODD_SETS = ["--data.init_args.val_size", "161", "--data.init_args.test_size", "97"]
 
 
 def ddp_args(root: Path, name: str, *extra: str, devices: int = 2) -> list[str]:
@@ -68,11 +71,13 @@ def launch(
 def test_ddp_processes_share_one_run_dir_and_agree(tmp_path):
     """Two processes (Lightning's DDP launcher re-runs the command) with the memory-efficient
     network: one run directory, one config, one W&B run; each rank loads half of the global
-    batch; both end with the same weights, buffers and logged metrics; the validation error
-    is the one of the whole validation set."""
+    batch; both end with the same weights, buffers and logged metrics; the validation metrics
+    (which rank the best checkpoint) and those of the test after fit are those of one process
+    on the whole, odd-sized sets (each image once; ranks run different numbers of batches)."""
     probe = tmp_path / "probe"
-    args = ddp_args(tmp_path / "runs", "ddp", "--run.wandb", "true")
+    args = ddp_args(tmp_path / "runs", "ddp", "--run.wandb", "true", *ODD_SETS)
     args += ["--model.memory_efficient", "true", "--trainer.callbacks+=run_probes.RankProbe"]
+    args += ["--run.test_after_fit", "true"]
     proc = launch(args, tmp_path, probe, WANDB_MODE="offline")
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -99,20 +104,53 @@ def test_ddp_processes_share_one_run_dir_and_agree(tmp_path):
     saved = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
     assert all(torch.equal(saved[k], states[0][k]) for k in saved)
 
-    # val/error of DDP is over the whole validation set: each rank saw a different half ...
-    assert [info["val_samples"] for info in ranks] == [90, 90]  # 180 validation images
-    # ... and the error equals that of one process validating the saved weights on all of it
-    single = run(
-        [
-            "validate",
-            *ddp_args(tmp_path / "runs", "ddp", "--run.wandb", "false", devices=1)[1:],
-            "--ckpt_path",
-            str(run_dir),
-        ]
-    )
-    metrics = single.trainer.callback_metrics
-    assert float(metrics["val/error"]) == pytest.approx(ranks[0]["metrics"]["val/error"], abs=1e-4)
-    assert float(metrics["val/loss"]) == pytest.approx(ranks[0]["metrics"]["val/loss"], rel=1e-4)
+    # val/error of DDP is over the whole validation set: each rank saw a different half, each
+    # image once (161 validation images), in one batch more on rank 0 ...
+    assert [info["val_samples"] for info in ranks] == [81, 80]
+    assert [info["val_batches"] for info in ranks] == [6, 5]
+    tests = [json.loads((probe / f"test_rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(t["test_samples"], t["test_batches"]) for t in tests] == [(49, 4), (48, 3)]
+    assert tests[0]["metrics"] == tests[1]["metrics"]
+    # ... and the metrics equal those of one process evaluating the saved weights on all of it
+    one = ddp_args(tmp_path / "runs", "ddp", "--run.wandb", "false", *ODD_SETS, devices=1)[1:]
+    one += ["--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]
+    for subcommand, info in (("validate", ranks[0]), ("test", tests[0])):
+        single = run([subcommand, *one])
+        stage = "val" if subcommand == "validate" else "test"
+        metrics = single.trainer.callback_metrics
+        for name in (f"{stage}/error", f"{stage}/loss"):
+            assert float(metrics[name]) == pytest.approx(info["metrics"][name], rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_ddp_predict_writes_each_image_once_in_the_data_sets_order(fake_data, tmp_path):
+    """``predict`` with ten-crop evaluation on 2 processes, of a class-folder set of 9 images
+    in global batches of 4: rank 0 predicts 5 images (3 batches), rank 1 4 (2 batches). One
+    ``predictions.pt`` holds each image once, in the data set's order, with the
+    probabilities of one process (the same seed draws the same network)."""
+    root, _ = fake_data("imagenet", n_classes=3, n_per_class=1, n_val_per_class=3, size=(20, 24))
+    data = {"data_dir": root, "eval_resize": 18, "eval_crop": 16, "eval_crops": 10}
+
+    def predict_args(devices: int) -> list[str]:
+        trainer = {"devices": devices, "strategy": "ddp" if devices > 1 else "auto"}
+        data_init = {**data, "num_workers": 0}
+        return cli_args(
+            "predict", tmp_path / "runs", data=IMAGENET, batch_size=4, data_init=data_init,
+            seed=3, trainer=trainer, name=f"predict{devices}",
+        )  # fmt: skip
+
+    proc = launch(predict_args(2), tmp_path, tmp_path / "probe")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("Predictions of 9 images saved") == 1  # by rank 0
+    (run_dir,) = (tmp_path / "runs" / "predict2").iterdir()
+    assert [p.name for p in run_dir.glob("predictions*")] == ["predictions.pt"]
+    ddp = torch.load(run_dir / "predictions.pt")
+    single = torch.load(run(predict_args(1)).run_dir / "predictions.pt")
+    assert ddp["indices"].tolist() == list(range(9))
+    assert ddp["targets"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert ddp["probabilities"].shape == single["probabilities"].shape == (9, 3)
+    assert torch.allclose(ddp["probabilities"], single["probabilities"], rtol=0, atol=1e-6)
+    assert torch.equal(ddp["predictions"], single["predictions"])
 
 
 @pytest.mark.slow

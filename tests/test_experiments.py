@@ -25,7 +25,8 @@ from densenet_lit.paper import CIFAR_MODELS, IMAGENET_MODELS
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 RUNS = sorted(EXPERIMENTS.glob("*.yaml"))
-SWEEP = sorted((EXPERIMENTS / "sweep_c10plus").glob("*.yaml"))  # Figure 4 (left)
+# Figure 4 (left), one config per run; sweep.yaml is the same sweep for `wandb sweep`
+SWEEP = sorted(p for p in (EXPERIMENTS / "sweep_c10plus").glob("*.yaml") if p.name != "sweep.yaml")
 OVERLAYS = sorted((EXPERIMENTS / "overlays").glob("*.yaml"))
 SHRINK = flags("model.", TINY_MODEL)
 

@@ -340,9 +340,9 @@ def test_authors_table_beside_ours(capsys):
 @pytest.mark.parametrize(
     ("args", "error"),
     [
-        (["--batch-size", "0"], "--batch-size 0: expected a positive number of images"),
+        (["--batch-size", "0"], "--batch_size 0: expected a positive number of images"),
         (["--rounds", "-1"], "--rounds -1: expected 0 (no timing) or more"),
-        (["--device", "tpu"], "--device tpu: expected cpu or cuda"),
+        (["--device", "tpu"], "Expected a typing.Literal['cpu', 'cuda']. Got value: tpu"),
         (["--models", "bc100,resnet"], "--models bc100,resnet: unknown resnet; expected of bc100"),
     ],
 )

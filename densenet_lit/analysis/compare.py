@@ -1,7 +1,7 @@
 """Compare runs: validation error per epoch on one plot, and a table of final errors.
 
 ``python -m densenet_lit.analysis.compare runs/ --out compare.png`` reads every run under
-``runs/`` from its local ``metrics.csv``; ``--wandb-project entity/project`` adds the runs of a
+``runs/`` from its local ``metrics.csv``; ``--wandb_project entity/project`` adds the runs of a
 W&B project (needs network and ``wandb login``; without them one message says so and the local
 runs are still compared). ``--select`` keeps the runs whose name (``experiment/run-id``)
 matches one of the given shell patterns.
@@ -9,7 +9,6 @@ matches one of the given shell patterns.
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import os
 import sys
@@ -17,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from densenet_lit import markdown
 from densenet_lit.analysis.runs import (
     Run,
     WandbUnavailable,
@@ -28,8 +28,11 @@ from densenet_lit.analysis.runs import (
     final_error,
     max_epochs,
     paper_error,
+    paper_gap,
+    paper_number,
     validation_curve,
 )
+from densenet_lit.toolcli import UsageError, run_tool
 
 
 def select_runs(runs: Sequence[Run], patterns: Sequence[str] | None) -> list[Run]:
@@ -73,6 +76,8 @@ class FinalErrors:
     best_val_epoch: int | None  # 1-based
     test: float | None
     paper: float | None
+    gap: float | None = None  # ours (test, else last validation) - paper
+    paper_source: str | None = None  # where the paper's number was read, or "none: <why>"
 
 
 def final_errors(runs: Sequence[Run]) -> list[FinalErrors]:
@@ -82,6 +87,7 @@ def final_errors(runs: Sequence[Run]) -> list[FinalErrors]:
         curve = validation_curve(run)
         best, best_epoch = best_validation(run)
         value, kind = final_error(run)
+        paper = paper_number(run)
         rows.append(
             FinalErrors(
                 name=run.name,
@@ -93,7 +99,9 @@ def final_errors(runs: Sequence[Run]) -> list[FinalErrors]:
                 best_val=best,
                 best_val_epoch=None if best_epoch is None else best_epoch + 1,
                 test=value if kind == "test" else None,
-                paper=paper_error(run),
+                paper=paper.error,
+                gap=paper_gap(run),
+                paper_source=paper.source,
             )
         )
     return rows
@@ -103,23 +111,24 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _gap(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
 def format_final_errors(rows: Sequence[FinalErrors]) -> str:
     """Markdown table of :func:`final_errors` (errors in %)."""
-    lines = [
-        "| run | source | benchmark | epochs | last val error | best val error (epoch) "
-        "| test error | paper |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        epochs = "-" if r.epochs is None else str(r.epochs)
-        if r.max_epochs is not None and r.epochs is not None and r.epochs < r.max_epochs:
-            epochs += f"/{r.max_epochs}"
-        best = _fmt(r.best_val) + ("" if r.best_val_epoch is None else f" ({r.best_val_epoch})")
-        lines.append(
-            f"| {r.name} | {r.source} | {r.benchmark or '-'} | {epochs} | {_fmt(r.last_val)} "
-            f"| {best} | {_fmt(r.test)} | {_fmt(r.paper)} |"
-        )
-    return "\n".join(lines)
+    header = ["run", "source", "benchmark", "epochs", "last val error", "best val error (epoch)",
+              "test error", "paper", "gap"]  # fmt: skip
+    return markdown.table(header, [_final_cells(r) for r in rows])
+
+
+def _final_cells(r: FinalErrors) -> list[str]:
+    epochs = "-" if r.epochs is None else str(r.epochs)
+    if r.max_epochs is not None and r.epochs is not None and r.epochs < r.max_epochs:
+        epochs += f"/{r.max_epochs}"
+    best = _fmt(r.best_val) + ("" if r.best_val_epoch is None else f" ({r.best_val_epoch})")
+    return [r.name, r.source, r.benchmark or "-", epochs, _fmt(r.last_val), best, _fmt(r.test),
+            _fmt(r.paper), _gap(r.gap)]  # fmt: skip
 
 
 def plot_validation_error(
@@ -171,53 +180,58 @@ def plot_validation_error(
     return fig
 
 
-def main(args: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m densenet_lit.analysis.compare",
-        description="Plot validation error per epoch of several runs and print their final errors.",
-    )
-    parser.add_argument("paths", nargs="*", default=[],
-                        help="run directories or roots of runs (e.g. runs/)")  # fmt: skip
-    parser.add_argument("--wandb-project", help="also read this W&B project (entity/project)")
-    parser.add_argument("--wandb-entity", help="W&B entity, if not part of --wandb-project")
-    parser.add_argument("--select", nargs="+", metavar="PATTERN",
-                        help="keep runs whose experiment/run-id matches a pattern")  # fmt: skip
-    parser.add_argument("--out", default="compare.png", help="PNG to write")
-    parser.add_argument("--logy", action="store_true", help="logarithmic error axis")
-    parser.add_argument("--table", help="also write the table (Markdown) to this file")
-    opts = parser.parse_args(args)
-    if not opts.paths and not opts.wandb_project:
-        parser.error("give run directories / roots of runs, or --wandb-project")
+def compare_command(
+    paths: Sequence[str] = (),
+    wandb_project: str | None = None,
+    wandb_entity: str | None = None,
+    select: list[str] | str | None = None,
+    out: str = "compare.png",
+    logy: bool = False,
+    table: str | None = None,
+) -> int:
+    """Plot validation error per epoch of several runs and print their final errors.
+
+    Args:
+        paths: run directories or roots of runs (e.g. runs/)
+        wandb_project: also read this W&B project (entity/project)
+        wandb_entity: W&B entity, if not part of wandb_project
+        select: keep runs whose experiment/run-id matches a pattern (one, or a list)
+        out: PNG to write
+        logy: logarithmic error axis
+        table: also write the table (Markdown) to this file
+    """
+    if not paths and not wandb_project:
+        raise UsageError("give run directories / roots of runs, or --wandb_project")
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    try:
-        runs = collect_local_runs(opts.paths)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if opts.wandb_project:
+    runs = collect_local_runs(paths)
+    if wandb_project:
         try:
-            runs += collect_wandb_runs(opts.wandb_project, entity=opts.wandb_entity)
+            runs += collect_wandb_runs(wandb_project, entity=wandb_entity)
         except WandbUnavailable as err:
             print(f"warning: {err}", file=sys.stderr)
             if not runs:
                 return 1
-    runs = select_runs(runs, opts.select)
+    runs = select_runs(runs, [select] if isinstance(select, str) else select)
     if not runs:
         print("error: no runs found (no metrics.csv under the given paths).", file=sys.stderr)
         return 1
-    table = format_final_errors(final_errors(runs))
-    print(table)
-    if opts.table:
-        Path(opts.table).write_text(table + "\n", encoding="utf-8")
-    fig = plot_validation_error(runs, opts.out, logy=opts.logy)
+    text = format_final_errors(final_errors(runs))
+    print(text)
+    if table:
+        Path(table).write_text(text + "\n", encoding="utf-8")
+    fig = plot_validation_error(runs, out, logy=logy)
     plt.close(fig)
-    print(f"\nplot written to {opts.out}")
+    print(f"\nplot written to {out}")
     return 0
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    return run_tool(compare_command, args, positional="paths")
 
 
 __all__ = [

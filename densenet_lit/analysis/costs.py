@@ -9,7 +9,6 @@ convolutions and linear layers for one image ("FLOPs" in the paper's Figure 3 se
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -18,10 +17,12 @@ import torch
 from torch import nn
 
 from densenet_lit.benchmarks import CIFAR10, IMAGENET
+from densenet_lit.markdown import table
 from densenet_lit.models import build_model
 from densenet_lit.models.summary import count_macs, count_parameters
 from densenet_lit.models.zoo import CIFAR_ARCH
 from densenet_lit.paper import ALL_MODELS, PaperModel
+from densenet_lit.toolcli import run_tool
 
 
 @dataclass(frozen=True)
@@ -104,34 +105,31 @@ def paper_costs(models: tuple[PaperModel, ...] = ALL_MODELS) -> list[PaperCostRo
 
 def format_cost_table(rows: list[PaperCostRow]) -> str:
     """Markdown: every paper model's parameters and FLOPs beside the paper's parameter count."""
-    lines = [
-        "| model | input | params (ours) | params (paper) | GMACs | errors (paper, %) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        size = paper_input_size(r.model)[-1]
-        paper = f"{r.model.params_m:.1f}M" if r.model.params_m is not None else "-"
-        errors = ", ".join(f"{b} {e:.2f}" for b, e in r.model.errors.items())
-        lines.append(
-            f"| {r.model.label} | {size}x{size} | {r.params_m:.2f}M | {paper} | "
-            f"{r.gmacs:.3f} | {errors} |"
-        )
-    return "\n".join(lines)
+    header = ["model", "input", "params (ours)", "params (paper)", "GMACs", "errors (paper, %)"]
+    return table(header, [_cost_cells(r) for r in rows])
 
 
-def main(args: list[str] | None = None) -> int:
-    """Print the table of every paper model (``make table``)."""
-    parser = argparse.ArgumentParser(
-        description="Parameters and FLOPs (multiply-adds) of every network of the paper at its "
-        "native input size, beside the paper's parameter counts and errors."
-    )
-    parser.parse_args(args)
+def _cost_cells(r: PaperCostRow) -> list[str]:
+    size = paper_input_size(r.model)[-1]
+    paper = f"{r.model.params_m:.1f}M" if r.model.params_m is not None else "-"
+    errors = ", ".join(f"{b} {e:.2f}" for b, e in r.model.errors.items())
+    return [r.model.label, f"{size}x{size}", f"{r.params_m:.2f}M", paper, f"{r.gmacs:.3f}", errors]
+
+
+def print_cost_table() -> int:
+    """Parameters and FLOPs (multiply-adds) of every network of the paper at its native input
+    size, beside the paper's parameter counts and errors."""
     print(format_cost_table(paper_costs()))
     print(
         "\nCIFAR rows: 10-class classifier, as in the paper's Table 2. The paper gives FLOPs "
         "only as plots (Figure 3); GMACs are multiply-adds of one image."
     )
     return 0
+
+
+def main(args: list[str] | None = None) -> int:
+    """Print the table of every paper model (``make table``)."""
+    return run_tool(print_cost_table, args)
 
 
 __all__ = [

@@ -13,9 +13,13 @@ from typing import Any
 from densenet_lit import metric_names as names
 from densenet_lit.analysis.checkpoint import CheckpointError, network_spec
 from densenet_lit.analysis.costs import Cost, network_cost
+from densenet_lit.analysis.paper_match import PaperNumber, gap, paper_benchmark, stored_number
+from densenet_lit.analysis.paper_match import paper_number as match_number
+from densenet_lit.analysis.paper_match import paper_row as match_row
 from densenet_lit.analysis.record import Run, finite
 from densenet_lit.benchmarks import IMAGENET, find_benchmark
-from densenet_lit.paper import CIFAR_MODELS, IMAGENET_MODELS, PaperModel, imagenet_key, paper_model
+from densenet_lit.models.spec import NetworkSpec
+from densenet_lit.paper import PaperModel
 from densenet_lit.rundir import CONFIG_NAME as CONFIG_FILE
 from densenet_lit.rundir import HPARAMS_FILE, METRICS_FILE
 
@@ -182,11 +186,8 @@ def dataset_name(run: Run) -> str | None:
 
 def benchmark(run: Run) -> str | None:
     """The paper's benchmark key of the run: ``c10``/``c10+``/``c100``/``c100+`` (CIFAR with or
-    without augmentation), ``svhn``, ``imagenet``; ``digits`` for the demo; another declared
-    name as it is; None if unknown."""
-    name = declared_benchmark(run)
-    known = find_benchmark(name)
-    return known.key if known else name
+    without augmentation), ``svhn``, ``imagenet``; ``digits`` for the demo; None if unknown."""
+    return paper_benchmark(declared_benchmark(run))
 
 
 def network_args(run: Run) -> tuple[str, dict[str, Any]] | None:
@@ -236,40 +237,22 @@ def run_cost(run: Run) -> Cost | None:
         return None
 
 
-def paper_row(run: Run) -> PaperModel | None:
-    """The paper's model with the run's network: same arch (and schedule: the "cosine" 264),
-    or for the CIFAR network the same depth, growth rate, bottleneck and compression."""
+def network_key(run: Run) -> str | None:
+    """The key of the run's network (:mod:`densenet_lit.models.spec`), e.g. ``densenet121``."""
     spec = network_args(run)
-    if spec is None:
-        return None
-    arch, kwargs = spec
-    if arch == "densenet_imagenet":  # the README's models of any blocks: by blocks and k
-        blocks, k = tuple(kwargs.get("block_config") or ()), kwargs.get("growth_rate")
-        cosine = run.hparams.get("schedule") == "cosine"
-        for model in IMAGENET_MODELS:
-            mk = model.model_kwargs
-            same = tuple(mk.get("block_config") or ()) == blocks and mk.get("growth_rate") == k
-            if same and ("cosine" in model.key) == cosine:
-                return model
-        return None
-    if arch != "densenet_cifar":
-        cosine = run.hparams.get("schedule") == "cosine"
-        for key in ([f"{arch}_cosine"] if cosine else []) + [arch]:
-            try:
-                return paper_model(key)
-            except KeyError:
-                continue
-        return None
-    for model in CIFAR_MODELS:
-        mk = model.model_kwargs
-        if (
-            mk["depth"] == kwargs.get("depth")
-            and mk["growth_rate"] == kwargs.get("growth_rate")
-            and bool(mk["bottleneck"]) == bool(kwargs.get("bottleneck"))
-            and math.isclose(float(mk["compression"]), float(kwargs.get("compression", -1)))
-        ):
-            return model
-    return None
+    return None if spec is None else NetworkSpec(*spec).key
+
+
+def is_cosine(run: Run) -> bool:
+    """Whether the run was trained with the cosine schedule (the README's cosine models)."""
+    return run.hparams.get("schedule") == "cosine"
+
+
+def paper_row(run: Run) -> PaperModel | None:
+    """The paper's model with the run's network and schedule
+    (:func:`densenet_lit.analysis.paper_match.paper_row`)."""
+    key = network_key(run)
+    return None if key is None else match_row(key, is_cosine(run))
 
 
 def eval_crops(run: Run) -> int:
@@ -278,15 +261,25 @@ def eval_crops(run: Run) -> int:
     return 10 if isinstance(value, int | float) and int(value) == 10 else 1
 
 
+def paper_number(run: Run) -> PaperNumber:
+    """The paper's number for the run and where it was read: what the run recorded (a W&B
+    run's ``paper/*`` fields), else looked up from its network, benchmark and crops by the
+    same function the W&B run used (:mod:`densenet_lit.analysis.paper_match`)."""
+    stored = stored_number(run.config)
+    if stored is not None:
+        return stored
+    return match_number(network_key(run), declared_benchmark(run), eval_crops(run), is_cosine(run))
+
+
 def paper_error(run: Run) -> float | None:
     """The paper's error for the run's network on the run's benchmark, if the paper has one;
     for ImageNet, the single-crop or the 10-crop column by how the run was tested."""
-    row, bench = paper_row(run), benchmark(run)
-    if row is None or bench is None:
-        return None
-    if bench == IMAGENET.key:
-        bench = imagenet_key(eval_crops(run))
-    return row.errors.get(bench)
+    return paper_number(run).error
+
+
+def paper_gap(run: Run) -> float | None:
+    """Our final error (:func:`final_error`: test, else validation) - the paper's."""
+    return gap(paper_error(run), final_error(run)[0])
 
 
 __all__ = [
@@ -309,10 +302,14 @@ __all__ = [
     "images_per_second",
     "init_args",
     "input_size",
+    "is_cosine",
     "is_finished",
     "max_epochs",
     "network_args",
+    "network_key",
     "paper_error",
+    "paper_gap",
+    "paper_number",
     "paper_row",
     "run_cost",
     "validation_curve",

@@ -40,13 +40,13 @@ heat maps of a trained network.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -54,8 +54,10 @@ from torch import nn
 
 from densenet_lit.analysis.checkpoint import CheckpointError, load_model, unwrap_model
 from densenet_lit.models import DenseBlock, DenseNet
+from densenet_lit.toolcli import run_tool
 
-NORMALIZATIONS = ("target", "block", "none")
+Normalization = Literal["target", "block", "none"]
+NORMALIZATIONS = get_args(Normalization)
 
 
 @dataclass
@@ -263,47 +265,51 @@ def format_matrices(blocks: Sequence[BlockReuse], raw: bool = False, digits: int
     return "\n".join(lines)
 
 
-def main(args: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m densenet_lit.analysis.feature_reuse",
-        description="Draw the feature-reuse heat maps (the paper's Figure 5) of a trained DenseNet.",
-    )
-    parser.add_argument("checkpoint", help="a .ckpt file or a run directory (runs/<exp>/<id>)")
-    parser.add_argument("--out", default="feature_reuse.png", help="PNG to write")
-    parser.add_argument("--which", choices=("last", "best"), default="last",
-                        help="checkpoint of a run directory (default: last)")  # fmt: skip
-    parser.add_argument("--normalize", choices=NORMALIZATIONS, default="target",
-                        help="colour scale (default: each target's row divided by its maximum)")  # fmt: skip
-    parser.add_argument("--npz", help="also save the raw and normalised matrices to this .npz")
-    parser.add_argument("--quiet", action="store_true", help="do not print the matrices")
-    parser.add_argument("--trust-checkpoint", action="store_true",
-                        help="load with the full unpickler, which runs any code pickled in the "
-                        "file: only for a checkpoint you trust that the safe loader refuses")  # fmt: skip
-    opts = parser.parse_args(args)
+def feature_reuse_command(
+    checkpoint: str,
+    out: str = "feature_reuse.png",
+    which: Literal["last", "best"] = "last",
+    normalize: Normalization = "target",
+    npz: str | None = None,
+    quiet: bool = False,
+    trust_checkpoint: bool = False,
+) -> int:
+    """Draw the feature-reuse heat maps (the paper's Figure 5) of a trained DenseNet.
+
+    Args:
+        checkpoint: a .ckpt file or a run directory (runs/<exp>/<id>)
+        out: PNG to write
+        which: checkpoint of a run directory
+        normalize: colour scale (default: each target's row divided by its maximum)
+        npz: also save the raw and normalised matrices to this .npz
+        quiet: do not print the matrices
+        trust_checkpoint: load with the full unpickler, which runs any code pickled in the
+            file: only for a checkpoint you trust that the safe loader refuses
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    try:
-        model = load_model(opts.checkpoint, which=opts.which, trust=opts.trust_checkpoint)
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    blocks = feature_reuse(model, normalize=opts.normalize)
-    if not opts.quiet:
+    model = load_model(checkpoint, which=which, trust=trust_checkpoint)
+    blocks = feature_reuse(model, normalize=normalize)
+    if not quiet:
         print(format_matrices(blocks))
-    fig = plot_feature_reuse(blocks, opts.out, title=f"Feature reuse: {opts.checkpoint}")
+    fig = plot_feature_reuse(blocks, out, title=f"Feature reuse: {checkpoint}")
     plt.close(fig)
-    print(f"heat map written to {opts.out}")
-    if opts.npz:
+    print(f"heat map written to {out}")
+    if npz:
         arrays = {}
         for blk in blocks:
             arrays[f"block{blk.block}_raw"] = blk.raw
             arrays[f"block{blk.block}_normalized"] = blk.normalized
-        np.savez(opts.npz, **arrays)
-        print(f"matrices written to {opts.npz}")
+        np.savez(npz, **arrays)
+        print(f"matrices written to {npz}")
     return 0
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    return run_tool(feature_reuse_command, args, input_errors=(CheckpointError,))
 
 
 __all__ = [

@@ -14,12 +14,12 @@ Figures 3 and 4 as PNG files.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from densenet_lit.analysis.costs import Cost, paper_model_cost
 from densenet_lit.analysis.figure3 import plot_figure3
@@ -28,6 +28,7 @@ from densenet_lit.analysis.report import ReportRow
 from densenet_lit.analysis.runs import collect_local_runs
 from densenet_lit.benchmarks import CIFAR10_PLUS, CIFAR100_PLUS, IMAGENET
 from densenet_lit.paper import ALL_MODELS, BENCHMARKS, PaperModel, benchmark_of
+from densenet_lit.toolcli import UsageError, run_tool
 
 # the benchmarks of the paper's Figure 3 and of Table 2's augmented columns
 FIGURE_BENCHMARKS = (CIFAR10_PLUS.key, CIFAR100_PLUS.key, IMAGENET.key)
@@ -196,28 +197,30 @@ def write_paper_figures(
     return files
 
 
-def main(args: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m densenet_lit.analysis.paper_plots",
-        description="Draw the paper's Figures 3 (ImageNet) and 4 (C10+) as PNG files, with "
-        "the runs under the given directories added.",
-    )
-    parser.add_argument("runs", nargs="*", default=[],
-                        help="roots of runs (e.g. runs/) or run directories; none: paper only")  # fmt: skip
-    parser.add_argument("--out", required=True, help="folder for the PNG files")
-    parser.add_argument("--crops", type=int, choices=(1, 10), default=1,
-                        help="ImageNet errors of 1 (the paper's Figure 3) or 10 crops")  # fmt: skip
-    parser.add_argument("--evaluations", action="store_true",
-                        help="also read validate/test runs of checkpoints (e.g. 10-crop tests)")  # fmt: skip
-    opts = parser.parse_args(args)
-    try:
-        files = write_paper_figures(opts.runs, opts.out, opts.crops, opts.evaluations)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for f in files:
+def paper_plots_command(
+    runs: Sequence[str] = (),
+    out: str | None = None,
+    crops: Literal[1, 10] = 1,
+    evaluations: bool = False,
+) -> int:
+    """Draw the paper's Figures 3 (ImageNet) and 4 (C10+) as PNG files, with the runs under
+    the given directories added.
+
+    Args:
+        runs: roots of runs (e.g. runs/) or run directories; none: paper only
+        out: folder for the PNG files (required)
+        crops: ImageNet errors of 1 (the paper's Figure 3) or 10 crops
+        evaluations: also read validate/test runs of checkpoints (e.g. 10-crop tests)
+    """
+    if out is None:
+        raise UsageError("--out is required: the folder for the PNG files, e.g. --out figures/")
+    for f in write_paper_figures(runs, out, crops, evaluations):
         print(f"wrote {f}")
     return 0
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    return run_tool(paper_plots_command, args, positional="runs")
 
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Reproduction report: finished runs beside the paper's numbers, as a Markdown table.
 
 ``python -m densenet_lit.analysis.report runs/ --out report.md`` (``--all`` adds unfinished
-runs, ``--evaluations`` the validate/test runs of checkpoints; ``--wandb-project
+runs, ``--evaluations`` the validate/test runs of checkpoints; ``--wandb_project
 entity/project`` adds the runs of a W&B project when online).
 
 Columns: experiment (and run id), benchmark (c10, c10+, c100, c100+, svhn, imagenet), the
@@ -13,7 +13,6 @@ second. How each number is obtained is written under the table.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -38,6 +37,8 @@ from densenet_lit.analysis.runs import (
     run_cost,
     wall_time,
 )
+from densenet_lit.markdown import table_lines
+from densenet_lit.toolcli import UsageError, run_tool
 
 NOTES = (
     "- **ours**: the last test error logged (`test`), else the last validation error (`val`).",
@@ -145,29 +146,25 @@ def format_report(rows: Sequence[ReportRow], title: str | None = "Reproduction r
     if not rows:
         lines.append("No finished runs found.")
         return "\n".join(lines) + "\n"
-    lines += [
-        "| experiment | run | benchmark | model | paper (%) | ours (%) | diff | params | FLOPs (GMACs) "
-        "| epochs | wall time | img/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        paper = "" if r.paper is None else f"{r.paper:.2f}"
-        ours = "" if r.ours is None else f"{r.ours:.2f} ({r.ours_from})"
-        diff = "" if r.difference is None else f"{r.difference:+.2f}"
-        params = format_count(r.params)
-        macs = "" if r.macs is None else f"{r.macs / 1e9:.3g}"
-        epochs = "" if r.epochs is None else str(r.epochs)
-        if r.max_epochs is not None and r.epochs is not None and r.epochs < r.max_epochs:
-            epochs += f"/{r.max_epochs}"
-        speed = "" if r.images_per_sec is None else f"{r.images_per_sec:,.0f}"
-        bench = (r.benchmark or "") + (f" ({r.eval_crops}-crop)" if r.eval_crops > 1 else "")
-        lines.append(
-            f"| {r.experiment} | {r.run_id} | {bench} | {r.model or ''} | {paper} "
-            f"| {ours} | {diff} | {params} | {macs} | {epochs} | {format_duration(r.wall_time_s)} "
-            f"| {speed} |"
-        )
+    header = ["experiment", "run", "benchmark", "model", "paper (%)", "ours (%)", "diff", "params",
+              "FLOPs (GMACs)", "epochs", "wall time", "img/s"]  # fmt: skip
+    lines += table_lines(header, [_report_cells(r) for r in rows])
     lines += ["", *NOTES]
     return "\n".join(lines) + "\n"
+
+
+def _report_cells(r: ReportRow) -> list[str]:
+    paper = "" if r.paper is None else f"{r.paper:.2f}"
+    ours = "" if r.ours is None else f"{r.ours:.2f} ({r.ours_from})"
+    diff = "" if r.difference is None else f"{r.difference:+.2f}"
+    macs = "" if r.macs is None else f"{r.macs / 1e9:.3g}"
+    epochs = "" if r.epochs is None else str(r.epochs)
+    if r.max_epochs is not None and r.epochs is not None and r.epochs < r.max_epochs:
+        epochs += f"/{r.max_epochs}"
+    speed = "" if r.images_per_sec is None else f"{r.images_per_sec:,.0f}"
+    bench = (r.benchmark or "") + (f" ({r.eval_crops}-crop)" if r.eval_crops > 1 else "")
+    return [r.experiment, r.run_id, bench, r.model or "", paper, ours, diff,
+            format_count(r.params), macs, epochs, format_duration(r.wall_time_s), speed]  # fmt: skip
 
 
 def write_report(
@@ -192,41 +189,41 @@ def write_report(
     return text
 
 
-def main(args: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m densenet_lit.analysis.report",
-        description="Write a Markdown table of finished runs beside the paper's errors.",
-    )
-    parser.add_argument("runs", nargs="*", default=[],
-                        help="roots of runs (e.g. runs/) or run directories")  # fmt: skip
-    parser.add_argument("--out", help="Markdown file to write (default: print only)")
-    parser.add_argument("--all", action="store_true",
-                        help="include unfinished runs (epochs shown as done/max)")  # fmt: skip
-    parser.add_argument("--evaluations", action="store_true",
-                        help="include validate/test runs of checkpoints (e.g. 10-crop tests)")  # fmt: skip
-    parser.add_argument("--wandb-project", help="also read this W&B project (entity/project)")
-    parser.add_argument("--wandb-entity", help="W&B entity, if not part of --wandb-project")
-    opts = parser.parse_args(args)
-    if not opts.runs and not opts.wandb_project:
-        parser.error("give roots of runs / run directories, or --wandb-project")
+def report_command(
+    runs: Sequence[str] = (),
+    out: str | None = None,
+    all: bool = False,
+    evaluations: bool = False,
+    wandb_project: str | None = None,
+    wandb_entity: str | None = None,
+) -> int:
+    """Write a Markdown table of finished runs beside the paper's errors.
+
+    Args:
+        runs: roots of runs (e.g. runs/) or run directories
+        out: Markdown file to write (default: print only)
+        all: include unfinished runs (epochs shown as done/max)
+        evaluations: include validate/test runs of checkpoints (e.g. 10-crop tests)
+        wandb_project: also read this W&B project (entity/project)
+        wandb_entity: W&B entity, if not part of wandb_project
+    """
+    if not runs and not wandb_project:
+        raise UsageError("give roots of runs / run directories, or --wandb_project")
     try:
-        text = write_report(
-            opts.runs, opts.out, opts.all, opts.wandb_project, opts.wandb_entity, opts.evaluations
-        )
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        text = write_report(runs, out, all, wandb_project, wandb_entity, evaluations)
     except WandbUnavailable as err:
         print(f"warning: {err}", file=sys.stderr)
-        if not opts.runs:
+        if not runs:
             return 1
-        text = write_report(
-            opts.runs, opts.out, include_unfinished=opts.all, evaluations=opts.evaluations
-        )
+        text = write_report(runs, out, include_unfinished=all, evaluations=evaluations)
     print(text, end="")
-    if opts.out:
-        print(f"\nreport written to {opts.out}")
+    if out:
+        print(f"\nreport written to {out}")
     return 0
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    return run_tool(report_command, args, positional="runs")
 
 
 __all__ = [

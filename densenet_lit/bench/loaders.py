@@ -1,37 +1,60 @@
-"""The loaders' images/s alone, ours and the torchvision baseline's.
-
-The suite's data are files in the real formats that :mod:`densenet_lit.data.synthetic`
-writes into a temporary folder (no data set can be downloaded where the suite runs): the
-loaders' speed does not depend on what the pixels show, so CIFAR-10 and SVHN are random
-uint8 images; ImageNet's JPEGs, whose decoding cost does depend on the content, are smooth
-random pictures of a typical ImageNet photo's size and file size. The scikit-learn digits
-are real.
-
-The baseline is what a torchvision user writes: ``torchvision.datasets.CIFAR10`` (one PIL
-image per sample) with ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip()``,
-``ToTensor()`` and ``Normalize`` in a ``DataLoader``.
-"""
+"""The loaders' images/s alone, ours and torchvision's per-image baseline, on files in the
+real formats that :mod:`densenet_lit.data.synthetic` writes. Ours are timed by
+:func:`densenet_lit.data.loader_throughput`, the rest by ``torch.utils.benchmark``."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
+from torch.utils.benchmark import Timer
 from torch.utils.data import DataLoader
 
-from densenet_lit.bench.common import now
+from densenet_lit.bench.common import guarded, log
+from densenet_lit.bench.config import Settings
+from densenet_lit.data.synthetic import IMAGENET_SIZE
 
-# ------------------------------------------------------------------ the torchvision baseline
+OURS = "ours: in-memory uint8, on-device normalise/flip/crop"
+TORCHVISION = "torchvision: PIL per image, RandomCrop+Flip+ToTensor+Normalize"
+PIL_PIPELINE = "ours: decode + fb.resnet.torch augmentation per image in workers (default count)"
+BYTES_PIPELINE = "ours, decode: device: workers read bytes and draw the augmentation only"
+DEVICE_DECODE_PIPELINE = (
+    "ours, decode: device: batched decode_jpeg + fb.resnet.torch augmentation on the {device} "
+    "alone (no workers)"
+)
+DEVICE_END_TO_END_PIPELINE = "ours, decode: device: end to end (workers + decode + augmentation)"
+JPEGS = f"ImageNet (synthetic {IMAGENET_SIZE[1]}x{IMAGENET_SIZE[0]} JPEGs)"
 
 
-def torchvision_cifar10(root: Path, train: bool = True):
-    """``torchvision.datasets.CIFAR10`` on our files, with the usual per-image transforms.
+@dataclass
+class LoaderRow:
+    loader: str
+    pipeline: str
+    workers: int
+    batch: int
+    images_per_s: float | None
+    error: str | None = None
 
-    torchvision checks the md5 of the real files (data and meta), which random files cannot pass; the
-    subclass skips only those checks, so loading and ``__getitem__`` are torchvision's own.
-    """
+
+def images_per_s(next_batch: Callable[[], int], num_batches: int) -> float:
+    """Images/s of ``next_batch()`` (which returns its batch's size); the first three calls
+    (worker start-up) are not timed: one here, two in ``Timer.timeit``'s own warm-up."""
+    n = next_batch()
+    timer = Timer("f()", globals={"f": next_batch}, num_threads=torch.get_num_threads())
+    return n / timer.timeit(num_batches).median
+
+
+def endless(loader) -> Iterator:
+    return itertools.chain.from_iterable(itertools.repeat(loader))
+
+
+def torchvision_loader(root: Path, batch_size: int, workers: int, device) -> DataLoader:
+    """``torchvision.datasets.CIFAR10`` on our files (only the md5 checks of the real files
+    skipped), with the usual per-image transforms, in a DataLoader."""
     import torchvision
     from torchvision import transforms as T
 
@@ -45,69 +68,25 @@ def torchvision_cifar10(root: Path, train: bool = True):
 
     mean = [m / 255 for m in CIFAR10DataModule.mean]
     std = [s / 255 for s in CIFAR10DataModule.std]
-    steps = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if train else []
-    transform = T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
-    return CIFAR10Unchecked(str(root), train=train, transform=transform, download=False)
-
-
-def torchvision_loader(root: Path, batch_size: int, workers: int, device: torch.device):
+    crop_flip = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()]
+    transform = T.Compose([*crop_flip, T.ToTensor(), T.Normalize(mean, std)])
+    data = CIFAR10Unchecked(str(root), train=True, transform=transform)
+    cuda = torch.device(device).type == "cuda"
     return DataLoader(
-        torchvision_cifar10(root),
-        batch_size=batch_size,
-        shuffle=True,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        drop_last=True,
+        data, batch_size, shuffle=True, num_workers=workers, pin_memory=cuda, drop_last=True
     )
 
 
-def warmed_up(loader: DataLoader, warmup_batches: int) -> Iterator:
-    """An endless stream of ``loader``'s batches, after ``warmup_batches`` (worker start-up)."""
+def plain_loader_throughput(loader: DataLoader, num_batches: int, device) -> float:
+    """Images/s of a plain DataLoader, batches moved to ``device``."""
+    stream = endless(loader)
 
-    def batches():
-        while True:
-            yield from loader
-
-    stream = batches()
-    for _ in range(warmup_batches):
-        next(stream)
-    return stream
-
-
-def plain_loader_throughput(
-    loader: DataLoader, num_batches: int, device: torch.device, warmup_batches: int = 2
-) -> float:
-    """Images/s of a plain DataLoader, batches moved to ``device`` (like loader_throughput)."""
-
-    stream = warmed_up(loader, warmup_batches)
-    n = 0
-    start = now(device)
-    for _ in range(num_batches):
+    def next_batch() -> int:
         x, y = next(stream)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        n += x.shape[0]
-    return n / (now(device) - start)
+        return x.shape[0]
 
-
-# ---------------------------------------------------------------------------- measurements
-
-
-@dataclass
-class LoaderRow:
-    loader: str
-    pipeline: str
-    workers: int
-    batch: int
-    images_per_s: float | None
-    error: str | None = None
-
-
-def our_cifar10(root: Path, batch_size: int, workers: int | None, **kwargs):
-    from densenet_lit.data import CIFAR10DataModule
-
-    return CIFAR10DataModule(
-        data_dir=str(root), batch_size=batch_size, num_workers=workers, **kwargs
-    )
+    return images_per_s(next_batch, num_batches)
 
 
 def our_imagenet(root: Path, batch_size: int, decode: str = "pil"):
@@ -117,81 +96,103 @@ def our_imagenet(root: Path, batch_size: int, decode: str = "pil"):
     return ImageNetDataModule(data_dir=str(root), batch_size=batch_size, decode=decode)
 
 
-# ------------------------------------------------------------- ImageNet's device path, in parts
-
-BYTES_PIPELINE = "ours, decode: device: workers read bytes and draw the augmentation only"
-DEVICE_DECODE_PIPELINE = (
-    "ours, decode: device: batched decode_jpeg + fb.resnet.torch augmentation on the {device} "
-    "alone (no workers)"
-)
-DEVICE_END_TO_END_PIPELINE = "ours, decode: device: end to end (workers + decode + augmentation)"
-
-
-def encoded_loader_throughput(datamodule, num_batches: int, warmup_batches: int = 2) -> float:
-    """Images/s of the device path's workers alone: batches of file bytes and drawn
-    augmentation parameters as the training loader delivers them, not decoded."""
+def encoded_loader_throughput(datamodule, num_batches: int) -> float:
+    """The device path's workers alone: batches of file bytes and drawn augmentation, not
+    decoded, as the training loader delivers them."""
     datamodule.setup("fit")
-    loader = datamodule.train_dataloader()
-
-    stream = warmed_up(loader, warmup_batches)
-    n = 0
-    start = now(torch.device("cpu"))
-    for _ in range(num_batches):
-        n += len(next(stream))
-    return n / (now(torch.device("cpu")) - start)
+    stream = endless(datamodule.train_dataloader())
+    return images_per_s(lambda: len(next(stream)), num_batches)
 
 
-def device_decode_throughput(
-    datamodule, num_batches: int, device: torch.device, held: int = 4, warmup_batches: int = 2
-) -> float:
-    """Images/s of decoding and augmenting on ``device`` alone: ``held`` training batches are
-    read once (in this process), then moved and transformed ``num_batches`` times over, as
-    Lightning does (``transfer_batch_to_device``, then ``transform_batch``)."""
+def device_decode_throughput(datamodule, num_batches: int, device) -> float:
+    """Decoding and augmenting on ``device`` alone: 4 training batches read once (in this
+    process), then moved and transformed over and over, as Lightning does
+    (``transfer_batch_to_device``, then ``transform_batch``)."""
     datamodule.setup("fit")
-    train = datamodule.train_set
-    size = datamodule.per_device_batch_size
+    train, size = datamodule.train_set, datamodule.per_device_batch_size
     if len(train) < size:
         raise ValueError(f"{len(train)} training images, fewer than one batch of {size}")
-    held_batches = [
+    held = [
         train.__getitems__(list(range(k * size, (k + 1) * size)))
-        for k in range(min(held, len(train) // size))
+        for k in range(min(4, len(train) // size))
     ]
+    batches = itertools.cycle(held)
 
-    def step(k: int) -> int:
-        moved = datamodule.transfer_batch_to_device(held_batches[k % len(held_batches)], device, 0)
-        images, _ = datamodule.transform_batch(moved, train=True)
-        return images.shape[0]
+    def next_batch() -> int:
+        moved = datamodule.transfer_batch_to_device(next(batches), device, 0)
+        return datamodule.transform_batch(moved, train=True)[0].shape[0]
 
-    for k in range(warmup_batches):
-        step(k)
-    n = 0
-    start = now(device)
-    for k in range(num_batches):
-        n += step(k)
-    return n / (now(device) - start)
+    return images_per_s(next_batch, num_batches)
 
 
-def imagenet_device_rows(
-    root: Path, batch_size: int, num_batches: int, device: torch.device
-) -> list[tuple[str, int, Callable[[], float]]]:
-    """``(pipeline, workers, measure)`` of the device path's loader rows: the workers alone,
-    decoding and augmentation alone, and both together (``loader_throughput``)."""
+def imagenet_loader_images(s: Settings) -> int:
+    """Synthetic JPEGs of the ImageNet rows: at least four batches per default worker (outside
+    --quick). With fewer, each epoch of the timed loop has fewer batches than workers, the
+    prefetch queue drains at every epoch end and the row measures fewer workers than it names."""
+    if s.quick:
+        return s.imagenet_train_images
+    workers = our_imagenet(Path("."), s.loader_batch).resolved_num_workers
+    return max(s.imagenet_train_images, 4 * workers * s.loader_batch)
+
+
+def imagenet_rows(s: Settings, root: Path) -> list[tuple[str, int, Callable[[], float]]]:
+    """``(pipeline, workers, measure)`` of the ImageNet rows: the PIL path, then the device
+    path in parts: its workers alone, decoding + augmentation alone, both together."""
     from densenet_lit.data import loader_throughput
 
-    def ours():
-        return our_imagenet(root, batch_size, decode="device")
+    b, n, dev = s.loader_batch, s.imagenet_loader_batches, s.device
+    workers = our_imagenet(root, b).resolved_num_workers
 
-    workers = ours().resolved_num_workers
+    def device_path():
+        return our_imagenet(root, b, decode="device")
+
+    decode = DEVICE_DECODE_PIPELINE.format(device="GPU" if s.cuda else "CPU")
     return [
-        (BYTES_PIPELINE, workers, lambda: encoded_loader_throughput(ours(), num_batches)),
-        (
-            DEVICE_DECODE_PIPELINE.format(device="GPU" if device.type == "cuda" else "CPU"),
-            0,
-            lambda: device_decode_throughput(ours(), num_batches, device),
-        ),
+        (PIL_PIPELINE, workers, lambda: loader_throughput(our_imagenet(root, b), n, "train", dev)),
+        (BYTES_PIPELINE, workers, lambda: encoded_loader_throughput(device_path(), n)),
+        (decode, 0, lambda: device_decode_throughput(device_path(), n, dev)),
         (
             DEVICE_END_TO_END_PIPELINE,
             workers,
-            lambda: loader_throughput(ours(), num_batches, "train", device),
+            lambda: loader_throughput(device_path(), n, "train", dev),
         ),
     ]
+
+
+def run_loaders(s: Settings, roots: dict[str, Path], rows: list[LoaderRow], save) -> None:
+    """Every loader row, each saved (the partial JSON) when it is done."""
+    from densenet_lit.data import CIFAR10DataModule, DigitsDataModule, SVHNDataModule
+    from densenet_lit.data import loader_throughput as ours
+
+    b, n, dev = s.loader_batch, s.loader_batches, s.device
+    table = []
+    for w in sorted({0, s.loader_workers}):
+        cifar = partial(CIFAR10DataModule, str(roots["cifar10"]), b, num_workers=w, val_size=0)
+        table.append(("CIFAR-10", OURS, w, lambda c=cifar: ours(c(augment=True), n, "train", dev)))
+        loader = partial(torchvision_loader, roots["cifar10"], b, w, dev)
+        table.append(
+            ("CIFAR-10", TORCHVISION, w, lambda f=loader: plain_loader_throughput(f(), n, dev))
+        )
+    svhn = partial(SVHNDataModule, str(roots["svhn"]), b, val_size=0, use_extra=False)
+    table.append(
+        (
+            "SVHN (train only)",
+            "ours: in-memory uint8, on-device /255",
+            0,
+            lambda: ours(svhn(), n, "train", dev),
+        )
+    )
+    table.append(
+        (
+            "digits (scikit-learn, real)",
+            "ours: in-memory uint8, on-device normalise/crop",
+            0,
+            lambda: ours(DigitsDataModule(batch_size=b), n, "train", dev),
+        )
+    )
+    table += [(JPEGS, *row) for row in imagenet_rows(s, roots["imagenet"])]
+    for loader, pipeline, workers, measure in table:
+        value, err = guarded(measure, f"loader {loader} {pipeline} workers={workers}", dev)
+        rows.append(LoaderRow(loader, pipeline, workers, b, value, err))
+        log(f"loader {loader} / {pipeline} / {workers} workers: {value or err}")
+        save()

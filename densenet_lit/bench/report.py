@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 
-from densenet_lit.bench.common import MODES, ModelSpec, Settings, median
-from densenet_lit.bench.epoch import EpochResult
+from densenet_lit.bench.config import MODES, ModelSpec, Settings, model_specs
+from densenet_lit.bench.epoch import EpochRow
 from densenet_lit.bench.loaders import DEVICE_DECODE_PIPELINE, LoaderRow
-from densenet_lit.bench.steps import StepResult
+from densenet_lit.bench.steps import LIGHTNING, PLAIN, PLAIN_OURS, StepRow
 from densenet_lit.callbacks import default_callbacks
+from densenet_lit.markdown import table_lines
 from densenet_lit.models import DEEPEST_MEMORY_LEVEL
 
-PLAIN, PLAIN_OURS, LIGHTNING = "plain", "plain_ours", "lightning"
 # (mode, at most this fraction of fp32's memory, at no more than this many times its step
-# time): memory_efficient=True; the deepest level: the 0.30x memory of the authors' most
-# frugal level (their models/README.md) at 1.3x time.
+# time); the deepest level: the 0.30x of the authors' most frugal level at 1.3x time.
 MEMORY_TARGETS = (
     ("memory_efficient", 0.5, 1.25),
     (f"memory_efficient={DEEPEST_MEMORY_LEVEL}", 0.3, 1.3),
@@ -26,179 +26,119 @@ DECODE_TARGET = 5000.0  # images/s of ImageNet decoding + augmentation on one H1
 
 
 @dataclass
-class StepRow:
-    """One model in one mode: every runner's result, side by side."""
+class Results:
+    """Everything measured so far: ``<name>.partial.json`` after every row (a run killed at a
+    time limit leaves its numbers), ``<name>.json`` at the end."""
 
-    model: str
-    mode: str
-    batch: int
-    runs: dict[str, StepResult] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-    memory_mib: dict[str, float] = field(default_factory=dict)
-    memory_errors: dict[str, str] = field(default_factory=dict)
-
-    def ips(self, runner: str) -> float | None:
-        run = self.runs.get(runner)
-        return run.images_per_s if run is not None else None
-
-    def ratio(self, runner: str, baseline: str) -> float | None:
-        a, b = self.ips(runner), self.ips(baseline)
-        return a / b if a and b else None
-
-
-@dataclass
-class EpochRow:
-    mode: str
-    pipeline: str
-    result: EpochResult | None
-    error: str | None
-    step_ips: float | None  # the same side's step-only images/s in this mode and batch
-
-    @property
-    def vs_step(self) -> float | None:
-        """Epoch images/s over step-alone images/s (1x: the loader costs nothing)."""
-        if self.result is None or not self.step_ips:
-            return None
-        return self.result.images_per_s / self.step_ips
+    command: str
+    settings: Settings
+    environment: dict[str, str] = field(default_factory=dict)
+    steps: dict[str, list[StepRow]] = field(default_factory=dict)
+    loaders: list[LoaderRow] = field(default_factory=list)
+    epochs: list[EpochRow] = field(default_factory=list)
+    elapsed_s: float | None = None
+    complete: bool = False  # False in a partial file: the run had not finished
+    error: str | None = None  # what stopped the run early, if anything did
 
 
 def loader_keeps_up(vs_step: float | None) -> bool | None:
     """The loader is not the bottleneck when the epoch runs at >= 0.95x the step alone.
 
     This, not GPU busy, decides the loader target: an eager DenseNet-BC-100 step at batch 64
-    is bound by kernel launches (about 2,200 per step), so the GPU idles between kernels and
-    stays below 95% busy even with a loader that costs nothing.
+    is bound by kernel launches, so the GPU idles between kernels even with a free loader.
     """
     return None if vs_step is None else vs_step >= LOADER_RATIO_TARGET
-
-
-# --------------------------------------------------------------------------------- format
 
 
 def num(value: float | None, digits: int = 1) -> str:
     if value is None:
         return NA
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}f}"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}f}"
 
 
 def ratio(value: float | None) -> str:
     return NA if value is None else f"{value:.2f}x"
 
 
+def over(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
 def cell(value: str, error: str | None) -> str:
     return f"{NA} ({error})" if error else value
 
 
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines
-
-
-# -------------------------------------------------------------------------------- sections
-
-
-def runners_of(spec: ModelSpec) -> list[str]:
-    return [PLAIN, PLAIN_OURS, LIGHTNING] if spec.has_torchvision_baseline else [PLAIN, LIGHTNING]
-
-
 def memory_label(settings: Settings) -> str:
-    if settings.device.type == "cuda":
-        return "peak MiB"
-    return "activation MiB"
+    return "peak MiB" if settings.cuda else "activation MiB"
 
 
 def step_section(spec: ModelSpec, rows: list[StepRow], settings: Settings) -> list[str]:
-    runners = runners_of(spec)
+    ours = any(PLAIN_OURS in r.runs or PLAIN_OURS in r.errors for r in rows)
     mem = memory_label(settings)
-    batch = rows[0].batch if rows else settings.batch[spec.key]
-    head = ["mode", "plain loop img/s"]
-    if PLAIN_OURS in runners:
-        head.append("plain loop, our net img/s")
+    head = ["mode", "plain loop img/s", *(["plain loop, our net img/s"] if ours else [])]
     head += ["Lightning img/s", "Lightning / plain"]
-    if PLAIN_OURS in runners:
-        head.append("Lightning / plain, our net")
-    head += ["Lightning vs fp32", f"{mem} plain", f"{mem} Lightning", "memory vs fp32"]
+    head += [*(["Lightning / plain, our net"] if ours else []), "Lightning vs fp32"]
+    head += [f"{mem} plain", f"{mem} Lightning", "memory vs fp32"]
     head.append("first step s (plain / Lightning)")
-    by_mode = {r.mode: r for r in rows}
-    fp32 = by_mode.get("fp32")
-    out_rows = []
+    fp32 = next((r for r in rows if r.mode == "fp32"), StepRow("", "", 0))
+    body = []
     for row in rows:
         cells = [row.mode]
-        for runner in runners:
-            if runner == LIGHTNING:
-                continue
+        for runner in (PLAIN, *([PLAIN_OURS] if ours else []), LIGHTNING):
             cells.append(cell(num(row.ips(runner)), row.errors.get(runner)))
-        cells.append(cell(num(row.ips(LIGHTNING)), row.errors.get(LIGHTNING)))
         cells.append(ratio(row.ratio(LIGHTNING, PLAIN)))
-        if PLAIN_OURS in runners:
+        if ours:
             cells.append(ratio(row.ratio(LIGHTNING, PLAIN_OURS)))
-        speed = None
-        if fp32 is not None and fp32.ips(LIGHTNING) and row.ips(LIGHTNING):
-            speed = row.ips(LIGHTNING) / fp32.ips(LIGHTNING)
-        cells.append(ratio(speed))
+        cells.append(ratio(over(row.ips(LIGHTNING), fp32.ips(LIGHTNING))))
         for runner in (PLAIN, LIGHTNING):
             value = row.memory_mib.get(runner)
-            text = num(value)
-            if value is not None and settings.device.type != "cuda" and MODES[row.mode].compile:
-                text += " *"
-            cells.append(cell(text, None if value is not None else row.memory_errors.get(runner)))
-        mem_ratio = None
-        if fp32 is not None and fp32.memory_mib.get(LIGHTNING) and row.memory_mib.get(LIGHTNING):
-            mem_ratio = row.memory_mib[LIGHTNING] / fp32.memory_mib[LIGHTNING]
-        cells.append(ratio(mem_ratio))
+            star = (
+                " *" if value is not None and mem != "peak MiB" and MODES[row.mode].compile else ""
+            )
+            cells.append(
+                cell(num(value) + star, row.memory_errors.get(runner) if value is None else None)
+            )
+        cells.append(ratio(over(row.memory_mib.get(LIGHTNING), fp32.memory_mib.get(LIGHTNING))))
         firsts = [row.runs[r].first_step_s if r in row.runs else None for r in (PLAIN, LIGHTNING)]
-        cells.append(" / ".join(num(f, 2) for f in firsts))
-        out_rows.append(cells)
-    lines = [f"### {spec.title}, batch {batch}", ""]
-    lines.append(f"Plain loop: {spec.baseline_name}.")
-    lines.append("")
-    return lines + table(head, out_rows)
+        body.append([*cells, " / ".join(num(f, 2) for f in firsts)])
+    batch = rows[0].batch if rows else settings.batch(spec.key)
+    title = [f"### {spec.title}, batch {batch}", "", f"Plain loop: {spec.baseline_name}.", ""]
+    return title + table_lines(head, body)
 
 
 def loader_section(rows: list[LoaderRow]) -> list[str]:
-    head = ["loader", "pipeline", "workers", "batch", "img/s"]
     body = [
-        [r.loader, r.pipeline, str(r.workers), str(r.batch), cell(num(r.images_per_s), r.error)]
-        for r in rows
+        [r.loader, r.pipeline, r.workers, r.batch, cell(num(r.images_per_s), r.error)] for r in rows
     ]
-    return table(head, body)
+    return table_lines(["loader", "pipeline", "workers", "batch", "img/s"], body)
 
 
 def epoch_section(rows: list[EpochRow], settings: Settings) -> list[str]:
     head = ["pipeline", "mode", "workers", "batches x batch", "time s", "img/s"]
-    head += ["vs step alone", "GPU busy"]
     body = []
     for row in rows:
         r = row.result
         if r is None:
             body.append([row.pipeline, row.mode, "", "", "", cell("", row.error), "", ""])
             continue
-        vs = row.vs_step
         if r.busy is not None:
             busy = f"{100 * r.busy:.1f}% ({r.busy_batches} batches)"
-        elif settings.device.type != "cuda":
-            busy = NA + " (CPU)"
         else:
-            busy = f"{NA} ({r.busy_error or 'not profiled'})"
+            cpu = not settings.cuda
+            busy = NA + " (CPU)" if cpu else f"{NA} ({r.busy_error or 'not profiled'})"
         body.append(
             [
                 r.pipeline,
                 r.mode,
-                str(r.workers),
+                r.workers,
                 f"{r.batches} x {r.batch}",
                 num(r.seconds, 2),
                 num(r.images_per_s),
-                ratio(vs),
+                ratio(row.vs_step),
                 busy,
             ]
         )
-    return table(head, body)
-
-
-# -------------------------------------------------------------------------------- targets
+    return table_lines([*head, "vs step alone", "GPU busy"], body)
 
 
 def targets(
@@ -208,188 +148,134 @@ def targets(
     settings: Settings,
     loaders: list[LoaderRow] = (),
 ) -> list[list[str]]:
-    """The issue's GPU targets, each with what this run measured."""
-    gpu = settings.device.type == "cuda"
+    """The issue's GPU targets, each with what this run measured and the verdict."""
+    out: list[list[str]] = []
 
-    def verdict(ok: bool | None) -> str:
-        if ok is None:
-            return NA
-        if not gpu:
-            return "not judged (CPU run; GPU target)"
-        return "met" if ok else "NOT met"
+    def add(target: str, measured: str, ok: bool | None) -> None:
+        judged = (
+            ("met" if ok else "NOT met") if settings.cuda else "not judged (CPU run; GPU target)"
+        )
+        out.append([target, measured, NA if ok is None else judged])
 
-    out = []
     ratios = [
         (row.ratio(LIGHTNING, PLAIN), f"{specs[key].short} {row.mode}")
         for key, rows in steps.items()
         for row in rows
-        if row.ratio(LIGHTNING, PLAIN) is not None
+        if row.ratio(LIGHTNING, PLAIN)
     ]
     if ratios:
-        worst, where = min(ratios)
-        out.append(
-            [
-                "Lightning step >= plain loop in every mode (overhead < 3%)",
-                f"worst Lightning / plain {worst:.2f}x ({where}); median "
-                f"{median([r for r, _ in ratios]):.2f}x over {len(ratios)} cases",
-                verdict(worst >= 0.97),
-            ]
+        (worst, where), med = min(ratios), statistics.median([r for r, _ in ratios])
+        add(
+            "Lightning step >= plain loop in every mode (overhead < 3%)",
+            f"worst Lightning / plain {worst:.2f}x ({where}); median {med:.2f}x over "
+            f"{len(ratios)} cases",
+            worst >= 0.97,
         )
     for key, rows in steps.items():
-        name = specs[key].short
-        by_mode = {r.mode: r for r in rows}
-        fp32, fast = by_mode.get("fp32"), by_mode.get("fast")
-        if fp32 and fast and fp32.ips(LIGHTNING) and fast.ips(LIGHTNING):
-            s = fast.ips(LIGHTNING) / fp32.ips(LIGHTNING)
-            out.append([f"{name}: fast mode >= 2x fp32 eager", f"{s:.2f}x", verdict(s >= 2.0)])
+        name, by_mode = specs[key].short, {r.mode: r for r in rows}
+        fp32 = by_mode.get("fp32", StepRow("", "", 0))
+        fast = (
+            over(by_mode["fast"].ips(LIGHTNING), fp32.ips(LIGHTNING)) if "fast" in by_mode else None
+        )
+        if fast:
+            add(f"{name}: fast mode >= 2x fp32 eager", f"{fast:.2f}x", fast >= 2)
         for mode, max_mem, max_slow in MEMORY_TARGETS:
-            eff = by_mode.get(mode)
-            if not (fp32 and eff):
-                continue
-            m0, m1 = fp32.memory_mib.get(LIGHTNING), eff.memory_mib.get(LIGHTNING)
-            t0, t1 = fp32.ips(LIGHTNING), eff.ips(LIGHTNING)
-            if m0 and m1 and t0 and t1:
-                mem, slow = m1 / m0, t0 / t1
-                out.append(
-                    [
-                        f"{name}: {mode} <= {max_mem}x memory at <= {max_slow}x time",
-                        f"{mem:.2f}x {memory_label(settings)}, {slow:.2f}x time per step",
-                        verdict(mem <= max_mem and slow <= max_slow),
-                    ]
+            eff = by_mode.get(mode, StepRow("", "", 0))
+            mem = over(eff.memory_mib.get(LIGHTNING), fp32.memory_mib.get(LIGHTNING))
+            slow = over(fp32.ips(LIGHTNING), eff.ips(LIGHTNING))
+            if mem and slow:
+                add(
+                    f"{name}: {mode} <= {max_mem}x memory at <= {max_slow}x time",
+                    f"{mem:.2f}x {memory_label(settings)}, {slow:.2f}x time per step",
+                    mem <= max_mem and slow <= max_slow,
                 )
     for row in epochs:
-        r = row.result
+        r, vs = row.result, row.vs_step
         if r is None or not row.pipeline.startswith("ours"):
             continue
-        vs = row.vs_step
         measured = f"epoch / step-alone images/s {ratio(vs)} ({row.mode})"
         if vs is None:
             measured += f"; no step-alone {row.mode} figure (run the steps section too)"
-        out.append(
-            [
-                "CIFAR loader never the bottleneck "
-                f"(epoch >= {LOADER_RATIO_TARGET:.2f}x step alone)",
-                measured,
-                verdict(loader_keeps_up(vs)),
-            ]
+        target = (
+            f"CIFAR loader never the bottleneck (epoch >= {LOADER_RATIO_TARGET:.2f}x step alone)"
         )
-        if gpu:
-            if r.busy is not None:
-                busy, ok = f"{100 * r.busy:.1f}% ({row.mode})", r.busy > BUSY_TARGET
-            else:
-                busy, ok = f"{NA} ({r.busy_error or 'not profiled'})", None
-            out.append(
-                [
-                    "GPU busy > 95% of a CIFAR epoch (launch-bound steps stay below it)",
-                    busy,
-                    verdict(ok),
-                ]
+        add(target, measured, loader_keeps_up(vs))
+        if settings.cuda:
+            busy = f"{100 * r.busy:.1f}% ({row.mode})" if r.busy is not None else None
+            add(
+                "GPU busy > 95% of a CIFAR epoch (launch-bound steps stay below it)",
+                busy or f"{NA} ({r.busy_error or 'not profiled'})",
+                None if busy is None else r.busy > BUSY_TARGET,
             )
     decode_only = DEVICE_DECODE_PIPELINE.split("{")[0]
     for row in loaders:
         if row.pipeline.startswith(decode_only) and row.images_per_s is not None:
-            out.append(
-                [
-                    f"ImageNet JPEG decoding + augmentation on the device >= {DECODE_TARGET:,.0f} "
-                    "img/s (one H100)",
-                    f"{row.images_per_s:,.0f} img/s (batches of {row.batch})",
-                    verdict(row.images_per_s >= DECODE_TARGET),
-                ]
+            add(
+                f"ImageNet JPEG decoding + augmentation on the device >= {DECODE_TARGET:,.0f} "
+                "img/s (one H100)",
+                f"{row.images_per_s:,.0f} img/s (batches of {row.batch})",
+                row.images_per_s >= DECODE_TARGET,
             )
     return out
 
 
-# --------------------------------------------------------------------------------- report
+STEP_TEXT = (
+    "Images/s of forward + loss + backward + SGD-Nesterov update on a batch already on the "
+    "device. Lightning: `DenseNetModule` in `Trainer` with the CLI's default callbacks ({}) and "
+    "its CSV logger. Memory: {}. Ratios above 1x mean faster (or, for memory, more). Modes: {}. "
+    "First step: compilation included (a run may reuse code torch.compile made earlier in this "
+    "process)."
+)
+PEAK = "`torch.cuda.max_memory_allocated` over the timed steps"
+SAVED = (
+    "the bytes the autograd graph saves for backward (`*`: compile modes show the eager graph's)"
+)
+LOADER_TEXT = (
+    "Images/s delivered on the device, augmentation included; synthetic data in the real file "
+    "formats, digits real (see docs/benchmarks.md)."
+)
+EPOCH_TEXT = (
+    "Loader plus training step over {} (after warm-up), network {}. 'vs step alone' divides by "
+    "the same side's step-only images/s in the same mode; GPU busy: torch.profiler over a window "
+    "of batches left out of img/s."
+)
 
 
-def cli_callback_names() -> str:
-    return ", ".join(f"`{type(c).__name__}`" for c in default_callbacks())
-
-
-def render(
-    env: dict[str, str],
-    settings: Settings,
-    specs: dict[str, ModelSpec],
-    steps: dict[str, list[StepRow]],
-    loaders: list[LoaderRow],
-    epochs: list[EpochRow],
-    command: str,
-    elapsed_s: float,
-) -> str:
-    cpu = settings.device.type != "cuda"
-    lines = ["## densenet_lit benchmark", ""]
-    lines += [f"- {k}: {v}" for k, v in env.items()]
-    lines.append(f"- command: `{command}`")
-    lines.append(f"- suite wall time: {elapsed_s / 60:.1f} min")
-    lines.append(
-        f"- timing: {settings.warmup} warm-up steps, then {settings.windows} windows of "
-        f"{settings.steps_per_window} steps (median window), {settings.rounds} round(s) of "
-        "plain and Lightning alternating"
+def render(results: Results) -> str:
+    """The report: the environment, a table per section, the targets."""
+    s, env, steps, loaders, epochs = (
+        results.settings,
+        results.environment,
+        results.steps,
+        results.loaders,
+        results.epochs,
     )
-    lines += [f"- note: {n}" for n in settings.notes]
-    lines.append("")
+    specs = model_specs(s.quick)
+    command, elapsed_s = results.command, results.elapsed_s or 0.0
+    lines = ["## densenet_lit benchmark", "", *(f"- {k}: {v}" for k, v in env.items())]
+    lines += [f"- command: `{command}`", f"- suite wall time: {elapsed_s / 60:.1f} min"]
+    lines.append(
+        f"- timing: {s.warmup} warm-up steps, then {s.windows} windows of {s.steps} "
+        f"steps (median window), {s.rounds} round(s) of plain and Lightning alternating"
+    )
+    lines += [*(f"- note: {n}" for n in s.notes), ""]
     if steps:
-        lines += ["### Training step", ""]
-        lines.append(
-            "Images/s of forward + loss + backward + SGD-Nesterov update on a batch already on "
-            "the device. Lightning: `DenseNetModule` in `Trainer` (hooks, logging and metrics "
-            f"included) with the CLI's default callbacks ({cli_callback_names()}) and "
-            f"its CSV logger, without checkpoints, progress bar or W&B. Ratios above 1x "
-            "mean faster (or, for memory, more)."
-        )
-        if cpu:
-            lines.append(
-                "Memory on CPU is the bytes the autograd graph saves for backward "
-                "(`densenet_lit.models.memory.activation_bytes`), not an allocator peak; "
-                "`*`: compile modes show the eager graph's count."
-            )
-        else:
-            lines.append(
-                "Memory is `torch.cuda.max_memory_allocated` over the timed steps "
-                "(weights, gradients, optimizer state and activations)."
-            )
+        callbacks = ", ".join(f"`{type(c).__name__}`" for c in default_callbacks())
         modes = {r.mode for rows in steps.values() for r in rows}
         legend = "; ".join(f"{m.name} = {m.label}" for m in MODES.values() if m.name in modes)
-        lines.append(f"Modes: {legend}.")
-        lines.append(
-            "First step: the first training step of each run, compilation included; a run "
-            "may reuse code torch.compile already generated in this process for the same "
-            "network (the Lightning run after the plain loop), which makes its first step short."
-        )
-        lines.append("")
+        text = STEP_TEXT.format(callbacks, PEAK if s.cuda else SAVED, legend)
+        lines += ["### Training step", "", text, ""]
         for key, rows in steps.items():
-            lines += step_section(specs[key], rows, settings) + [""]
+            lines += [*step_section(specs[key], rows, s), ""]
     if loaders:
-        lines += ["### Data loaders alone", ""]
-        lines.append(
-            "Images/s delivered on the device, augmentation included; synthetic data in the "
-            "real file formats (random pixels), digits real; ImageNet: smooth random 500x375 "
-            "JPEGs of about 110 KB, read from the page cache. torchvision: `CIFAR10` with "
-            "RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize per image. "
-            "ImageNet's `decode: device` path in parts: its workers alone (batches of bytes, "
-            "not decoded), decoding + augmentation alone (batches held in memory), and both."
-        )
-        lines.append("")
-        lines += loader_section(loaders) + [""]
+        lines += ["### Data loaders alone", "", LOADER_TEXT, "", *loader_section(loaders), ""]
     if epochs:
-        n = settings.epoch_batches
-        span = "the whole epoch" if n is None else f"the first {n} batches of an epoch"
-        lines += ["### CIFAR-10 epoch, end to end", ""]
-        lines.append(
-            f"Loader plus training step over {span} (after warm-up), network "
-            f"{specs['cifar'].title}. 'vs step alone' divides by the same side's step-only "
-            "images/s in the same mode (1x: the loader costs nothing)."
-        )
-        if not cpu:
-            lines.append(
-                "GPU busy: the share of the profiled batches' wall time with GPU kernels or "
-                "copies running (torch.profiler). Those batches, slowed by the profiler, are "
-                "left out of img/s; 'time s' is the whole epoch."
-            )
-        lines.append("")
-        lines += epoch_section(epochs, settings) + [""]
-    rows = targets(steps, epochs, specs, settings, loaders)
+        n = s.epoch_batches
+        span = f"the first {n} batches of an epoch" if n else "the whole epoch"
+        text = EPOCH_TEXT.format(span, specs["cifar"].title)
+        lines += ["### CIFAR-10 epoch, end to end", "", text, "", *epoch_section(epochs, s), ""]
+    rows = targets(steps, epochs, specs, s, loaders)
     if rows:
         lines += ["### Targets (set for a GPU)", ""]
-        lines += table(["target", "measured", "verdict"], rows) + [""]
+        lines += [*table_lines(["target", "measured", "verdict"], rows), ""]
     return "\n".join(lines)

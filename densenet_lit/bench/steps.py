@@ -1,34 +1,45 @@
-"""Training-step throughput: a plain PyTorch loop against DenseNetModule in a Lightning Trainer.
-
-Both sides train on one random batch that already sits on the device, so only the step is
-timed (forward, loss, backward, SGD-Nesterov update, and on the Lightning side everything
-the Trainer and the module do around it: hooks, logging, metrics). The Trainer is the one a
-``python -m densenet_lit fit`` run builds, with the CLI's default callbacks and CSV logger, but
-without checkpoints, progress bar and W&B. They come from :mod:`densenet_lit.callbacks` and
-:mod:`densenet_lit.tracking`, not from the CLI, so the suite runs where ``jsonargparse`` is not
-installed (a bare GPU machine).
-
-Timing starts after ``warmup`` steps (compilation and cuDNN autotuning happen there), is
-taken in ``windows`` windows of ``steps_per_window`` steps, each closed by a device
-synchronisation, and the median window is reported.
-"""
+"""Training-step throughput on one on-device batch: a plain PyTorch loop (timed by
+``torch.utils.benchmark.Timer``) against DenseNetModule in a CLI run's Trainer (timed by the
+CLI's own ThroughputMonitor, one training "epoch" per window). See docs/benchmarks.md."""
 
 from __future__ import annotations
 
+import csv
+import logging
+import math
+import statistics
 import tempfile
+import time
 import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.benchmark import Timer
 
-from densenet_lit.bench.common import Mode, ModelSpec, Settings, median, now, release
-from densenet_lit.callbacks import default_callbacks
+from densenet_lit.bench.common import guarded, log
+from densenet_lit.bench.config import MODES, Mode, ModelSpec, Settings
+from densenet_lit.callbacks import ThroughputMonitor, default_callbacks
 from densenet_lit.tracking import RunCSVLogger
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4  # the paper's recipe, on both sides
+# milestones in epochs: no trainer.max_epochs needed
+RECIPE = dict(
+    lr=LR, momentum=MOMENTUM, nesterov=True, weight_decay=WEIGHT_DECAY, milestones=[30, 60]
+)
+IMAGES_PER_SEC, PEAK_GIB = "perf/images_per_sec", "perf/peak_memory_gib"  # ThroughputMonitor's
+PLAIN, PLAIN_OURS, LIGHTNING = "plain", "plain_ours", "lightning"
+
+
+def now(device: torch.device | str) -> float:
+    """A timestamp taken after the device has finished all queued work."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 @dataclass
@@ -41,76 +52,34 @@ class StepResult:
 
     @property
     def images_per_s(self) -> float | None:
-        return median(self.window_ips)
+        return statistics.median(self.window_ips) if self.window_ips else None
 
 
-class _Timer:
-    """Window boundaries shared by both runners: after warm-up, then every window."""
-
-    def __init__(self, settings: Settings, batch_size: int):
-        self.s = settings
-        self.batch_size = batch_size
-        self.result = StepResult()
-        self._marks: list[float] = []
-        self._first_start: float | None = None
-
-    @property
-    def total_steps(self) -> int:
-        return self.s.warmup + self.s.steps_per_window * self.s.windows
-
-    def step_started(self, i: int) -> None:
-        if i == 0:
-            self._first_start = now(self.s.device)
-
-    def step_ended(self, i: int) -> None:
-        dev = self.s.device
-        if i == 0:
-            self.result.first_step_s = now(dev) - self._first_start
-        done = i + 1 - self.s.warmup
-        if done < 0 or done % self.s.steps_per_window:
-            return
-        self._marks.append(now(dev))
-        if done == 0 and dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        if len(self._marks) > 1:
-            images = self.batch_size * self.s.steps_per_window
-            self.result.window_ips.append(images / (self._marks[-1] - self._marks[-2]))
-        if done == self.s.steps_per_window * self.s.windows and dev.type == "cuda":
-            self.result.peak_bytes = torch.cuda.max_memory_allocated(dev)
-
-
-def random_batch(spec: ModelSpec, batch_size: int, device: torch.device, seed: int = 0):
+def random_batch(spec: ModelSpec, batch_size: int, device, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
-    in_channels = 3
-    x = torch.randn(batch_size, in_channels, spec.image_size, spec.image_size, generator=gen)
+    x = torch.randn(batch_size, 3, spec.image_size, spec.image_size, generator=gen)
     y = torch.randint(0, spec.num_classes, (batch_size,), generator=gen)
     return x.to(device), y.to(device)
 
 
-# ------------------------------------------------------------------------------ plain loop
-
-
-def autocast(device: torch.device, mode: Mode):
-    if not mode.bf16:
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+def autocast(device, mode: Mode):
+    bf16 = torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return bf16 if mode.bf16 else nullcontext()
 
 
 class PlainTrainer:
     """The loop a user writes by hand: the network, SGD-Nesterov, autocast for bf16."""
 
-    def __init__(self, model: nn.Module, mode: Mode, device: torch.device):
+    def __init__(self, model: nn.Module, mode: Mode, device):
         self.device, self.mode = device, mode
-        model = model.to(device)
+        model = model.to(device).train()
         if mode.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        model.train()
-        self.model = model
         self.optimizer = torch.optim.SGD(
             model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, nesterov=True
         )
-        # dynamic=False: otherwise Dynamo's automatic dynamic shapes carry over from the first
-        # network compiled in this process (CIFAR) and give the next one a symbolic-shape graph.
+        # dynamic=False: else Dynamo's automatic dynamic shapes carry over from the first
+        # network compiled in this process and give the next one a symbolic-shape graph.
         self.net = torch.compile(model, dynamic=False) if mode.compile else model
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -124,23 +93,24 @@ class PlainTrainer:
         return loss
 
 
-def plain_steps(model: nn.Module, spec: ModelSpec, mode: Mode, settings: Settings) -> StepResult:
-    dev = settings.device
-    batch_size = settings.batch[spec.key]
-    x, y = random_batch(spec, batch_size, dev)
-    trainer = PlainTrainer(model, mode, dev)
-    timer = _Timer(settings, batch_size)
-    for i in range(timer.total_steps):
-        timer.step_started(i)
+def plain_steps(model: nn.Module, spec: ModelSpec, mode: Mode, s: Settings) -> StepResult:
+    x, y = random_batch(spec, s.batch(spec.key), s.device)
+    trainer = PlainTrainer(model, mode, s.device)
+    start = now(s.device)
+    trainer.step(x, y)
+    result = StepResult(first_step_s=now(s.device) - start)
+    for _ in range(s.warmup - 1):
         trainer.step(x, y)
-        timer.step_ended(i)
-    result = timer.result
-    del trainer, x, y
-    release(dev)
+    if s.cuda:
+        torch.cuda.reset_peak_memory_stats(s.device)
+    # Timer synchronises CUDA around each window; unless told, it pins torch to 1 thread
+    stmt = partial(trainer.step, x, y)
+    timer = Timer("stmt()", globals={"stmt": stmt}, num_threads=torch.get_num_threads())
+    for _ in range(s.windows):
+        result.window_ips.append(x.shape[0] / timer.timeit(s.steps).median)
+    if s.cuda:
+        result.peak_bytes = torch.cuda.max_memory_allocated(s.device)
     return result
-
-
-# ------------------------------------------------------------------------------- Lightning
 
 
 class RepeatBatch:
@@ -154,116 +124,180 @@ class RepeatBatch:
             yield self.x, self.y
 
 
-def _lightning_timer_callback(timer: _Timer):
-    from lightning.pytorch import Callback
-
-    class StepTimer(Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            timer.step_started(batch_idx)
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            timer.step_ended(batch_idx)
-
-    return StepTimer()
-
-
-def make_module(spec: ModelSpec, mode: Mode, memory_efficient: bool | None = None):
-    """DenseNetModule for ``spec`` in ``mode`` (the --quick ImageNet stand-in swapped in)."""
+def make_module(spec: ModelSpec, mode: Mode):
+    """DenseNetModule for ``spec`` in ``mode``, with the mode's extra module arguments."""
     from densenet_lit.module import DenseNetModule
 
-    eff = mode.memory_efficient if memory_efficient is None else memory_efficient
-    module = DenseNetModule(
+    layout = {"channels_last": mode.channels_last, "compile": mode.compile}
+    return DenseNetModule(
         **spec.module_kwargs,
+        **RECIPE,
+        **layout,
+        **mode.module,
         num_classes=spec.num_classes,
-        memory_efficient=eff,
-        lr=LR,
-        momentum=MOMENTUM,
-        nesterov=True,
-        weight_decay=WEIGHT_DECAY,
-        milestones=[30, 60],  # epoch numbers: no trainer.max_epochs needed
-        channels_last=mode.channels_last,
-        compile=mode.compile,
+        memory_efficient=mode.memory_efficient,
     )
-    if spec.tiny and spec.key == "imagenet":
-        tiny = spec.ours(eff)
-        if mode.channels_last:
-            tiny = tiny.to(memory_format=torch.channels_last)
-        module.model = tiny
-    return module
 
 
 def trainer_kwargs(settings: Settings, mode: Mode, root: str, callbacks=()) -> dict:
     """A CLI run's Trainer: its default callbacks after ``callbacks``, its CSV logger in
     ``root``; no checkpoints, progress bar, model summary or sanity validation."""
-    cuda = settings.device.type == "cuda"
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):  # start-up chatter
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     return {
-        "accelerator": "gpu" if cuda else "cpu",
+        "accelerator": "gpu" if settings.cuda else "cpu",
         "devices": 1,
         "precision": mode.precision,
         "logger": RunCSVLogger(root),
-        "callbacks": [*callbacks, *default_callbacks()],  # those of every CLI run
+        "callbacks": [*callbacks, *default_callbacks()],
         "enable_checkpointing": False,
         "enable_progress_bar": False,
         "enable_model_summary": False,
         "num_sanity_val_steps": 0,
-        "benchmark": True if cuda else None,
+        "benchmark": True if settings.cuda else None,
         "default_root_dir": root,
     }
 
 
-def quiet_lightning():
-    """Silence Lightning's start-up chatter (GPU available, tips) while measuring."""
-    import logging
+def lightning_steps(spec: ModelSpec, mode: Mode, s: Settings) -> StepResult:
+    """One epoch per window, after the epochs that hold the warm-up (and the monitor's own)."""
+    from lightning.pytorch import Callback, Trainer
 
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="lightning")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    result = StepResult()
 
+    class FirstStep(Callback):
+        def on_train_batch_start(self, trainer, *args):
+            if trainer.global_step == 0:
+                self.start = now(s.device)
 
-def lightning_steps(spec: ModelSpec, mode: Mode, settings: Settings) -> StepResult:
-    from lightning.pytorch import Trainer
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 1:
+                result.first_step_s = now(s.device) - self.start
 
-    dev = settings.device
-    batch_size = settings.batch[spec.key]
-    x, y = random_batch(spec, batch_size, dev)
-    module = make_module(spec, mode)
-    timer = _Timer(settings, batch_size)
-    quiet_lightning()
     with tempfile.TemporaryDirectory(prefix="densenet-bench-") as root:
-        trainer = Trainer(
-            max_steps=timer.total_steps,
-            **trainer_kwargs(settings, mode, root, [_lightning_timer_callback(timer)]),
-        )
-        trainer.fit(module, train_dataloaders=RepeatBatch(x, y))
-    if len(timer.result.window_ips) != settings.windows:
-        raise RuntimeError(
-            f"Lightning ran {trainer.global_step} of {timer.total_steps} steps; "
-            f"{len(timer.result.window_ips)} windows timed"
-        )
-    result = timer.result
-    del trainer, module, x, y
-    release(dev)
+        kwargs = trainer_kwargs(s, mode, root, [FirstStep()])
+        (monitor,) = [c for c in kwargs["callbacks"] if isinstance(c, ThroughputMonitor)]
+        warm = math.ceil(max(s.warmup, monitor.warmup_steps) / s.steps)
+        trainer = Trainer(max_epochs=warm + s.windows, limit_train_batches=s.steps, **kwargs)
+        batch = random_batch(spec, s.batch(spec.key), s.device)
+        trainer.fit(make_module(spec, mode), train_dataloaders=RepeatBatch(*batch))
+        with open(kwargs["logger"].metrics_file, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get(IMAGES_PER_SEC)]
+    timed = [r for r in rows if float(r["epoch"]) >= warm]
+    result.window_ips = [float(r[IMAGES_PER_SEC]) for r in timed]
+    peaks = [float(r[PEAK_GIB]) for r in timed if r.get(PEAK_GIB)]
+    result.peak_bytes = round(max(peaks) * 2**30) if peaks else None
+    if len(result.window_ips) != s.windows:
+        raise RuntimeError(f"Lightning logged {len(result.window_ips)} of {s.windows} windows")
     return result
 
 
-# ----------------------------------------------------------------------------- CPU memory
-
-
-def activation_mib(model: nn.Module, spec: ModelSpec, mode: Mode, settings: Settings) -> float:
-    """Bytes the autograd graph keeps for backward (eager; autocast and layout as the mode).
-
-    Used as the memory column on CPU, where there is no allocator peak to read. For the
-    compile modes this is the eager graph's count: Inductor may save fewer tensors.
-    """
+def activation_mib(model: nn.Module, spec: ModelSpec, mode: Mode, s: Settings) -> float:
+    """MiB the autograd graph keeps for backward (eager; the mode's autocast and layout): the
+    memory column on a CPU, where there is no allocator peak to read."""
     from densenet_lit.models.memory import activation_bytes
 
-    dev = settings.device
-    x, _ = random_batch(spec, settings.batch[spec.key], dev)
-    model = model.to(dev)
+    x, _ = random_batch(spec, s.batch(spec.key), s.device)
+    model = model.to(s.device)
     if mode.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    with autocast(dev, mode):
-        n = activation_bytes(model, x)
-    return n / 2**20
+    with autocast(s.device, mode):
+        return activation_bytes(model, x) / 2**20
+
+
+def plain_baseline(spec: ModelSpec, level: int) -> nn.Module:
+    """What the plain loop trains: torchvision's network where it has one, else ours."""
+    return spec.torchvision(level) if spec.has_torchvision_baseline else spec.ours(level)
+
+
+def plain(spec: ModelSpec, mode: Mode, s: Settings) -> StepResult:
+    return plain_steps(plain_baseline(spec, mode.memory_efficient), spec, mode, s)
+
+
+def plain_ours(spec: ModelSpec, mode: Mode, s: Settings) -> StepResult:
+    return plain_steps(spec.ours(mode.memory_efficient), spec, mode, s)
+
+
+# The runners of a step row, by column: (spec, mode, settings) -> StepResult.
+RUNNERS: dict[str, Callable[[ModelSpec, Mode, Settings], StepResult]] = {
+    PLAIN: plain,
+    PLAIN_OURS: plain_ours,
+    LIGHTNING: lightning_steps,
+}
+
+
+def runners_of(spec: ModelSpec) -> list[str]:
+    return [PLAIN, PLAIN_OURS, LIGHTNING] if spec.has_torchvision_baseline else [PLAIN, LIGHTNING]
+
+
+@dataclass
+class StepRow:
+    """One model in one mode: every runner's result, side by side."""
+
+    model: str
+    mode: str
+    batch: int
+    runs: dict[str, StepResult] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    memory_mib: dict[str, float] = field(default_factory=dict)
+    memory_errors: dict[str, str] = field(default_factory=dict)
+
+    def ips(self, runner: str) -> float | None:
+        run = self.runs.get(runner)
+        return run.images_per_s if run is not None else None
+
+    def ratio(self, runner: str, baseline: str) -> float | None:
+        a, b = self.ips(runner), self.ips(baseline)
+        return a / b if a and b else None
+
+
+def step_row(spec: ModelSpec, name: str, s: Settings, runners: list[str] | None = None) -> StepRow:
+    """The runners of ``spec`` (default all) in mode ``name``, alternating over rounds so that
+    drift in the machine's speed affects them alike; later rounds' windows are pooled."""
+    row, runners = StepRow(spec.key, name, s.batch(spec.key)), runners or runners_of(spec)
+    for r in range(s.rounds):
+        for runner in runners if r % 2 == 0 else runners[::-1]:
+            if runner in row.errors:
+                continue
+            torch.manual_seed(0)
+            what = f"{spec.key} {name} {runner}"
+            res, err = guarded(partial(RUNNERS[runner], spec, MODES[name], s), what, s.device)
+            log(f"{what} round {r + 1}: {err or f'{res.images_per_s:.1f} img/s'}")
+            if err:
+                row.errors[runner] = err
+            elif runner in row.runs:
+                prev = row.runs[runner]
+                prev.window_ips += res.window_ips
+                prev.peak_bytes = max(prev.peak_bytes or 0, res.peak_bytes or 0) or None
+            else:
+                row.runs[runner] = res
+    if s.cuda:  # the allocator peaks of the runs
+        for runner in (PLAIN, LIGHTNING):
+            if runner in row.runs and row.runs[runner].peak_bytes is not None:
+                row.memory_mib[runner] = row.runs[runner].peak_bytes / 2**20
+        return row
+    mode = MODES[name]  # CPU: the bytes each side's network saves for backward
+    nets = {LIGHTNING: spec.ours, PLAIN: partial(plain_baseline, spec)}
+    for runner, build in nets.items():
+        torch.manual_seed(0)
+        measure = partial(lambda b: activation_mib(b(mode.memory_efficient), spec, mode, s), build)
+        value, err = guarded(measure, f"{spec.key} {name} activation memory", s.device)
+        row.memory_mib.update({runner: value} if err is None else {})
+        row.memory_errors.update({runner: err} if err else {})
+    return row
+
+
+def run_steps(
+    s: Settings,
+    specs: dict[str, ModelSpec],
+    out: dict[str, list[StepRow]],
+    save: Callable[[], None],
+) -> None:
+    """Every model in every mode; each row is saved (the partial JSON) when it is done."""
+    for key in s.models:
+        for name in s.modes:
+            out.setdefault(key, []).append(step_row(specs[key], name, s))
+            save()

@@ -21,6 +21,7 @@ What it adds to Lightning's CLI:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import sys
@@ -38,6 +39,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 from densenet_lit.callbacks import PredictionWriter, default_callbacks, run_checkpoint_callbacks
 from densenet_lit.callbacks.checkpoints import monitors_validation
 from densenet_lit.checkpoints import refusal_error
+from densenet_lit.ckpt_decision import shared_ckpt_path
 from densenet_lit.cli import preflight
 from densenet_lit.cli.extends import EXTENDS_KEY, expand_config_args
 from densenet_lit.cli.options import TRUST_OPT_IN, add_run_options
@@ -49,6 +51,7 @@ from densenet_lit.rundir import (
     chosen_here,
     experiment_name,
     hand_down,
+    job_run_dir,
     newer_requeue_checkpoint,
     removable_if_untrained,
     resolve_ckpt_path,
@@ -56,6 +59,7 @@ from densenet_lit.rundir import (
 )
 from densenet_lit.tracking import RunCSVLogger
 from densenet_lit.tracking.config import RunConfigSaver
+from densenet_lit.tracking.paper import PaperComparison
 from densenet_lit.tracking.wandb import WandbRun, finish_wandb, start_wandb
 
 
@@ -144,24 +148,37 @@ class DenseNetCLI(LightningCLI):
         cfg[EXTENDS_KEY] = None  # already applied; the saved config is complete without it
         self.experiment = experiment_name(cfg.get("config"), cfg.run.name)
         self.root = Path(cfg.trainer.default_root_dir or DEFAULT_ROOT)
-        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), self.root, self.experiment)
-        if sub == "fit" and ckpt_path and slurm_requeued():
-            newer = newer_requeue_checkpoint(ckpt_path)
-            if newer:
-                rank_zero_info(f"Requeued SLURM job: resuming from {newer} instead of {ckpt_path}")
-                ckpt_path = newer
+        given = cfg.get("ckpt_path")
+        # every process of the run takes the decision of rank zero (see ckpt_decision)
+        job_dir = job_run_dir(self.root, self.experiment)
+        decide = functools.partial(self.decide_ckpt_path, given, sub, job_dir)
+        ckpt_path = shared_ckpt_path(given, decide, job_dir) if given else given
         trust = cfg.run.trust_checkpoint
         cfg.weights_only = preflight.weights_only_for(cfg.get("weights_only"), trust)
         if sub == "fit" and cfg.run.test_after_fit:
             preflight.check_test_ckpt(cfg.run.test_ckpt, trust)
         if ckpt_path and Path(ckpt_path).is_file():
-            self.ckpt_shapes = preflight.check_checkpoint_args(ckpt_path, cfg.model, trust)
+            self.ckpt_shapes = preflight.check_checkpoint_args(
+                ckpt_path, cfg.model, trust, stage=sub
+            )
             if sub == "fit":
                 self.resume_dir = run_dir_of(ckpt_path)
         # Lightning would replace the model arguments by the checkpoint's without a word; they
         # have been checked to agree (runtime options may differ), so the checkpoint is handed
         # back only when the classes are built (before_instantiate_classes).
         self.ckpt_path, cfg.ckpt_path = ckpt_path, None
+
+    def decide_ckpt_path(self, given: str, sub: str, job_dir: Path | None) -> str | None:
+        """``--ckpt_path`` as a file (None: start the run), :func:`resolve_ckpt_path`; a
+        requeued SLURM job's ``fit`` takes the requeue checkpoint saved since, in the
+        checkpoint's run directory or the job's own (``job_dir``), if any."""
+        ckpt_path = resolve_ckpt_path(given, self.root, self.experiment)
+        if sub == "fit" and ckpt_path and slurm_requeued():
+            newer = newer_requeue_checkpoint(ckpt_path, job_dir)
+            if newer:
+                rank_zero_info(f"Requeued SLURM job: resuming from {newer} instead of {ckpt_path}")
+                ckpt_path = newer
+        return ckpt_path
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand is None:
@@ -214,6 +231,8 @@ class DenseNetCLI(LightningCLI):
             if ranked:
                 rank_zero_info("No validation set in this run: keeping only last.ckpt.")
                 callbacks = [c for c in callbacks if c not in ranked]
+        if self.wandb_runs:  # the network's costs and the paper's number beside the run
+            callbacks.append(PaperComparison())
         if self.subcommand == "predict" and not any(
             isinstance(c, BasePredictionWriter) for c in callbacks
         ):

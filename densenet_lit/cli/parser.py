@@ -53,6 +53,16 @@ def init_arg_names(class_path: str) -> list[str]:
         return []
 
 
+def data_modules_taking(option: str, class_path: str) -> list[str]:
+    """The data modules of :mod:`densenet_lit.data` other than ``class_path``'s that take
+    ``option`` (e.g. ``auto_augment``: only the class-folder one, not CIFAR's or SVHN's)."""
+    from densenet_lit import data
+
+    name = class_path.rpartition(".")[2]
+    modules = [n for n in data.__all__ if n.endswith("DataModule") and n != name]
+    return [n for n in modules if option in init_arg_names(f"densenet_lit.data.{n}")]
+
+
 def did_you_mean(message: str, known_options: Any) -> str:
     """`` Did you mean 'model.growth_rate'?`` for an option the message says is unknown, if a
     known one is close to it; else ''. ``known_options`` is called only when needed."""
@@ -62,6 +72,13 @@ def did_you_mean(message: str, known_options: Any) -> str:
         given, known = option.group(1) or option.group(2), known_options()
     elif in_class:
         given, known = in_class.group(2), init_arg_names(in_class.group(1))
+        owners = data_modules_taking(given, in_class.group(1))
+        if owners:
+            return (
+                f"\n'{given}' is an option of {' and '.join(owners)}, not of "
+                f"{in_class.group(1).rpartition('.')[2]}: leave it out, or use that "
+                f"data module (data.class_path densenet_lit.data.{owners[0]})."
+            )
     else:
         return ""
     close = difflib.get_close_matches(given, known, n=1, cutoff=0.6)

@@ -18,11 +18,12 @@ from typing import Any
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.strategies import ParallelStrategy
+from lightning.pytorch.utilities import rank_zero_info
 
 from densenet_lit.checkpoints import CheckpointError, UntrustedCheckpointError, load_checkpoint
 from densenet_lit.cli.options import TRUST_OPT_IN
 from densenet_lit.data.base import batch_per_process
-from densenet_lit.models.spec import RUNTIME_ARGS, network_spec
+from densenet_lit.models.spec import RUNTIME_ARGS, is_network_arg, network_spec
 from densenet_lit.models.zoo import CIFAR_ARCH
 from densenet_lit.rundir import config_files, other_checkpoints, run_dir_of
 
@@ -104,15 +105,41 @@ def compare_with_checkpoint(given: dict[str, Any], stored: dict[str, Any]) -> di
     }
 
 
-def check_checkpoint_args(ckpt_path: str, model_cfg: Any, trust: bool = False) -> dict:
+def split_recipe(
+    differ: dict[str, tuple], given: dict[str, Any], stored: dict[str, Any]
+) -> tuple[dict[str, tuple], dict[str, tuple]]:
+    """``differ`` split into the network's arguments and the recipe (every other argument:
+    learning rate, schedule, weight decay, metrics ...), by the architectures of both sides."""
+    archs = tuple({given.get("arch") or CIFAR_ARCH, stored.get("arch") or CIFAR_ARCH})
+    network = {k: v for k, v in differ.items() if is_network_arg(k, archs)}
+    return network, {k: v for k, v in differ.items() if k not in network}
+
+
+def check_checkpoint_args(
+    ckpt_path: str, model_cfg: Any, trust: bool = False, stage: str = "fit"
+) -> dict:
     """Read ``ckpt_path``, check its model arguments against the config's and return its
-    weights' shapes (name -> shape) for :func:`check_checkpoint_fits`."""
+    weights' shapes (name -> shape) for :func:`check_checkpoint_fits`.
+
+    ``fit`` continues the checkpoint's network and recipe: any difference is an error. The
+    other stages (``validate``, ``test``, ``predict``) only evaluate its network: recipe
+    values that differ are a one-line note, network arguments that differ an error."""
     ckpt = read_checkpoint(ckpt_path, trust=trust)
     shapes = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if hasattr(v, "shape")}
     stored = dict(ckpt.get("hyper_parameters", {}))
     del ckpt
     given = model_cfg.as_dict() if isinstance(model_cfg, Namespace) else dict(model_cfg)
     differ = compare_with_checkpoint(given, stored)
+    if stage != "fit":
+        differ, recipe = split_recipe(differ, given, stored)
+        if recipe:
+            values = "; ".join(
+                f"model.{k}: {v!r} (checkpoint {c!r})" for k, (v, c) in recipe.items()
+            )
+            rank_zero_info(
+                f"Note: {stage} evaluates the checkpoint's network; these recipe values differ "
+                f"from the checkpoint's and are not used: {values}"
+            )
     if differ:
         rows = "\n".join(
             f"  model.{k}: given {v!r}, checkpoint {c!r}" for k, (v, c) in differ.items()

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from densenet_lit.data.errors import DownloadError, not_found
 from densenet_lit.data.resume import EpochOrder, TrainProgress, training_seed
+from densenet_lit.data.shards import EvaluationShard
 from densenet_lit.data.transforms import normalize, random_hflip, random_pad_crop
 
 
@@ -227,10 +228,13 @@ class BaseDataModule(pl.LightningDataModule):
                 epoch=epoch,
                 skip=skip_batches * self.per_device_batch_size,
             )
+        elif self.world_size > 1:  # each image once, on one rank (exact metrics)
+            what = "validation" if stage == "validate" else "test"
+            sampler = EvaluationShard(dataset, self.world_size, self.rank, what)
         return DataLoader(
             dataset,
             batch_size=self.per_device_batch_size,
-            sampler=sampler,  # evaluation: in order (Lightning shards it under DDP)
+            sampler=sampler,  # evaluation: in order (under DDP, this rank's share of it)
             drop_last=train,  # a smaller last batch would recompile torch.compile'd models
             collate_fn=self.collate_fn(),
             num_workers=workers,

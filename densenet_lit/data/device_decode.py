@@ -12,6 +12,12 @@ as it is cut instead of the float batch afterwards.
 The operations follow torchvision's kernels that the PIL path runs (``adjust_brightness``,
 ``adjust_contrast``, ``adjust_saturation``, the 0.2989/0.587/0.114 grey), with per-image
 factors; the results differ from the PIL path only by the decoder and the resize kernel.
+
+The modern recipe's augmentations (:mod:`densenet_lit.data.modern_augment`) run image by
+image with torchvision's own v2 transforms on the device's tensors, each with the seed its
+worker drew for it: TrivialAugmentWide/RandAugment on the uint8 crop (after the flip),
+RandomErasing on the normalised image. The operations and magnitudes drawn are those of the
+PIL path; the pixels differ as torchvision's tensor and PIL kernels do.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from torchvision.transforms.v2 import functional as F
 
 from densenet_lit.data.encoded import AugmentParams, EncodedBatch
 from densenet_lit.data.errors import CorruptDataError
+from densenet_lit.data.modern_augment import ModernAugment, run_seeded
 from densenet_lit.data.pil_pipeline import INTERPOLATION, MEAN, PCA_EIGVAL, PCA_EIGVEC, STD
 
 GREY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
@@ -176,15 +183,44 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return x.sub_(c["mean"]).div_(c["std"])
 
 
-def augment(images: list[torch.Tensor], params: AugmentParams, size: int) -> torch.Tensor:
+def augment(
+    images: list[torch.Tensor],
+    params: AugmentParams,
+    size: int,
+    modern: ModernAugment | None = None,
+) -> torch.Tensor:
     """fb.resnet.torch's training augmentation of decoded uint8 images with drawn parameters:
     the normalised float batch ``[N, 3, size, size]``. Empties ``images`` once they are
-    cropped, so that the decoded images are freed before the float batch is made."""
+    cropped, so that the decoded images are freed before the float batch is made.
+
+    The ``modern`` augmentations run where ``params`` carry their seeds (the workers drew
+    them because ``modern`` has them on); the colour jitter and the lighting where they
+    carry their factors and noise (not drawn when ``data.color_jitter`` or
+    ``data.lighting`` is 0)."""
     x = crop_resize_flip(images, params.boxes.tolist(), params.flip.tolist(), size)
     images.clear()
+    if params.auto_augment_seeds is not None:
+        auto_augment_batch(x, modern.auto_augment_transform(), params.auto_augment_seeds)
     x.mul_(1.0 / 255)  # as ToDtype(float32, scale=True)
-    x = color_jitter(x, params.jitter, params.order)
-    return normalize(lighting(x, params.alpha))
+    if params.jitter is not None:
+        x = color_jitter(x, params.jitter, params.order)
+    if params.alpha is not None:
+        x = lighting(x, params.alpha)
+    x = normalize(x)
+    if params.erase_seeds is not None:
+        erasing, seeds = modern.erasing(), params.erase_seeds.tolist()
+        for i, seed in enumerate(seeds):
+            x[i] = run_seeded(erasing, x[i], seed)
+    return x
+
+
+def auto_augment_batch(x: torch.Tensor, transform, seeds: torch.Tensor) -> torch.Tensor:
+    """TrivialAugmentWide/RandAugment on each image of the float batch ``x`` holding uint8
+    values (as :func:`crop_resize_flip` makes it), as uint8 like the PIL path; in place."""
+    pixels = x.to(torch.uint8)
+    for i, seed in enumerate(seeds.tolist()):
+        pixels[i] = run_seeded(transform, pixels[i], seed)
+    return x.copy_(pixels)
 
 
 def evaluate(images: list[torch.Tensor], resize: int, crop: int) -> torch.Tensor:

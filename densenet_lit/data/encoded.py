@@ -2,10 +2,12 @@
 
 Each worker reads the files of a batch straight into one buffer (in shared memory when it
 runs in a worker process) and draws every training image's crop box, colour jitter,
-lighting and flip from that image's seed, with the same transforms and in the same order
-as the PIL path (:mod:`densenet_lit.data.pil_pipeline`), so the two paths draw the same
-numbers for the same seed and resume the same way. Decoding and augmenting happen on the
-device (:mod:`densenet_lit.data.device_decode`).
+lighting and flip (and the seeds of the modern augmentations where they are on) from that
+image's seed, with the same transforms and in the same order as the PIL path
+(:mod:`densenet_lit.data.pil_pipeline`), so the two paths draw the same numbers for the same
+seed and resume the same way. A colour step that is off (``data.color_jitter`` or
+``data.lighting`` 0) is not drawn, as the PIL path leaves it out. Decoding and augmenting
+happen on the device (:mod:`densenet_lit.data.device_decode`).
 
 Files the device decoder cannot read (not 8-bit three-component Huffman JPEGs: CMYK or
 grayscale JPEGs, a PNG named ``.JPEG``) are recognised from their header here and decoded
@@ -23,7 +25,14 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from densenet_lit.data.errors import CorruptDataError
-from densenet_lit.data.pil_pipeline import FLIP_P, LIGHTING_STD, color_jitter, load_rgb, random_crop
+from densenet_lit.data.modern_augment import ModernAugment, draw_seed
+from densenet_lit.data.pil_pipeline import (
+    FLIP_P,
+    ColourAugment,
+    color_jitter,
+    load_rgb,
+    random_crop,
+)
 
 DEVICE_SOF = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman frames
 OTHER_SOF = {0xC3: "lossless", 0xC5: "hierarchical", 0xC6: "hierarchical", 0xC7: "lossless"}
@@ -83,18 +92,25 @@ class AugmentParams:
     """Per-image parameters of the fb.resnet.torch training augmentation, drawn in workers.
 
     ``boxes`` (top, left, height, width) of the random-size crop and ``flip`` stay on the
-    host: the device pipeline crops and mirrors image by image with them. ``jitter`` holds the brightness, contrast and
-    saturation factors and ``order`` the order they apply in (0, 1, 2 = brightness,
-    contrast, saturation); ``alpha`` is the lighting noise (already times its std).
+    host: the device pipeline crops and mirrors image by image with them. ``jitter`` holds
+    the brightness, contrast and saturation factors and ``order`` the order they apply in
+    (0, 1, 2 = brightness, contrast, saturation); ``alpha`` is the lighting noise (already
+    times its std). ``jitter`` and ``order`` are None when the colour jitter is off,
+    ``alpha`` when the lighting is off (the device then leaves that step out).
+    ``auto_augment_seeds`` and ``erase_seeds`` (host; None when that augmentation is off)
+    are the seeds each image's auto-augment and random erasing run with
+    (:mod:`densenet_lit.data.modern_augment`).
     """
 
     boxes: torch.Tensor  # int64 [N, 4], host
-    jitter: torch.Tensor  # float32 [N, 3]
-    order: torch.Tensor  # int64 [N, 3]
-    alpha: torch.Tensor  # float32 [N, 3]
+    jitter: torch.Tensor | None  # float32 [N, 3]
+    order: torch.Tensor | None  # int64 [N, 3]
+    alpha: torch.Tensor | None  # float32 [N, 3]
     flip: torch.Tensor  # bool [N], host
+    auto_augment_seeds: torch.Tensor | None = None  # int64 [N], host
+    erase_seeds: torch.Tensor | None = None  # int64 [N], host
 
-    HOST = ("boxes", "flip")
+    HOST = ("boxes", "flip", "auto_augment_seeds", "erase_seeds")
 
 
 @dataclass
@@ -126,7 +142,8 @@ class EncodedBatch:
         params = self.params
         if params is not None:
             names = [f.name for f in fields(params) if f.name not in params.HOST]
-            params = replace(params, **{name: fn(getattr(params, name)) for name in names})
+            moved = {name: getattr(params, name) for name in names}
+            params = replace(params, **{k: fn(v) for k, v in moved.items() if v is not None})
         return replace(
             self,
             labels=fn(self.labels),
@@ -149,22 +166,46 @@ class EncodedBatch:
 
 class ParamSampler:
     """Draws one image's augmentation parameters with the PIL path's own transforms, in its
-    order: crop box, jitter order and factors, lighting, flip."""
+    order: crop box, jitter order and factors, lighting, flip; with a ``modern`` augmentation
+    on, that of :func:`~densenet_lit.data.pil_pipeline.modern_train_transform`: crop box,
+    flip, auto-augment seed, jitter, lighting, erasing seed. The colour steps that
+    ``colour`` has off are not drawn (None = the paper's, both on)."""
 
-    def __init__(self, crop: int):
+    def __init__(
+        self, crop: int, modern: ModernAugment | None = None, colour: ColourAugment | None = None
+    ):
         self.crop = random_crop(crop)
-        self.jitter = color_jitter()
+        self.colour = ColourAugment() if colour is None else colour
+        self.jitter = color_jitter(self.colour.jitter) if self.colour.jitter > 0 else None
+        self.modern = modern if modern is not None and modern.enabled else None
 
     def draw(self, height: int, width: int) -> tuple:
-        """``(box, factors, order, alpha, flip)`` for an image of ``height`` x ``width``."""
+        """``(box, factors, order, alpha, flip, auto_augment_seed, erase_seed)`` for an image
+        of ``height`` x ``width`` (the seeds None where that augmentation is off; factors and
+        order None with the jitter off, alpha None with the lighting off)."""
         probe = torch.empty(1, 1, 1).expand(3, height, width)  # only its size is read
         box = self.crop.make_params([probe])
-        jit = self.jitter.make_params([probe])
-        order = [int(i) for i in jit["fn_idx"] if int(i) < 3]  # 3 = hue, not used
-        factors = [jit["brightness_factor"], jit["contrast_factor"], jit["saturation_factor"]]
-        alpha = torch.randn(3) * LIGHTING_STD
-        flip = bool(torch.rand(1) < FLIP_P)  # RandomHorizontalFlip keeps the image if >= p
-        return [box["top"], box["left"], box["height"], box["width"]], factors, order, alpha, flip
+        box = [box["top"], box["left"], box["height"], box["width"]]
+        modern = self.modern
+        if modern is not None:
+            flip = draw_flip()
+            auto_augment = draw_seed() if modern.auto_augment is not None else None
+        factors = order = alpha = None
+        if self.jitter is not None:
+            jit = self.jitter.make_params([probe])
+            order = [int(i) for i in jit["fn_idx"] if int(i) < 3]  # 3 = hue, not used
+            factors = [jit["brightness_factor"], jit["contrast_factor"], jit["saturation_factor"]]
+        if self.colour.lighting > 0:
+            alpha = torch.randn(3) * self.colour.lighting
+        if modern is None:
+            return box, factors, order, alpha, draw_flip(), None, None
+        erase = draw_seed() if modern.random_erase > 0 else None
+        return box, factors, order, alpha, flip, auto_augment, erase
+
+
+def draw_flip() -> bool:
+    """RandomHorizontalFlip's draw: it keeps the image if ``rand >= p``."""
+    return bool(torch.rand(1) < FLIP_P)
 
 
 class EncodedImageDataset(Dataset):
@@ -179,12 +220,20 @@ class EncodedImageDataset(Dataset):
 
     accepts_sample_seeds = True
 
-    def __init__(self, root: Path, relpaths: np.ndarray, labels: np.ndarray, crop: int | None):
+    def __init__(
+        self,
+        root: Path,
+        relpaths: np.ndarray,
+        labels: np.ndarray,
+        crop: int | None,
+        modern: ModernAugment | None = None,
+        colour: ColourAugment | None = None,
+    ):
         self.root = str(root)
         self.relpaths = relpaths
         self.labels = labels
         self.crop = crop
-        self.sampler = ParamSampler(crop) if crop else None
+        self.sampler = ParamSampler(crop, modern, colour) if crop else None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -215,13 +264,15 @@ class EncodedImageDataset(Dataset):
             if self.sampler is not None:
                 draws.append(self._draw(*size, seed))
         if draws:
-            boxes, factors, orders, alphas, flips = zip(*draws, strict=True)
+            boxes, factors, orders, alphas, flips, auto_augments, erases = zip(*draws, strict=True)
             batch.params = AugmentParams(
                 boxes=torch.tensor(boxes, dtype=torch.int64),
-                jitter=torch.tensor(factors, dtype=torch.float32),
-                order=torch.tensor(orders, dtype=torch.int64),
-                alpha=torch.stack(alphas),
+                jitter=None if factors[0] is None else torch.tensor(factors, dtype=torch.float32),
+                order=None if orders[0] is None else torch.tensor(orders, dtype=torch.int64),
+                alpha=None if alphas[0] is None else torch.stack(alphas),
                 flip=torch.tensor(flips, dtype=torch.bool),
+                auto_augment_seeds=seeds(auto_augments),
+                erase_seeds=seeds(erases),
             )
         return batch
 
@@ -231,6 +282,11 @@ class EncodedImageDataset(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.sampler.draw(height, width)
+
+
+def seeds(drawn: tuple[int | None, ...]) -> torch.Tensor | None:
+    """The images' seeds of one augmentation as an int64 tensor, None where it is off."""
+    return None if drawn[0] is None else torch.tensor(drawn, dtype=torch.int64)
 
 
 def read_files(paths: list[str]) -> tuple[torch.Tensor, list[int]]:

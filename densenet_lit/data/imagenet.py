@@ -30,11 +30,15 @@ from densenet_lit.data.class_folders import (
     scan_split,
 )
 from densenet_lit.data.encoded import EncodedBatch, EncodedImageDataset
+from densenet_lit.data.modern_augment import AutoAugment, ModernAugment
 from densenet_lit.data.pil_pipeline import (  # re-exported: the reference pipeline's names
+    JITTER,
+    LIGHTING_STD,
     MEAN,
     PCA_EIGVAL,
     PCA_EIGVEC,
     STD,
+    ColourAugment,
     ImageListDataset,
     Lighting,
     eval_transform,
@@ -56,10 +60,22 @@ class ImageNetDataModule(BaseDataModule):
     200 for Tiny-ImageNet's ``train/``); ``val/`` must hold the same class folders.
 
     Training: fb.resnet.torch augmentation (random-size crop to ``train_crop``, colour
-    jitter 0.4, PCA lighting 0.1, horizontal flip, mean/std normalisation). Evaluation:
+    jitter ``color_jitter`` (0.4), PCA lighting ``lighting`` (0.1), horizontal flip, mean/std
+    normalisation; a colour step at 0 is left out, on both ``decode`` paths). Evaluation:
     resize the shorter side to ``eval_resize``, centre crop ``eval_crop`` (``eval_crops: 10``:
     the four corner and centre crops and their flips, as the paper's 10-crop errors). Worker
     processes (sized to the machine), pinned memory, persistent workers.
+
+    The modern recipe's augmentations (off by default; training only, never evaluation; on
+    both ``decode`` paths): ``auto_augment`` (TrivialAugmentWide or RandAugment) and
+    ``random_erase``. With either on, the training order is torchvision's reference order,
+    with the paper's colour jitter and lighting kept on the float image before the
+    normalisation: random-size crop, flip, auto-augment (uint8), to float, colour jitter,
+    PCA lighting, normalisation, random erasing. torchvision's recipe has neither jitter nor
+    lighting; they stay unless ``color_jitter: 0`` and ``lighting: 0`` leave them out, so
+    that the modern augmentations add to the paper's by default rather than replace part
+    of it. (The flip comes before the colour steps, with which it
+    commutes, so that the auto-augment sees the flipped image as in torchvision's order.)
 
     The official ``val/`` images are the test set (the paper reports its errors there).
     By default (``val_size: 0``) the validation loop also runs on ``val/``, as in
@@ -86,6 +102,11 @@ class ImageNetDataModule(BaseDataModule):
         download: bool = False,
         decode: Literal["pil", "device"] = "pil",
         benchmark: str = IMAGENET.name,
+        auto_augment: AutoAugment | None = None,
+        ra_magnitude: int = 9,
+        random_erase: float = 0.0,
+        color_jitter: float = JITTER,
+        lighting: float = LIGHTING_STD,
     ):
         """
         Args:
@@ -112,6 +133,21 @@ class ImageNetDataModule(BaseDataModule):
                 the training device. Both draw the same augmentation for the same seed.
             benchmark: what the data set is, for grouping and comparing runs (W&B groups,
                 reports): ``imagenet``, or e.g. ``imagenette`` for another class-folder set.
+            auto_augment: ``ta_wide`` = torchvision's TrivialAugmentWide, ``ra`` =
+                RandAugment (2 operations), on each training image after the crop and the
+                flip; None = off (the paper). As torchvision's reference script
+                ``--auto-augment`` (bilinear interpolation, its default).
+            ra_magnitude: RandAugment's magnitude bin, 0 to 30 (torchvision's default 9);
+                used with ``auto_augment: ra`` only.
+            random_erase: probability of torchvision's RandomErasing (2%-33% of the image
+                set to 0) on each normalised training image; 0 = off (the paper).
+                torchvision's recipe: 0.1.
+            color_jitter: strength of the training colour jitter: brightness, contrast and
+                saturation factors drawn in [1 - color_jitter, 1 + color_jitter], applied
+                in a random order (fb.resnet.torch: 0.4); 0 to below 1. 0 = off: the step
+                is left out and draws no random numbers (torchvision's recipe has none).
+            lighting: standard deviation of AlexNet's PCA lighting noise on training images
+                (fb.resnet.torch: 0.1); 0 = off, as ``color_jitter``.
         """
         super().__init__(batch_size, num_workers, seed, val_size)
         if eval_crop > eval_resize:
@@ -135,6 +171,8 @@ class ImageNetDataModule(BaseDataModule):
             )
         self.download = download
         self.decode = decode
+        self.modern = ModernAugment(auto_augment, ra_magnitude, random_erase)
+        self.colour = ColourAugment(color_jitter, lighting)
         self.classes: list[str] = []
         # the number of class folders, known before setup (for the model's classifier);
         # ImageNet's 1,000 while no folder can be read, as when a config is checked without
@@ -174,9 +212,14 @@ class ImageNetDataModule(BaseDataModule):
 
     def _dataset(self, split_dir: Path, paths, labels, train: bool):
         if self.decode == "device":
-            return EncodedImageDataset(split_dir, paths, labels, self.train_crop if train else None)
+            if not train:
+                return EncodedImageDataset(split_dir, paths, labels, None)
+            return EncodedImageDataset(
+                split_dir, paths, labels, self.train_crop, self.modern, self.colour
+            )
         if train:
-            return ImageListDataset(split_dir, paths, labels, train_transform(self.train_crop))
+            transform = train_transform(self.train_crop, self.modern, self.colour)
+            return ImageListDataset(split_dir, paths, labels, transform)
         if self.eval_crops == 10:
             evaluation = ten_crop_transform(self.eval_resize, self.eval_crop, MEAN, STD)
         else:
@@ -225,7 +268,7 @@ class ImageNetDataModule(BaseDataModule):
         images, on_cpu = device_decode.decode_batch(batch, batch.labels.device)
         self.cpu_decoded.update(on_cpu)
         if batch.params is not None:
-            x = device_decode.augment(images, batch.params, self.train_crop)
+            x = device_decode.augment(images, batch.params, self.train_crop, self.modern)
         else:
             x = device_decode.evaluate(images, self.eval_resize, self.eval_crop)
         return x, batch.labels

@@ -13,8 +13,11 @@ the allocator. So compare each side's ratios to its own standard run, not the ra
 
 from __future__ import annotations
 
-from densenet_lit.models.memory import check_options, level_table, markdown, measure
-from densenet_lit.models.memory import parser as options
+from dataclasses import dataclass
+
+from densenet_lit.markdown import table
+from densenet_lit.models.memory import StepOptions, level_table
+from densenet_lit.toolcli import run_tool
 
 # The authors' table: liuzhuang13/DenseNet, models/README.md (commit 90388f7), "benchmarked
 # on a DenseNet-BC (l=100, k=12) on CIFAR-10, and on an NVIDIA TitanX GPU", batch 64 as in
@@ -42,21 +45,23 @@ def authors_rows() -> list[list[str]]:
     ]
 
 
-def main(args: list[str] | None = None) -> None:
-    p = options(
-        "python -m densenet_lit.models.authors_memory",
-        "The authors' memory table (DenseNet-BC-100, batch 64) beside our memory levels",
-        batch_size=64,
-    )
-    opts = p.parse_args(args)
-    check_options(p, opts)
+@dataclass(frozen=True)
+class AuthorsOptions(StepOptions):
+    """The authors' memory table (DenseNet-BC-100, batch 64) beside our memory levels.
+
+    Args:
+        batch_size: images per training step (the authors': 64)
+    """
+
+    batch_size: int = 64
+
+
+def main(args: list[str] | None = None) -> int:
+    opts = run_tool(AuthorsOptions, args)
     head = ["optMemory", "what it shares", "memory MB", "vs 0", "s / batch", "vs 0"]
     print(f"DenseNet-BC (L=100, k=12), 32x32, batch 64. The authors: {AUTHORS_SOURCE}\n")
-    print(markdown(head, authors_rows()))
-    costs = measure(
-        ARCH, opts.batch_size, IMAGE, rounds=opts.rounds, device=opts.device,
-        depth=DEPTH, growth_rate=GROWTH,
-    )  # fmt: skip
+    print(table(head, authors_rows()))
+    costs = opts.measure(ARCH, IMAGE, depth=DEPTH, growth_rate=GROWTH)
     timing = f", step: fastest of {opts.rounds}" if opts.rounds else ""
     print(f"\nOurs, batch {opts.batch_size}, {opts.device}{timing}\n")
     print(level_table(costs))
@@ -73,7 +78,8 @@ def main(args: list[str] | None = None) -> None:
         if ours[level].cpu_seconds:
             line += f" ({ours[level].cpu_seconds / ours[0].cpu_seconds:.2f}x CPU time)"
         print(line + ".")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -14,16 +14,18 @@ of the step is reported too, which other processes on a busy machine barely chan
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from densenet_lit.markdown import table
 from densenet_lit.models.memory_efficient import LEVELS
 from densenet_lit.models.zoo import build_model
+from densenet_lit.toolcli import UsageError, run_tool
 
 
 def activation_bytes(model: nn.Module, batch: torch.Tensor) -> int:
@@ -134,12 +136,7 @@ def level_table(costs: list[LevelCost]) -> str:
             value, ref = getattr(c, field), getattr(base, field)
             row += [f"{value / unit:{fmt}}", f"{value / ref:.2f}x"]
         rows.append(row + ([f"{c.peak_bytes / 2**20:.0f}"] if peak else []))
-    return markdown(head + (["peak MiB"] if peak else []), rows)
-
-
-def markdown(head: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    return table(head + (["peak MiB"] if peak else []), rows)
 
 
 CASES = {
@@ -149,54 +146,72 @@ CASES = {
 }  # fmt: skip
 
 
-def parser(prog: str, description: str, batch_size: int) -> argparse.ArgumentParser:
-    """The options this command shares with :mod:`densenet_lit.models.authors_memory`."""
-    p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument("--batch-size", type=int, default=batch_size)
-    p.add_argument("--rounds", type=int, default=3, help="timed steps per level (0: no timing)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")
-    return p
+@dataclass(frozen=True)
+class StepOptions:
+    """How the memory levels are measured (shared with
+    :mod:`densenet_lit.models.authors_memory`).
 
+    Args:
+        batch_size: images per training step
+        rounds: timed steps per level (0: no timing)
+        device: where the steps run
+        threads: torch threads on the CPU (default: torch's choice)
+    """
 
-def check_options(p: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
-    if opts.batch_size < 1:
-        p.error(f"--batch-size {opts.batch_size}: expected a positive number of images")
-    if opts.rounds < 0:
-        p.error(f"--rounds {opts.rounds}: expected 0 (no timing) or more")
-    if opts.device not in ("cpu", "cuda"):
-        p.error(f"--device {opts.device}: expected cpu or cuda")
-    if opts.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: torch sees no CUDA device; use --device cpu")
-    if opts.threads is not None:
-        if opts.threads < 1:
-            p.error(f"--threads {opts.threads}: expected a positive number of threads")
-        torch.set_num_threads(opts.threads)
+    batch_size: int = 16
+    rounds: int = 3
+    device: Literal["cpu", "cuda"] = "cpu"
+    threads: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise UsageError(
+                f"--batch_size {self.batch_size}: expected a positive number of images"
+            )
+        if self.rounds < 0:
+            raise UsageError(f"--rounds {self.rounds}: expected 0 (no timing) or more")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise UsageError("--device cuda: torch sees no CUDA device; use --device cpu")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"--threads {self.threads}: expected a positive number of threads")
 
-def main(args: list[str] | None = None) -> None:
-    p = parser(
-        "python -m densenet_lit.models.memory",
-        "Activation memory and step time of each memory level",
-        batch_size=16,
-    )
-    p.add_argument("--models", default="bc100,121", help=f"of {', '.join(CASES)}")
-    opts = p.parse_args(args)
-    check_options(p, opts)
-    names = opts.models.split(",")
-    unknown = [n for n in names if n not in CASES]
-    if unknown:
-        p.error(
-            f"--models {opts.models}: unknown {', '.join(unknown)}; expected of {', '.join(CASES)}"
+    def measure(self, arch: str, image_size: int, **kwargs) -> list[LevelCost]:
+        """:func:`measure` with these options (after setting torch's threads, if given)."""
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        return measure(
+            arch, self.batch_size, image_size, rounds=self.rounds, device=self.device, **kwargs
         )
+
+
+@dataclass(frozen=True)
+class MemoryOptions(StepOptions):
+    """Activation memory and step time of each memory level.
+
+    Args:
+        models: comma-separated, of bc100, bc190 and 121
+    """
+
+    models: str = "bc100,121"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = [n for n in self.models.split(",") if n not in CASES]
+        if unknown:
+            raise UsageError(
+                f"--models {self.models}: unknown {', '.join(unknown)}; "
+                f"expected of {', '.join(CASES)}"
+            )
+
+
+def main(args: list[str] | None = None) -> int:
+    opts = run_tool(MemoryOptions, args)
     print(f"Memory levels, batch {opts.batch_size}, {opts.device} (step: fastest of {opts.rounds})")
-    for name in names:
+    for name in opts.models.split(","):
         label, arch, size, kwargs = CASES[name]
-        costs = measure(
-            arch, opts.batch_size, size, rounds=opts.rounds, device=opts.device, **kwargs
-        )
-        print(f"\n{label}\n\n{level_table(costs)}")
+        print(f"\n{label}\n\n{level_table(opts.measure(arch, size, **kwargs))}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

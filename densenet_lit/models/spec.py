@@ -97,6 +97,15 @@ def factory_args(arch: str) -> set[str]:
     return accepted - RUNTIME_ARGS
 
 
+def is_network_arg(name: str, archs: tuple[str, ...] = (CIFAR_ARCH,)) -> bool:
+    """Whether module argument ``name`` describes the network of any of ``archs`` (``arch``
+    itself or a structural argument of its factory); every other module argument (learning
+    rate, schedule, metrics, ...) is the recipe, and runtime options are neither."""
+    if name == "arch":
+        return True
+    return any(name in factory_args(arch) for arch in archs if arch in MODELS)
+
+
 def network_spec(args: Mapping[str, Any]) -> NetworkSpec:
     """The network that ``args`` (module arguments or a checkpoint's hyperparameters) mean.
 

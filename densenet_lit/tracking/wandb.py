@@ -102,16 +102,25 @@ class WandbRun:
 
 
 def run_id(run_dir: Path) -> str:
-    """The W&B run id of ``run_dir``: the one stored there, or a new one, stored."""
+    """The W&B run id of ``run_dir``: the one stored there, or a new one, stored: the run id a
+    W&B sweep agent gave this process (so that the sweep sees its run), else a random one."""
     path = run_dir / WANDB_ID_FILE
     if path.is_file():
         stored = path.read_text().strip()
         if stored:
             return stored
-    new = secrets.token_hex(4)  # W&B ids: letters and digits
+    new = sweep_run_id() or secrets.token_hex(4)  # W&B ids: letters and digits
     run_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(new + "\n")
     return new
+
+
+def sweep_run_id() -> str | None:
+    """The run id a W&B sweep agent set for the process it started (``WANDB_RUN_ID`` beside
+    ``WANDB_SWEEP_ID``), or None outside a sweep."""
+    if os.environ.get("WANDB_SWEEP_ID"):
+        return os.environ.get("WANDB_RUN_ID") or None
+    return None
 
 
 def describe_metrics(run: Any) -> None:

@@ -8,7 +8,8 @@ Why not Lightning's own summaries and uploads:
   process, so the runs table would show the best of its last part only. The logger keeps the
   minimum of the whole run (seeded from what the earlier parts logged) and writes it as the
   summary after each value. This module owns the summaries: which metrics, how they are
-  summarised (:data:`SUMMARIES`), and their values.
+  summarised (:data:`SUMMARIES`), and their values; others write theirs through
+  :meth:`SafeWandbLogger.update_summary` (the paper's number: :mod:`densenet_lit.tracking.paper`).
 * Lightning's ``log_model`` gives the alias ``best`` to the file each checkpoint callback
   considers best; for the callback keeping ``last.ckpt`` (no monitor) that is ``last.ckpt``,
   so ``best`` ends on whichever callback saved last.
@@ -116,6 +117,11 @@ class SafeWandbLogger(WandbLogger):
             # the ranked checkpoint first, so that W&B's `latest` ends on last.ckpt
             for callback in sorted(self.pending, key=lambda cb: not cb.monitor):
                 self.guard(self.upload_checkpoint, callback)
+
+    @rank_zero_only
+    def update_summary(self, fields: dict[str, Any]) -> None:
+        """Write ``fields`` into the run's summary (a failure is a warning, as any W&B call)."""
+        self.guard(lambda: self.experiment.summary.update(fields))
 
     @rank_zero_only
     def summarise_minimums(self, metrics: Any) -> None:

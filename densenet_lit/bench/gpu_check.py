@@ -1,0 +1,204 @@
+"""``python -m densenet_lit.bench.gpu_check`` (``make gpu-check``): a lent GPU's few minutes, used.
+
+One command, about 6 minutes on one H100 (the part budgets are in docs/benchmarks.md), one
+Markdown report: ``pytest -m gpu``; DenseNet-121's training step (bf16 AMP, channels_last,
+compile) in Lightning beside a plain torchvision loop; the memory levels' GPU memory and time;
+nvJPEG decoding against PIL; a short ImageNet-layout epoch through the CLI with
+``decode: device``. Each part that fails says why in its section and the next one runs. With no
+GPU it says so in one line; ``--dry_run true`` runs every part it can on the CPU at tiny sizes.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from densenet_lit.bench.common import environment, guarded, log
+from densenet_lit.bench.config import Settings, model_specs
+from densenet_lit.bench.steps import IMAGES_PER_SEC, LIGHTNING, PLAIN, step_row
+from densenet_lit.bench.suite import legacy_argv
+from densenet_lit.data.synthetic import write_photo_imagenet
+from densenet_lit.markdown import table_lines
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: tests/ and experiments/
+
+
+def run_pytest(paths: list[str], timeout: int) -> list[str]:
+    """``pytest -m gpu`` in a subprocess: its summary line and the failures' lines."""
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", *paths]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
+    return [
+        f"`{' '.join(cmd[1:])}`: exit {done.returncode}",
+        "",
+        "```",
+        *failed,
+        *lines[-1:],
+        "```",
+    ]
+
+
+def training_step(dry_run: bool, batch: int, steps: int) -> list[str]:
+    """DenseNet-121 (a tiny stand-in on a dry run) in Lightning and in a plain torchvision
+    loop, one after the other in this process; the table's "Lightning / plain" is the ratio."""
+    from densenet_lit.bench.report import step_section
+
+    mode = "bf16-mixed" if dry_run else "fast"  # a CPU compiles for minutes
+    s = Settings(
+        device="cpu" if dry_run else "cuda",
+        quick=dry_run,
+        models=["imagenet"],
+        modes=[mode],
+        batch_imagenet=batch,
+        rounds=1,
+        warmup=steps,
+        steps=steps,
+        windows=1 if dry_run else 3,
+    )
+    torch.backends.cudnn.benchmark = s.cuda  # as the suite and the Trainer (benchmark=True) do
+    spec = model_specs(dry_run)["imagenet"]
+    row = step_row(spec, mode, s, runners=[PLAIN, LIGHTNING])
+    return step_section(spec, [row], s)
+
+
+def memory_levels(dry_run: bool, batch: int) -> list[str]:
+    """GPU memory and step time of each memory level (densenet_lit.models.memory)."""
+    from densenet_lit.models.memory import level_table, measure
+
+    kwargs = {"block_config": (1, 1, 1, 1), "growth_rate": 4} if dry_run else {}
+    arch, size = ("densenet_imagenet", 32) if dry_run else ("densenet121", 224)
+    device, rounds = ("cpu", 1) if dry_run else ("cuda", 3)
+    costs = measure(arch, batch, size, rounds=rounds, device=device, num_classes=1000, **kwargs)
+    return [f"{arch}, batch {batch}, {size}x{size}, {device}:", "", level_table(costs)]
+
+
+def jpeg_decoding(n_images: int) -> list[str]:
+    """Images/s of ``torchvision.io.decode_jpeg`` on the GPU (nvJPEG, one batched call) and of
+    PIL (one image after another), on the same synthetic 500x375 photos."""
+    import numpy as np
+    from PIL import Image
+    from torch.utils.benchmark import Timer
+    from torchvision.io import decode_jpeg
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_photo_imagenet(tmp, n_images)
+        files = [p.read_bytes() for p in sorted(Path(tmp, "train").rglob("*.JPEG"))]
+    data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in files]
+
+    def pil():
+        return [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in files]
+
+    rates = {}
+    for name, fn in (
+        ("nvJPEG (decode_jpeg on cuda)", lambda: decode_jpeg(data, device="cuda")),
+        ("PIL", pil),
+    ):
+        rates[name] = len(files) / Timer("f()", globals={"f": fn}).timeit(5).median
+    nv, p = rates.values()
+    rows = [[name, f"{rate:,.0f}"] for name, rate in rates.items()]
+    return table_lines(["decoder", "img/s"], rows) + ["", f"nvJPEG / PIL: {nv / p:.1f}x"]
+
+
+CLI_EPOCH = (
+    "fit --config {root}/experiments/imagenet121.yaml --data.init_args.decode device "
+    "--data.init_args.data_dir {tmp}/data --data.init_args.batch_size {batch} "
+    "--trainer.max_epochs 1 --trainer.limit_val_batches 0 --trainer.default_root_dir {tmp}/runs "
+    "--trainer.enable_progress_bar false --run.wandb false --run.test_after_fit false"
+)
+DRY_RUN_CLI = (
+    " --model.arch densenet_imagenet --model.block_config [1,1,1,1] --model.growth_rate 4 "
+    "--trainer.accelerator cpu --trainer.precision 32-true"
+)
+
+
+def cli_epoch(dry_run: bool, batch: int, batches: int) -> list[str]:
+    """A short epoch of ``python -m densenet_lit fit`` (in this process) on synthetic ImageNet
+    folders with ``decode: device``: its wall time and ThroughputMonitor's images/s."""
+    from densenet_lit.cli import run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_photo_imagenet(Path(tmp, "data"), batch * batches, n_classes=min(8, batches))
+        command = CLI_EPOCH + (DRY_RUN_CLI if dry_run else "")
+        args = shlex.split(command.format(root=shlex.quote(str(ROOT)), tmp=tmp, batch=batch))
+        start = time.perf_counter()
+        trainer = run(args).trainer
+        wall = time.perf_counter() - start
+    ips = trainer.callback_metrics.get(IMAGES_PER_SEC)
+    shown = "python -m densenet_lit " + command.format(root=".", tmp="$TMP", batch=batch)
+    rate = f"{float(ips):,.1f}" if ips is not None else "n/a (no timed step)"
+    done = f"- {trainer.global_step} batches of {batch}: wall time {wall:.1f} s (Trainer start-up"
+    return [f"`{shown}`", "", f"{done} included); images/s (ThroughputMonitor): {rate}"]
+
+
+def gpu_check(
+    out: str = "bench_results",
+    dry_run: bool = False,
+    batch: int = 64,
+    steps: int = 10,
+    pytest_paths: list[str] | None = None,
+    timeout: int = 180,
+) -> Path | None:
+    """The GPU check: one command, one report file (see docs/benchmarks.md, "GPU check").
+
+    Args:
+        out: folder of the report (gpu-check-<device>-<time>.md).
+        dry_run: run every part the CPU can at tiny sizes (nvJPEG is skipped), even with a GPU.
+        batch: batch of the training step and the CLI epoch (the memory levels use half).
+        steps: warm-up steps and steps per timed window (3 windows) of the training step.
+        pytest_paths: what ``pytest -m gpu`` collects (default: tests).
+        timeout: seconds ``pytest -m gpu`` may take.
+    """
+    cuda = torch.cuda.is_available() and not dry_run
+    if not cuda and not dry_run:
+        print("gpu_check: torch sees no CUDA device here; nothing to check (exit 0).")
+        return None
+    if dry_run:
+        batch, steps = min(batch, 2), 1
+    device = "cuda" if cuda else "cpu"
+    path = Path(out) / f"gpu-check-{device}-{time.strftime('%Y%m%d-%H%M%S')}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["## densenet_lit GPU check" + (" (CPU dry run)" if dry_run else ""), ""]
+    lines += [f"- {k}: {v}" for k, v in environment(torch.device(device)).items()] + [""]
+    parts = [
+        ("pytest -m gpu", lambda: run_pytest(pytest_paths or ["tests"], timeout)),
+        (
+            "Training step: Lightning beside a plain torchvision loop",
+            lambda: training_step(dry_run, batch, steps),
+        ),
+        ("Memory levels", lambda: memory_levels(dry_run, batch // 2 if cuda else batch)),
+        ("nvJPEG against PIL", lambda: jpeg_decoding(256) if cuda else ["skipped: no GPU"]),
+        (
+            "ImageNet-layout epoch through the CLI, decode: device",
+            lambda: cli_epoch(dry_run, batch, 3 if dry_run else 12),
+        ),
+    ]
+    for title, part in parts:
+        start = time.perf_counter()
+        log(f"gpu check: {title}")
+        body, err = guarded(part, title, device)
+        took = f"_{time.perf_counter() - start:.0f} s_"
+        lines += [f"### {title}", "", *(body or [f"failed: {err}"]), "", took, ""]
+        path.write_text("\n".join(lines) + "\n")  # after each part: a kill keeps the rest
+    print("\n".join(lines))
+    log(f"wrote {path}")
+    return path
+
+
+def main(argv: list[str] | None = None) -> Path | None:
+    from jsonargparse import auto_cli
+
+    argv = sys.argv[1:] if argv is None else argv
+    prog = "python -m densenet_lit.bench.gpu_check"
+    return auto_cli(gpu_check, args=legacy_argv(argv, flags=("--dry_run",)), prog=prog)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The GPU check (``make gpu-check``): its CPU dry run runs every part it can, so the command
+cannot rot between the rare GPU loans; without a GPU it says so in one line."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_bench import number, table_after
+
+from densenet_lit.bench import gpu_check
+
+PROBE = """import pytest
+
+@pytest.mark.gpu
+def test_probe():
+    assert True
+"""
+
+
+def test_without_a_gpu_it_says_so_in_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main(["--out", str(tmp_path)]) is None
+    assert capsys.readouterr().out.splitlines() == [
+        "gpu_check: torch sees no CUDA device here; nothing to check (exit 0)."
+    ]
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_dry_run_writes_one_report_with_every_part(tmp_path):
+    probe = tmp_path / "probe" / "test_probe.py"  # what `pytest -m gpu` runs, in seconds
+    probe.parent.mkdir()
+    probe.write_text(PROBE)
+    out = tmp_path / "out"
+    path = gpu_check.main(["--dry_run", "--out", str(out), "--pytest_paths", f"[{probe}]"])
+    assert list(out.iterdir()) == [path] and path.name.startswith("gpu-check-cpu-")
+    report = path.read_text()
+    assert report.startswith("## densenet_lit GPU check (CPU dry run)")
+    assert "failed:" not in report
+    assert "1 passed" in report  # pytest's summary line, from the subprocess
+    (step,) = table_after(report, "### Training step")
+    assert step["mode"] == "bf16-mixed" and "plain loop, our net img/s" not in step
+    if not step["Lightning img/s"].startswith("n/a"):  # a CPU without bf16 kernels: n/a
+        assert number(step["plain loop img/s"]) > 0 and number(step["Lightning / plain"]) > 0
+    levels = table_after(report, "### Memory levels")
+    assert [r["level"] for r in levels] == ["0", "1", "2", "3"]
+    deepest = report.split("\n| 3 | ")[1].split(" | ")  # activation MiB, vs level 0, ...
+    assert number(deepest[2]) < 1  # the deepest level keeps the fewest bytes
+    assert "### nvJPEG against PIL\n\nskipped: no GPU" in report
+    epoch = report[report.index("### ImageNet-layout epoch") :]
+    assert "--data.init_args.decode device" in epoch and "- 3 batches of 2:" in epoch
+    assert number(epoch.split("images/s (ThroughputMonitor): ")[1].split()[0]) > 0
