@@ -3,6 +3,7 @@ each name in one module only (the others import it)."""
 
 from __future__ import annotations
 
+import ast
 import inspect
 from pathlib import Path
 
@@ -117,3 +118,10 @@ def test_data_dir_defaults_are_the_constructors(config, module, capsys):
     assert data["class_path"].endswith(module.__name__)
     assert data["init_args"]["data_dir"] == constructor_default(module, "data_dir")
     assert constructor_default(module, "data_dir").startswith("data/")
+
+
+def test_the_memory_levels_do_not_read_the_layer():
+    """DenseLayer owns its recomputed forward; the memory-level tools import no network."""
+    tree = ast.parse((PACKAGE / "models" / "memory_efficient.py").read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {m for m in imported if m and m.startswith("densenet_lit")}, imported
