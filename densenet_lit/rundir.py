@@ -4,9 +4,9 @@ checkpoint continues it.
 A run of ``python -m densenet_lit`` writes ``<root>/<experiment>/<run-id>/``::
 
     config.yaml, config-1.yaml ...   the resolved config of the run and of each continuation
-    checkpoints/last.ckpt            rewritten at the end of every epoch (and on preemption)
+    checkpoints/last.ckpt            rewritten at the end of every epoch (and on preemption,
+                                     written as .preempting-<pid>.tmp first)
     checkpoints/best-*.ckpt          the lowest val/error, when the run has a validation set
-    checkpoints/.preempting-<pid>.tmp  a preemption checkpoint being written
     hpc_ckpt_<n>.ckpt                Lightning's SLURM requeue checkpoints
     metrics.csv, hparams.yaml        the CSV logger
     wandb/, wandb_run_id             the W&B run (and its id, so a resumed run continues it)
