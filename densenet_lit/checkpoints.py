@@ -23,6 +23,9 @@ from typing import Any
 
 import torch
 
+# Lightning's WeightAveraging (the EMA callback, densenet_lit.callbacks.averaging) writes the
+# averaged weights to a checkpoint's "state_dict" and the trained ones under this key.
+RAW_WEIGHTS_KEY = "current_model_state"
 # The default way to vouch for a file, said in the error (``opt_in``: a clause).
 TRUST_IN_PYTHON = "load it with trust=True (a warning is printed)"
 

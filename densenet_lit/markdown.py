@@ -16,9 +16,7 @@ def table_lines(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list
     for i, row in enumerate(rows):
         cells = [str(c) for c in row]
         if len(cells) != len(header):
-            raise ValueError(
-                f"row {i} has {len(cells)} cells, the header {len(header)}: {cells!r}"
-            )
+            raise ValueError(f"row {i} has {len(cells)} cells, the header {len(header)}: {cells!r}")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -6,7 +6,6 @@ can be set from YAML (``model.init_args`` is not needed: ``model: {depth: 40, ..
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -30,10 +29,18 @@ from densenet_lit.metric_names import (
     metric_name,
 )
 from densenet_lit.metrics import ClassificationError, WeightedMean
+from densenet_lit.mixing import BatchMixing
 from densenet_lit.models import load_torchvision_weights
 from densenet_lit.models.spec import network_spec
 from densenet_lit.models.zoo import CIFAR_ARCH
-from densenet_lit.schedule import check_milestones, cosine_factor, resolve_milestones
+from densenet_lit.optim import build_schedule, build_sgd
+from densenet_lit.recipe import check_label_smoothing
+from densenet_lit.schedule import (  # cosine_factor: re-exported
+    check_milestones,
+    check_warmup,
+    cosine_factor,  # noqa: F401
+    resolve_milestones,
+)
 
 # Checkpoint key of the running sums of the training metrics (DenseNetModule.on_save_checkpoint)
 TRAIN_SUMS_KEY = "densenet_lit_train_sums"
@@ -52,8 +59,6 @@ class DenseNetModule(LightningModule):
         bottleneck: 1x1 bottleneck layers, the "B" (``densenet_cifar`` only; default True).
         compression: theta of the transitions, 0.5 for "C", 1 for the plain DenseNet
             (``densenet_cifar`` only; default 0.5).
-        block_config: layers of each dense block of ``densenet_imagenet``, e.g.
-            ``[6, 12, 48, 48]`` (the authors' ``-d1 -d2 -d3 -d4``).
         block_config: layers of each dense block of ``densenet_imagenet``, e.g.
             ``[6, 12, 48, 48]`` (the authors' ``-d1 -d2 -d3 -d4``).
         drop_rate: dropout after every convolution but the first (paper: 0.2 on C10, C100
@@ -77,6 +82,17 @@ class DenseNetModule(LightningModule):
             ``trainer.max_epochs`` (0.5, 0.75 for CIFAR and SVHN), values of 1 or more are epoch
             numbers (30, 60 for ImageNet; 30, 60, 90 for DenseNet-161).
         gamma: the factor of each step (0.1).
+
+    Modern recipe (each off by default; see :mod:`densenet_lit.recipe` and the README):
+        label_smoothing: of the training loss, in [0, 1) (torch's cross-entropy argument).
+        mixup_alpha, cutmix_alpha: Beta(alpha, alpha) of MixUp and CutMix on the training
+            batch (0 = off); mixup_prob, cutmix_prob: the probability of each per batch
+            (None: an equal share among those on). See :mod:`densenet_lit.mixing`.
+        warmup_epochs or warmup_steps: a linear warm-up of the learning rate from
+            ``warmup_start_factor`` x lr, per step, before the step or cosine schedule.
+        norm_weight_decay: weight decay of the normalisation layers' parameters and of all
+            biases (a parameter group of their own); None = ``weight_decay`` like the rest.
+        An EMA of the weights is Lightning's ``EMAWeightAveraging`` callback (the configs).
 
     Metrics:
         top5: also report top-5 error; default: when there are at least 1000 classes.
@@ -112,6 +128,15 @@ class DenseNetModule(LightningModule):
         schedule: Literal["step", "cosine"] = "step",
         milestones: Sequence[float] = (0.5, 0.75),
         gamma: float = 0.1,
+        label_smoothing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        mixup_prob: float | None = None,
+        cutmix_prob: float | None = None,
+        warmup_epochs: float = 0.0,
+        warmup_steps: int = 0,
+        warmup_start_factor: float = 0.01,
+        norm_weight_decay: float | None = None,
         top5: bool | None = None,
         channels_last: bool = False,
         compile: bool = False,
@@ -128,6 +153,15 @@ class DenseNetModule(LightningModule):
         self.milestones = [float(m) for m in milestones]
         if not 0.0 < gamma <= 1.0:
             raise ValueError(f"gamma={gamma!r}: expected 0 < gamma <= 1 (the paper: 0.1).")
+        check_label_smoothing(label_smoothing)
+        self.mixing = BatchMixing(mixup_alpha, cutmix_alpha, mixup_prob, cutmix_prob)
+        check_warmup(warmup_epochs, warmup_steps, warmup_start_factor)
+        for name, decay in (
+            ("weight_decay", weight_decay),
+            ("norm_weight_decay", norm_weight_decay),
+        ):
+            if decay is not None and not decay >= 0:
+                raise ValueError(f"model.{name}={decay!r}: expected a weight decay >= 0.")
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -203,10 +237,13 @@ class DenseNetModule(LightningModule):
 
     def _shared_step(self, batch: Any, stage: str) -> Tensor:
         x, y = batch[0], batch[1]
-        logits = crop_averaged_logits(self, x)  # [N, crops, C, H, W]: ten-crop evaluation
-        loss = F.cross_entropy(logits, y)
-        n = x.shape[0]
         on_step = stage == "train"
+        if on_step:
+            loss, logits = self._training_loss(x, y)
+        else:
+            logits = crop_averaged_logits(self, x)  # [N, crops, C, H, W]: ten-crop evaluation
+            loss = F.cross_entropy(logits, y)
+        n = x.shape[0]
         # a metric: weighted by the images, with no collective per step (a rank may run one
         # evaluation batch less), and its running sums can go into a checkpoint
         mean_loss = getattr(self, f"{stage}_loss")
@@ -225,6 +262,19 @@ class DenseNetModule(LightningModule):
             step_loss = self._step_loss(loss)
             self.log(TRAIN_LOSS_STEP, step_loss, on_step=True, on_epoch=False, batch_size=n)
         return loss
+
+    def _training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The loss trained on and the logits: with MixUp/CutMix the loss of the mixed batch
+        against the mixed soft targets, with label smoothing the smoothed loss. The error
+        metrics compare these logits with the true labels ``y``."""
+        smoothing = self.hparams.get("label_smoothing", 0.0)
+        if self.mixing.active:
+            x, target = self.mixing(x, y, self.hparams.num_classes)
+            logits = self(x)
+            target = target.to(logits.dtype)
+        else:
+            logits, target = self(x), y
+        return F.cross_entropy(logits, target, label_smoothing=smoothing), logits
 
     def _step_loss(self, loss: Tensor) -> Tensor:
         """``train/loss_step``: under DDP the mean over the ranks on the steps whose metrics
@@ -327,32 +377,10 @@ class DenseNetModule(LightningModule):
                 state["milestones"] = Counter(expected)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        optimizer = torch.optim.SGD(
-            self.parameters(),  # every parameter decays, BN and biases included (paper)
-            lr=hp.lr,
-            momentum=hp.momentum,
-            dampening=hp.dampening,
-            weight_decay=hp.weight_decay,
-            nesterov=hp.nesterov,
-        )
-        if hp.schedule == "cosine":
-            total = int(self.trainer.estimated_stepping_batches)
-            if total < 1 or total == math.inf:
-                raise ValueError(
-                    "schedule='cosine' needs a finite training length: set trainer.max_epochs "
-                    "or trainer.max_steps."
-                )
-            scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda step: cosine_factor(step, total)
-            )
-            interval = "step"
-        else:
-            epochs = resolve_milestones(self.milestones, self.trainer.max_epochs)
-            scheduler = torch.optim.lr_scheduler.MultiStepLR(
-                optimizer, milestones=epochs, gamma=hp.gamma
-            )
-            interval = "epoch"
+        optimizer = build_sgd(
+            self, self.hparams
+        )  # every parameter decays, unless norm_weight_decay
+        scheduler, interval = build_schedule(optimizer, self.hparams, self.milestones, self.trainer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": interval, "frequency": 1},

@@ -262,3 +262,23 @@ class CrashOnce(Callback):
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(str(trainer.global_step))
             os._exit(1)
+
+
+class WeightsPerStep(Callback):
+    """Keep, in memory, a copy of the module's state (weights and buffers) after every
+    training step, keyed by the step's zero-based index (``global_step - 1``), and the
+    state after each rank's last step in ``$PROBE_DIR/raw_rank<r>.pt`` when it is set (the
+    trained weights, before an EMA callback puts its average into the module at the end)."""
+
+    def __init__(self) -> None:
+        self.states: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+        self.states[trainer.global_step - 1] = state
+        if os.environ.get("PROBE_DIR"):
+            out = Path(os.environ["PROBE_DIR"])
+            out.mkdir(parents=True, exist_ok=True)
+            torch.save(state, out / f"raw_rank{trainer.global_rank}.pt")

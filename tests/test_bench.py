@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from PIL import Image
+from report_tables import number, table_after
 
 from densenet_lit.bench import epoch as bench_epoch
 from densenet_lit.bench import main
@@ -27,7 +28,7 @@ from densenet_lit.bench import suite as bench_suite
 from densenet_lit.bench.config import MODES, Mode, Settings, model_specs
 from densenet_lit.bench.epoch import (
     OURS_PIPELINE,
-    BusyMeter,
+    EpochClock,
     EpochResult,
     EpochRow,
     busy_range,
@@ -38,13 +39,12 @@ from densenet_lit.bench.report import epoch_section, loader_keeps_up, targets
 from densenet_lit.bench.steps import (
     LIGHTNING,
     PLAIN,
-    RepeatBatch,
     make_module,
-    random_batch,
+    repeat_batch,
     step_row,
     trainer_kwargs,
 )
-from densenet_lit.bench.suite import legacy_argv, parse
+from densenet_lit.bench.suite import comma_lists, parse
 from densenet_lit.callbacks import default_callbacks
 from densenet_lit.data import ImageNetDataModule
 from densenet_lit.data.synthetic import write_photo_imagenet
@@ -52,24 +52,6 @@ from densenet_lit.tracking import RunCSVLogger
 
 QUICK_MODES = ("fp32", "channels_last", "bf16-mixed", "memory_efficient")
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-
-
-def number(text: str) -> float:
-    """A table cell as a float ('1,234.5' and '0.98x' included); ValueError for 'n/a'."""
-    return float(text.strip().rstrip("x *").replace(",", ""))
-
-
-def table_after(report: str, heading: str) -> list[dict[str, str]]:
-    """The first Markdown table after ``heading``, as one dict per row."""
-    lines = report[report.index(heading) :].splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
-    rows = []
-    for line in lines[start:]:
-        if not line.startswith("|"):
-            break
-        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
-    header, body = rows[0], rows[2:]
-    return [dict(zip(header, r, strict=True)) for r in body]
 
 
 @pytest.fixture(scope="module")
@@ -214,9 +196,9 @@ def test_cli_callbacks_are_the_ones_the_cli_adds():
 def test_lightning_side_runs_with_the_cli_callbacks_and_csv_logger(tmp_path):
     settings = Settings(device="cpu", quick=True)
     spec, mode = model_specs(quick=True)["cifar"], MODES["fp32"]
-    batch = random_batch(spec, 4, settings.device)
+    batches = repeat_batch(spec, 4, settings.device)
     trainer = Trainer(max_steps=3, **trainer_kwargs(settings, mode, str(tmp_path)))
-    trainer.fit(make_module(spec, mode), train_dataloaders=RepeatBatch(*batch))
+    trainer.fit(make_module(spec, mode), train_dataloaders=batches)
     assert trainer.global_step == 3
     kinds = [type(c) for c in trainer.callbacks]
     assert kinds == [type(c) for c in default_callbacks()]  # and nothing else
@@ -251,10 +233,12 @@ def test_rejects_unknown_modes_and_models(capsys):
 
 def test_old_option_spellings_still_parse():
     """The argparse version's spellings: dashes, a bare --quick, comma lists, 'all'."""
+    from densenet_lit.toolcli import old_spellings  # here: the rest runs without jsonargparse
+
     argv = ["--quick", "--batch-cifar", "8", "--modes", "fp32,fast", "--epoch-modes=all"]
-    assert legacy_argv(argv) == [
-        *("--quick", "true", "--batch_cifar", "8", "--modes", "[fp32,fast]"),
-        *("--epoch_modes", "[all]"),
+    assert comma_lists(old_spellings(argv, Settings)) == [
+        *("--quick=true", "--batch_cifar", "8", "--modes", "[fp32,fast]"),
+        "--epoch_modes=[all]",
     ]
     s = parse([*argv, "--device", "cpu", "--sections", "steps", "--quick"])
     assert (s.quick, s.batch("cifar"), s.modes, s.sections) == (
@@ -345,7 +329,7 @@ def test_json_is_written_even_when_rendering_fails(monkeypatch, tmp_path, capsys
 def test_partial_json_after_each_section_survives_a_kill(monkeypatch, tmp_path):
     seen: dict = {}
 
-    def killed_in_the_epoch(settings, specs, steps, cifar_root, rows, save):
+    def killed_in_the_epoch(settings, spec, step_ips, cifar_root, rows, save):
         (partial,) = tmp_path.glob("*.partial.json")  # written before the next section began
         seen.update(json.loads(partial.read_text()))
         raise KeyboardInterrupt  # what a time limit's signal looks like to the suite
@@ -390,12 +374,13 @@ def gpu_event(start_us: float, end_us: float, device=torch.autograd.DeviceType.C
     )
 
 
-def meter_with(monkeypatch, profiler: FakeProfiler) -> BusyMeter:
-    """A BusyMeter as on a GPU, with ``profiler`` and a clock advancing 0.5 s per reading."""
+def meter_with(monkeypatch, profiler: FakeProfiler) -> EpochClock:
+    """An EpochClock profiling a window of 20 batches as on a GPU, with ``profiler`` and a
+    clock advancing 0.5 s per reading."""
     monkeypatch.setattr(bench_epoch, "profile", lambda **kwargs: profiler)
     clock = itertools.count(0.0, 0.5)
     monkeypatch.setattr(bench_epoch, "now", lambda device: next(clock))
-    meter = BusyMeter(torch.device("cpu"))
+    meter = EpochClock(torch.device("cpu"), batches=20, window=20)
     meter.enabled = True  # a CPU meter is off; the logic is the same as on CUDA
     return meter
 
@@ -417,7 +402,7 @@ def test_busy_meter_failure_gives_none_not_zero(monkeypatch, capsys, fail):
     meter = meter_with(monkeypatch, FakeProfiler([], fail=fail))
     meter.start()
     meter.stop()
-    fields = meter.fields(20)
+    fields = meter.fields()
     assert fields["busy"] is None and fields["busy_batches"] == 0
     assert fields["busy_error"] and fields["window_batches"] == 20 and fields["window_s"] > 0
     assert "GPU busy is n/a" in capsys.readouterr().err
@@ -492,7 +477,7 @@ def test_documented_commands_use_real_options(monkeypatch):
 @pytest.mark.gpu
 def test_busy_meter_measures_real_gpu_work():
     dev = torch.device("cuda")
-    meter = BusyMeter(dev)
+    meter = EpochClock(dev, batches=20, window=20)
     x = torch.randn(2048, 2048, device=dev)
     meter.start()
     for _ in range(20):

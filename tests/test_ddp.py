@@ -70,14 +70,17 @@ def launch(
 @pytest.mark.slow
 def test_ddp_processes_share_one_run_dir_and_agree(tmp_path):
     """Two processes (Lightning's DDP launcher re-runs the command) with the memory-efficient
-    network: one run directory, one config, one W&B run; each rank loads half of the global
-    batch; both end with the same weights, buffers and logged metrics; the validation metrics
-    (which rank the best checkpoint) and those of the test after fit are those of one process
+    network and an EMA of the weights: one run directory, one config, one W&B run; each rank
+    loads half of the global batch; both end with the same trained weights, the same average
+    (weights and buffers) and the same logged metrics; the validation metrics (of the average,
+    which rank the best checkpoint) and those of the test after fit are those of one process
     on the whole, odd-sized sets (each image once; ranks run different numbers of batches)."""
     probe = tmp_path / "probe"
     args = ddp_args(tmp_path / "runs", "ddp", "--run.wandb", "true", *ODD_SETS)
     args += ["--model.memory_efficient", "true", "--trainer.callbacks+=run_probes.RankProbe"]
     args += ["--run.test_after_fit", "true"]
+    args += ["--trainer.callbacks+=EMAWeightAveraging", "--trainer.callbacks.decay", "0.5"]
+    args += ["--trainer.callbacks+=run_probes.WeightsPerStep"]  # the trained weights
     proc = launch(args, tmp_path, probe, WANDB_MODE="offline")
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -101,8 +104,21 @@ def test_ddp_processes_share_one_run_dir_and_agree(tmp_path):
     assert {"train/loss", "train/loss_step", "train/error", "val/error", "val/loss"} <= set(
         ranks[0]["metrics"]
     )
-    saved = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
+    # the module ends with the average (the EMA callback's on_train_end); the trained weights
+    # after the last step are the same on both ranks too, and differ from the average. (The
+    # batch-norm statistics of a step are each rank's own until DDP broadcasts rank 0's at
+    # the next forward, also at validation, where the average is in the module: so the
+    # averages agree at every validation and at the end, as `states` shows.)
+    raw = [torch.load(probe / f"raw_rank{r}.pt") for r in (0, 1)]
+    params = [k for k in raw[0] if not k.endswith(("running_mean", "running_var", "_tracked"))]
+    assert len(params) == 29 and [k for k in params if not torch.equal(raw[0][k], raw[1][k])] == []
+    key = "model.classifier.weight"
+    assert not torch.equal(raw[0][key], states[0][key])
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    saved = ckpt["state_dict"]  # the average ...
     assert all(torch.equal(saved[k], states[0][k]) for k in saved)
+    trained = ckpt["current_model_state"]  # ... and the trained weights
+    assert all(torch.equal(trained[k], raw[0][k]) for k in trained)
 
     # val/error of DDP is over the whole validation set: each rank saw a different half, each
     # image once (161 validation images), in one batch more on rank 0 ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_bench import number, table_after
+from report_tables import number, table_after
 
 from densenet_lit.bench import gpu_check
 

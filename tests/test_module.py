@@ -18,6 +18,13 @@ from densenet_lit.module import (
 )
 
 TINY = {"depth": 10, "growth_rate": 4}
+MODERN_RECIPE = {
+    "mixup_alpha": 0.2,
+    "cutmix_alpha": 1.0,
+    "label_smoothing": 0.1,
+    "warmup_steps": 3,
+    "norm_weight_decay": 0.0,
+}
 
 
 def lr_by_epoch(module: DenseNetModule, max_epochs: int, steps_per_epoch: int = 1) -> list[float]:
@@ -341,10 +348,13 @@ def test_finite_loss_guard_rejects_an_unknown_check():
 
 
 @pytest.mark.gpu
-def test_training_steps_on_cuda_never_wait_for_the_gpu(tmp_path):
+@pytest.mark.parametrize("recipe", [{}, MODERN_RECIPE], ids=["paper", "modern"])
+def test_training_steps_on_cuda_never_wait_for_the_gpu(tmp_path, recipe):
     """Between logging steps, a training step in a Trainer with the CLI's callbacks queues its
     GPU work without a device-to-host synchronisation (none of `.item()`, a blocking copy,
-    `torch.unique`, ...), so the host runs ahead of the GPU as in a plain PyTorch loop."""
+    `torch.unique`, ...), so the host runs ahead of the GPU as in a plain PyTorch loop; also
+    with the modern recipe's MixUp/CutMix (drawn on the CPU, permutation on the device),
+    label smoothing, warm-up and parameter groups."""
     import warnings
 
     from lightning.pytorch import Callback
@@ -369,7 +379,7 @@ def test_training_steps_on_cuda_never_wait_for_the_gpu(tmp_path):
                 self._catcher.__exit__(None, None, None)
 
     watch = WatchSyncs()
-    module = DenseNetModule(**TINY, num_classes=4)
+    module = DenseNetModule(**TINY, num_classes=4, **recipe)
     trainer = _trainer(
         tmp_path,
         accelerator="gpu",

@@ -80,6 +80,15 @@ def load_model(
     """
     file = find_checkpoint(path, which)
     ckpt = load_checkpoint(file, trust=trust, opt_in=TRUST_OPT_IN)
+    return network_from_checkpoint(ckpt, file, hparams)
+
+
+def network_from_checkpoint(
+    ckpt: Mapping[str, Any], file: str | os.PathLike, hparams: Mapping[str, Any] | None = None
+) -> DenseNet:
+    """The trained network of a loaded checkpoint dictionary (``file`` names it in errors), in
+    eval mode on the CPU: built from its ``hyper_parameters`` (with ``hparams`` over them)
+    without the runtime options (memory levels, compile), its ``state_dict`` loaded."""
     stored = ckpt.get("hyper_parameters") or {}
     merged = {**dict(stored), **dict(hparams or {})}
     if not merged:
@@ -126,6 +135,7 @@ __all__ = [
     "find_checkpoint",
     "load_checkpoint",
     "load_model",
+    "network_from_checkpoint",
     "network_spec",
     "unwrap_model",
 ]

@@ -1,12 +1,15 @@
-"""Helpers every measurement shares: progress lines, errors as table cells, the environment."""
+"""Helpers every measurement shares: progress lines, clocks, errors as table cells, the
+environment."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import gc
 import os
 import platform
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -21,9 +24,16 @@ def log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
+def now(device: torch.device | str) -> float:
+    """A timestamp taken after the device has finished all queued work."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def short_error(err: BaseException) -> str:
     """One line for a table cell: the exception type and the start of its message."""
-    msg = str(err).strip().splitlines()[0].replace("|", "/") if str(err).strip() else ""
+    msg = (str(err).strip().splitlines() or [""])[0].replace("|", "/")
     msg = msg[:87] + "..." if len(msg) > 90 else msg
     return f"{type(err).__name__}: {msg}" if msg else type(err).__name__
 
@@ -53,12 +63,11 @@ def load_average() -> str:
 
 
 def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        return names[0]
-    except (OSError, IndexError):
-        return platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def environment(device) -> dict[str, str]:
@@ -66,14 +75,12 @@ def environment(device) -> dict[str, str]:
     import lightning
     import torchvision
 
-    cuda = torch.device(device).type == "cuda"
-    if cuda:
+    dev = f"CPU ({torch.get_num_threads()} torch threads)"
+    if cuda := torch.device(device).type == "cuda":
         props = torch.cuda.get_device_properties(device)
         dev = f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
         if torch.backends.cudnn.is_available():
             dev += f", cuDNN {torch.backends.cudnn.version()}"
-    else:
-        dev = f"CPU ({torch.get_num_threads()} torch threads)"
     env = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.node()}: {platform.platform()}",

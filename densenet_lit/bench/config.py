@@ -82,14 +82,17 @@ class ModelSpec:
             **self.module_kwargs, num_classes=self.num_classes, memory_efficient=level
         )
 
-    def torchvision(self, level: int) -> nn.Module:
-        """torchvision's DenseNet (its one memory-efficient mode at any level above 0)."""
+    def plain(self, level: int) -> nn.Module:
+        """What the plain loop trains: torchvision's DenseNet where it has one (its one
+        memory-efficient mode at any level above 0), else ours."""
+        if not self.has_torchvision_baseline:
+            return self.ours(level)
         import torchvision
 
-        blocks = self.module_kwargs.get("block_config", (6, 12, 24, 16))
         k = self.module_kwargs.get("growth_rate", 32)
+        blocks = tuple(self.module_kwargs.get("block_config", (6, 12, 24, 16)))
         return torchvision.models.DenseNet(
-            k, tuple(blocks), 2 * k, num_classes=self.num_classes, memory_efficient=level > 0
+            k, blocks, 2 * k, num_classes=self.num_classes, memory_efficient=level > 0
         )
 
 
@@ -114,12 +117,13 @@ def model_specs(quick: bool) -> dict[str, ModelSpec]:
 
 
 ModeName = Literal[(*MODES, "all")]
+SECTIONS = ("steps", "loaders", "epoch")
 # The defaults of what the command line leaves out, by kind of run. CPU: small batches and
 # few steps (minutes on 2 cores); Inductor takes minutes per network and runner there, so
 # the compile modes are left to --modes all. GPU: the profiler's window is short, as the
 # profiler slows the host. Quick: tiny models; 1 thread is steadier on a busy machine.
 DEFAULTS = {
-    "any": dict(models=list(SPECS), sections=["steps", "loaders", "epoch"], loader_batch=64,
+    "any": dict(models=list(SPECS), sections=list(SECTIONS), loader_batch=64,
                 loader_workers=min(8, cpu_count()), epoch_workers=min(8, cpu_count()),
                 cifar_train_images=50_000, imagenet_train_images=320),
     "cpu": dict(modes=[m for m in MODES if not MODES[m].compile], batch_cifar=16,
@@ -207,16 +211,11 @@ class Settings:
             self.imagenet_loader_batches = self.loader_batches
         quick = DEFAULTS["quick"] if self.quick else {}
         for name, value in {**DEFAULTS["any"], **DEFAULTS[self.device], **quick}.items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-        for name, choices in (
-            ("models", SPECS),
-            ("sections", ("steps", "loaders", "epoch")),
-            ("modes", MODES),
-            ("epoch_modes", MODES),
-        ):
+            setattr(self, name, value if getattr(self, name) is None else getattr(self, name))
+        choices = {"models": SPECS, "sections": SECTIONS, "modes": MODES, "epoch_modes": MODES}
+        for name, values in choices.items():
             if getattr(self, name) == ["all"]:
-                setattr(self, name, list(choices))
+                setattr(self, name, list(values))
         if min(self.warmup, self.steps, self.windows, self.rounds) < 1:
             raise ValueError(
                 f"warmup={self.warmup}, steps={self.steps}, windows={self.windows}, "
@@ -226,9 +225,8 @@ class Settings:
         left_out = [m for m in MODES if m not in self.modes]
         if left_out and "modes" not in given and self.device == "cpu" and not self.quick:
             self.notes.append(
-                f"Modes {', '.join(left_out)} are left out by the CPU default "
-                "(Inductor takes minutes to compile each network for each "
-                "runner); `--modes all` includes them."
+                f"Modes {', '.join(left_out)} are left out by the CPU default (Inductor takes "
+                "minutes to compile each network for each runner); `--modes all` includes them."
             )
         if self.epoch_batches and "epoch" in self.sections:
             self.notes.append(

@@ -12,20 +12,19 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from lightning.pytorch import Callback
 from torch.profiler import ProfilerActivity, profile
 
-from densenet_lit.bench.common import guarded, log, short_error
+from densenet_lit.bench.common import guarded, log, now, short_error
 from densenet_lit.bench.config import MODES, Mode, ModelSpec, Settings
 from densenet_lit.bench.loaders import torchvision_loader
 from densenet_lit.bench.steps import (
     LIGHTNING,
     PLAIN,
     PlainTrainer,
-    RepeatBatch,
-    StepRow,
     make_module,
-    now,
     random_batch,
+    repeat_batch,
     trainer_kwargs,
 )
 
@@ -67,15 +66,16 @@ def merged_length(intervals: list[tuple[float, float]]) -> float:
 
 def busy_range(n_batches: int, window: int) -> tuple[int, int]:
     """The profiled batches ``[first, last)``: ``window`` batches in the middle of the epoch."""
-    window = min(window, n_batches)
-    first = (n_batches - window) // 2
-    return first, first + window
+    first = (n_batches - min(window, n_batches)) // 2
+    return first, first + min(window, n_batches)
 
 
-class BusyMeter:
-    """Share of wall time with GPU activity between :meth:`start` and :meth:`stop`.
+class EpochClock(Callback):
+    """An epoch's wall time, and the share of wall time with GPU activity in the window of
+    batches ``busy_range(batches, window)``: a callback of our side's Trainer, whose hooks
+    the plain loop calls itself.
 
-    ``start``/``stop`` only switch the profiler on and off (inside the timed epoch);
+    :meth:`start`/:meth:`stop` only switch the profiler on and off (inside the timed epoch);
     :meth:`finish` parses the trace (seconds of work) after it. ``window_s`` is the window's
     wall time with the profiler's start and stop. Any failure leaves ``busy`` None, ``error``
     saying why and a warning printed; the epoch goes on.
@@ -83,14 +83,30 @@ class BusyMeter:
 
     warm = False  # CUPTI starts up (up to seconds) once per process, before any timing
 
-    def __init__(self, device, enabled: bool = True):
-        self.device, self.enabled = device, enabled and torch.device(device).type == "cuda"
+    def __init__(self, device, batches: int, window: int):
+        self.device, self.batches = device, batches
+        self.first, self.last = busy_range(batches, window)
+        self.enabled = self.last > self.first and torch.device(device).type == "cuda"
         self.profiler = self.busy = self.error = self._outer = self._wall = None
         self.window_s = 0.0
-        if self.enabled and not BusyMeter.warm:
-            BusyMeter.warm = True
+        if self.enabled and not EpochClock.warm:
+            EpochClock.warm = True
             with contextlib.suppress(Exception), profile(activities=[ProfilerActivity.CUDA]):
                 torch.ones(8, device=device).mul_(2)
+
+    def on_train_epoch_start(self, *args) -> None:
+        self.begin = now(self.device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if batch_idx == self.first:
+            self.start()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if batch_idx == self.last - 1:
+            self.stop()
+
+    def on_train_epoch_end(self, *args) -> None:
+        self.seconds = now(self.device) - self.begin
 
     def _fail(self, step: str, err: BaseException) -> None:
         self.error, self.profiler = f"profiler {step} failed: {short_error(err)}", None
@@ -128,90 +144,57 @@ class BusyMeter:
             return self._fail("window", RuntimeError("the epoch ended inside the window"))
         try:
             cuda = torch.autograd.DeviceType.CUDA
-            events = [e.time_range for e in self.profiler.events() if e.device_type == cuda]
+            spans = [e.time_range for e in self.profiler.events() if e.device_type == cuda]
         except Exception as err:
             return self._fail("parsing", err)
         self.profiler = None
-        if not events:  # CUPTI not working: no GPU activity recorded at all
+        if not spans:  # CUPTI not working: no GPU activity recorded at all
             self.error = "profiler recorded no GPU activity"
             log(f"warning: {self.error}; GPU busy is n/a")
             return None
-        spans = [(e.start, e.end) for e in events]
-        self.busy = min(1.0, merged_length(spans) / (self._wall * 1e6))
+        self.busy = min(1.0, merged_length([(e.start, e.end) for e in spans]) / self._wall / 1e6)
         return self.busy
 
-    def fields(self, window_batches: int) -> dict:
+    def fields(self) -> dict:
         """The EpochResult fields of the profiled window (parses the trace)."""
         if not self.enabled:
             return {}
-        busy = self.finish()
+        window, busy = self.last - self.first, self.finish()
         return {
             "busy": busy,
-            "busy_batches": window_batches if busy is not None else 0,
+            "busy_batches": window if busy is not None else 0,
             "busy_error": self.error,
-            "window_batches": window_batches if self.window_s > 0 else 0,
+            "window_batches": window if self.window_s > 0 else 0,
             "window_s": self.window_s,
         }
 
-
-class EpochClock:
-    """The epoch's start and end marks and its profiled window, for both sides alike."""
-
-    def __init__(self, s: Settings, n_available: int):
-        self.device, self.batches = s.device, min(n_available, s.epoch_batches or n_available)
-        self.first, self.last = busy_range(self.batches, s.busy_window if s.cuda else 0)
-        self.meter = BusyMeter(s.device, enabled=self.last > self.first)
-
-    def begin(self) -> None:
-        self.start = now(self.device)
-
-    def batch_start(self, i: int) -> None:
-        if i == self.first:
-            self.meter.start()
-
-    def batch_end(self, i: int) -> None:
-        if i == self.last - 1:
-            self.meter.stop()
-
-    def end(self) -> None:
-        self.seconds = now(self.device) - self.start
-
     def result(self, pipeline: str, mode: Mode, workers: int, batch: int, done: int):
-        window = self.meter.fields(self.last - self.first)
-        return EpochResult(pipeline, mode.name, workers, batch, done, self.seconds, **window)
+        fields = self.fields()
+        return EpochResult(pipeline, mode.name, workers, batch, done, self.seconds, **fields)
+
+
+def epoch_clock(s: Settings, n_available: int) -> EpochClock:
+    """The clock of an epoch of ``n_available`` batches, or of its first ``--epoch_batches``."""
+    batches = min(n_available, s.epoch_batches or n_available)
+    return EpochClock(s.device, batches, s.busy_window if s.cuda else 0)
 
 
 def our_epoch(spec: ModelSpec, mode: Mode, s: Settings, data_root: Path) -> EpochResult:
-    from lightning.pytorch import Callback, Trainer
+    from lightning.pytorch import Trainer
 
     from densenet_lit.data import CIFAR10DataModule
 
     b = s.batch(spec.key)
     datamodule = CIFAR10DataModule(str(data_root), b, augment=True, val_size=0)
     datamodule.setup("fit")
-    clock = EpochClock(s, len(datamodule.train_set) // b)
-
-    class Marks(Callback):
-        def on_train_epoch_start(self, *args):
-            clock.begin()
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            clock.batch_start(batch_idx)
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            clock.batch_end(batch_idx)
-
-        def on_train_epoch_end(self, *args):
-            clock.end()
-
+    clock = epoch_clock(s, len(datamodule.train_set) // b)
     module = make_module(spec, mode)
     with tempfile.TemporaryDirectory(prefix="densenet-bench-") as root:
         warm = Trainer(max_steps=s.warmup, **trainer_kwargs(s, mode, root))
-        warm.fit(module, train_dataloaders=RepeatBatch(*random_batch(spec, b, s.device)))
-        kwargs = trainer_kwargs(s, mode, root, [Marks()])
-        trainer = Trainer(
-            max_epochs=1, limit_train_batches=clock.batches, limit_val_batches=0, **kwargs
-        )
+        warm.fit(module, train_dataloaders=repeat_batch(spec, b, s.device))
+        kwargs = trainer_kwargs(s, mode, root, [clock])
+        limits = {"limit_train_batches": clock.batches, "limit_val_batches": 0}
+        trainer = Trainer(max_epochs=1, **limits, **kwargs)
         trainer.fit(module, datamodule=datamodule)
     workers = datamodule.resolved_num_workers  # one optimizer step per batch (no accumulation)
     return clock.result(OURS_PIPELINE, mode, workers, b, trainer.global_step)
@@ -220,19 +203,19 @@ def our_epoch(spec: ModelSpec, mode: Mode, s: Settings, data_root: Path) -> Epoc
 def plain_epoch(spec: ModelSpec, mode: Mode, s: Settings, data_root: Path) -> EpochResult:
     b = s.batch(spec.key)
     loader = torchvision_loader(data_root, b, s.epoch_workers, s.device)
-    clock = EpochClock(s, len(loader))
+    clock = epoch_clock(s, len(loader))
     trainer = PlainTrainer(spec.ours(0), mode, s.device)
     x, y = random_batch(spec, b, s.device)
     for _ in range(s.warmup):
         trainer.step(x, y)
     done = 0
-    clock.begin()
+    clock.on_train_epoch_start()
     for i, (x, y) in zip(range(clock.batches), loader, strict=False):
-        clock.batch_start(i)
+        clock.on_train_batch_start(None, None, None, i)
         trainer.step(x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True))
-        clock.batch_end(i)
+        clock.on_train_batch_end(None, None, None, None, i)
         done += 1
-    clock.end()
+    clock.on_train_epoch_end()
     return clock.result(PLAIN_PIPELINE, mode, s.epoch_workers, b, done)
 
 
@@ -252,25 +235,17 @@ class EpochRow:
         return self.result.images_per_s / self.step_ips
 
 
-def run_epochs(
-    s: Settings,
-    specs: dict[str, ModelSpec],
-    steps: dict[str, list[StepRow]],
-    cifar_root: Path,
-    rows: list[EpochRow],
-    save,
-) -> None:
-    """Both sides in each epoch mode, beside the same side's step figure of that mode."""
-    step_rows = {r.mode: r for r in steps.get("cifar", [])}
+def run_epochs(s: Settings, spec: ModelSpec, step_ips: dict, cifar_root: Path, rows, save):
+    """Both sides in each epoch mode, beside the same side's step figure of that mode
+    (``step_ips``: ``(mode, runner)`` to images/s)."""
     for name in s.epoch_modes:
-        ref = step_rows.get(name)
         for fn, runner, pipeline in (
             (our_epoch, LIGHTNING, OURS_PIPELINE),
             (plain_epoch, PLAIN, PLAIN_PIPELINE),
         ):
             torch.manual_seed(0)
-            run = partial(fn, specs["cifar"], MODES[name], s, cifar_root)
+            run = partial(fn, spec, MODES[name], s, cifar_root)
             result, err = guarded(run, f"epoch {name} {runner}", s.device)
-            rows.append(EpochRow(name, pipeline, result, err, ref.ips(runner) if ref else None))
+            rows.append(EpochRow(name, pipeline, result, err, step_ips.get((name, runner))))
             log(f"epoch {name} {runner}: {err or f'{result.images_per_s:.1f} img/s'}")
             save()

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,7 +24,6 @@ import torch
 from densenet_lit.bench.common import environment, guarded, log
 from densenet_lit.bench.config import Settings, model_specs
 from densenet_lit.bench.steps import IMAGES_PER_SEC, LIGHTNING, PLAIN, step_row
-from densenet_lit.bench.suite import legacy_argv
 from densenet_lit.data.synthetic import write_photo_imagenet
 from densenet_lit.markdown import table_lines
 
@@ -36,14 +36,8 @@ def run_pytest(paths: list[str], timeout: int) -> list[str]:
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
-    return [
-        f"`{' '.join(cmd[1:])}`: exit {done.returncode}",
-        "",
-        "```",
-        *failed,
-        *lines[-1:],
-        "```",
-    ]
+    head = f"`{' '.join(cmd[1:])}`: exit {done.returncode}"
+    return [head, "", "```", *failed, *lines[-1:], "```"]
 
 
 def training_step(dry_run: bool, batch: int, steps: int) -> list[str]:
@@ -52,17 +46,9 @@ def training_step(dry_run: bool, batch: int, steps: int) -> list[str]:
     from densenet_lit.bench.report import step_section
 
     mode = "bf16-mixed" if dry_run else "fast"  # a CPU compiles for minutes
-    s = Settings(
-        device="cpu" if dry_run else "cuda",
-        quick=dry_run,
-        models=["imagenet"],
-        modes=[mode],
-        batch_imagenet=batch,
-        rounds=1,
-        warmup=steps,
-        steps=steps,
-        windows=1 if dry_run else 3,
-    )
+    device, windows = ("cpu", 1) if dry_run else ("cuda", 3)
+    sizes = dict(batch_imagenet=batch, rounds=1, warmup=steps, steps=steps, windows=windows)
+    s = Settings(device=device, quick=dry_run, models=["imagenet"], modes=[mode], **sizes)
     torch.backends.cudnn.benchmark = s.cuda  # as the suite and the Trainer (benchmark=True) do
     spec = model_specs(dry_run)["imagenet"]
     row = step_row(spec, mode, s, runners=[PLAIN, LIGHTNING])
@@ -167,20 +153,18 @@ def gpu_check(
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["## densenet_lit GPU check" + (" (CPU dry run)" if dry_run else ""), ""]
     lines += [f"- {k}: {v}" for k, v in environment(torch.device(device)).items()] + [""]
-    parts = [
-        ("pytest -m gpu", lambda: run_pytest(pytest_paths or ["tests"], timeout)),
-        (
-            "Training step: Lightning beside a plain torchvision loop",
-            lambda: training_step(dry_run, batch, steps),
+    parts = {
+        "pytest -m gpu": lambda: run_pytest(pytest_paths or ["tests"], timeout),
+        "Training step: Lightning beside a plain torchvision loop": partial(
+            training_step, dry_run, batch, steps
         ),
-        ("Memory levels", lambda: memory_levels(dry_run, batch // 2 if cuda else batch)),
-        ("nvJPEG against PIL", lambda: jpeg_decoding(256) if cuda else ["skipped: no GPU"]),
-        (
-            "ImageNet-layout epoch through the CLI, decode: device",
-            lambda: cli_epoch(dry_run, batch, 3 if dry_run else 12),
+        "Memory levels": lambda: memory_levels(dry_run, batch // 2 if cuda else batch),
+        "nvJPEG against PIL": lambda: jpeg_decoding(256) if cuda else ["skipped: no GPU"],
+        "ImageNet-layout epoch through the CLI, decode: device": partial(
+            cli_epoch, dry_run, batch, 3 if dry_run else 12
         ),
-    ]
-    for title, part in parts:
+    }
+    for title, part in parts.items():
         start = time.perf_counter()
         log(f"gpu check: {title}")
         body, err = guarded(part, title, device)
@@ -193,11 +177,9 @@ def gpu_check(
 
 
 def main(argv: list[str] | None = None) -> Path | None:
-    from jsonargparse import auto_cli
+    from densenet_lit.toolcli import run_tool
 
-    argv = sys.argv[1:] if argv is None else argv
-    prog = "python -m densenet_lit.bench.gpu_check"
-    return auto_cli(gpu_check, args=legacy_argv(argv, flags=("--dry_run",)), prog=prog)
+    return run_tool(gpu_check, argv)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ real formats that :mod:`densenet_lit.data.synthetic` writes. Ours are timed by
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,6 +20,8 @@ from densenet_lit.data.synthetic import IMAGENET_SIZE
 
 OURS = "ours: in-memory uint8, on-device normalise/flip/crop"
 TORCHVISION = "torchvision: PIL per image, RandomCrop+Flip+ToTensor+Normalize"
+SVHN_PIPELINE = "ours: in-memory uint8, on-device /255"
+DIGITS_PIPELINE = "ours: in-memory uint8, on-device normalise/crop"
 PIL_PIPELINE = "ours: decode + fb.resnet.torch augmentation per image in workers (default count)"
 BYTES_PIPELINE = "ours, decode: device: workers read bytes and draw the augmentation only"
 DEVICE_DECODE_PIPELINE = (
@@ -48,10 +50,6 @@ def images_per_s(next_batch: Callable[[], int], num_batches: int) -> float:
     return n / timer.timeit(num_batches).median
 
 
-def endless(loader) -> Iterator:
-    return itertools.chain.from_iterable(itertools.repeat(loader))
-
-
 def torchvision_loader(root: Path, batch_size: int, workers: int, device) -> DataLoader:
     """``torchvision.datasets.CIFAR10`` on our files (only the md5 checks of the real files
     skipped), with the usual per-image transforms, in a DataLoader."""
@@ -66,8 +64,7 @@ def torchvision_loader(root: Path, batch_size: int, workers: int, device) -> Dat
         def _check_integrity(self) -> bool:
             return True
 
-    mean = [m / 255 for m in CIFAR10DataModule.mean]
-    std = [s / 255 for s in CIFAR10DataModule.std]
+    mean, std = ([v / 255 for v in vs] for vs in (CIFAR10DataModule.mean, CIFAR10DataModule.std))
     crop_flip = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()]
     transform = T.Compose([*crop_flip, T.ToTensor(), T.Normalize(mean, std)])
     data = CIFAR10Unchecked(str(root), train=True, transform=transform)
@@ -77,13 +74,16 @@ def torchvision_loader(root: Path, batch_size: int, workers: int, device) -> Dat
     )
 
 
-def plain_loader_throughput(loader: DataLoader, num_batches: int, device) -> float:
-    """Images/s of a plain DataLoader, batches moved to ``device``."""
-    stream = endless(loader)
+def stream_throughput(loader, num_batches: int, device=None) -> float:
+    """Images/s of drawing batches from ``loader`` over and over: a plain DataLoader's
+    ``(images, labels)`` moved to ``device``; without one, batches only counted (the device
+    path's workers alone: file bytes and drawn augmentation, not decoded)."""
+    stream = itertools.chain.from_iterable(itertools.repeat(loader))
 
     def next_batch() -> int:
-        x, y = next(stream)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if device is None:
+            return len(next(stream))
+        x, y = (t.to(device, non_blocking=True) for t in next(stream))
         return x.shape[0]
 
     return images_per_s(next_batch, num_batches)
@@ -96,12 +96,9 @@ def our_imagenet(root: Path, batch_size: int, decode: str = "pil"):
     return ImageNetDataModule(data_dir=str(root), batch_size=batch_size, decode=decode)
 
 
-def encoded_loader_throughput(datamodule, num_batches: int) -> float:
-    """The device path's workers alone: batches of file bytes and drawn augmentation, not
-    decoded, as the training loader delivers them."""
+def train_loader(datamodule):
     datamodule.setup("fit")
-    stream = endless(datamodule.train_dataloader())
-    return images_per_s(lambda: len(next(stream)), num_batches)
+    return datamodule.train_dataloader()
 
 
 def device_decode_throughput(datamodule, num_batches: int, device) -> float:
@@ -114,7 +111,8 @@ def device_decode_throughput(datamodule, num_batches: int, device) -> float:
         raise ValueError(f"{len(train)} training images, fewer than one batch of {size}")
     held = [
         train.__getitems__(list(range(k * size, (k + 1) * size)))
-        for k in range(min(4, len(train) // size))
+        for k in range(4)
+        if (k + 1) * size <= len(train)
     ]
     batches = itertools.cycle(held)
 
@@ -135,64 +133,53 @@ def imagenet_loader_images(s: Settings) -> int:
     return max(s.imagenet_train_images, 4 * workers * s.loader_batch)
 
 
-def imagenet_rows(s: Settings, root: Path) -> list[tuple[str, int, Callable[[], float]]]:
-    """``(pipeline, workers, measure)`` of the ImageNet rows: the PIL path, then the device
-    path in parts: its workers alone, decoding + augmentation alone, both together."""
-    from densenet_lit.data import loader_throughput
+def loader_rows(s: Settings, roots: dict[str, Path]) -> list[tuple[str, str, int, Callable]]:
+    """``(loader, pipeline, workers, measure)`` of every row: CIFAR-10 ours and torchvision's
+    with 0 and many workers, SVHN, digits; ImageNet's PIL path, then its device path in parts:
+    its workers alone, decoding + augmentation alone, both together."""
+    from densenet_lit.data import (
+        CIFAR10DataModule,
+        DigitsDataModule,
+        SVHNDataModule,
+        loader_throughput,
+    )
 
-    b, n, dev = s.loader_batch, s.imagenet_loader_batches, s.device
-    workers = our_imagenet(root, b).resolved_num_workers
+    b, n, nj, dev = s.loader_batch, s.loader_batches, s.imagenet_loader_batches, s.device
 
-    def device_path():
-        return our_imagenet(root, b, decode="device")
+    def ours(make: Callable, num_batches: int = n) -> Callable[[], float]:
+        return lambda: loader_throughput(make(), num_batches, "train", dev)
 
+    rows = []
+    for w in sorted({0, s.loader_workers}):
+        cifar = partial(CIFAR10DataModule, str(roots["cifar10"]), b, num_workers=w, val_size=0)
+        loader = partial(torchvision_loader, roots["cifar10"], b, w, dev)
+        rows.append(("CIFAR-10", OURS, w, ours(partial(cifar, augment=True))))
+        rows.append(("CIFAR-10", TORCHVISION, w, lambda f=loader: stream_throughput(f(), n, dev)))
+    svhn = partial(SVHNDataModule, str(roots["svhn"]), b, val_size=0, use_extra=False)
+    rows.append(("SVHN (train only)", SVHN_PIPELINE, 0, ours(svhn)))
+    digits = partial(DigitsDataModule, batch_size=b)
+    rows.append(("digits (scikit-learn, real)", DIGITS_PIPELINE, 0, ours(digits)))
+    pil = partial(our_imagenet, roots["imagenet"], b)
+    device_path = partial(pil, decode="device")
+    workers = pil().resolved_num_workers
     decode = DEVICE_DECODE_PIPELINE.format(device="GPU" if s.cuda else "CPU")
-    return [
-        (PIL_PIPELINE, workers, lambda: loader_throughput(our_imagenet(root, b), n, "train", dev)),
-        (BYTES_PIPELINE, workers, lambda: encoded_loader_throughput(device_path(), n)),
-        (decode, 0, lambda: device_decode_throughput(device_path(), n, dev)),
+    return rows + [
+        (JPEGS, PIL_PIPELINE, workers, ours(pil, nj)),
         (
-            DEVICE_END_TO_END_PIPELINE,
+            JPEGS,
+            BYTES_PIPELINE,
             workers,
-            lambda: loader_throughput(device_path(), n, "train", dev),
+            lambda: stream_throughput(train_loader(device_path()), nj),
         ),
+        (JPEGS, decode, 0, lambda: device_decode_throughput(device_path(), nj, dev)),
+        (JPEGS, DEVICE_END_TO_END_PIPELINE, workers, ours(device_path, nj)),
     ]
 
 
 def run_loaders(s: Settings, roots: dict[str, Path], rows: list[LoaderRow], save) -> None:
     """Every loader row, each saved (the partial JSON) when it is done."""
-    from densenet_lit.data import CIFAR10DataModule, DigitsDataModule, SVHNDataModule
-    from densenet_lit.data import loader_throughput as ours
-
-    b, n, dev = s.loader_batch, s.loader_batches, s.device
-    table = []
-    for w in sorted({0, s.loader_workers}):
-        cifar = partial(CIFAR10DataModule, str(roots["cifar10"]), b, num_workers=w, val_size=0)
-        table.append(("CIFAR-10", OURS, w, lambda c=cifar: ours(c(augment=True), n, "train", dev)))
-        loader = partial(torchvision_loader, roots["cifar10"], b, w, dev)
-        table.append(
-            ("CIFAR-10", TORCHVISION, w, lambda f=loader: plain_loader_throughput(f(), n, dev))
-        )
-    svhn = partial(SVHNDataModule, str(roots["svhn"]), b, val_size=0, use_extra=False)
-    table.append(
-        (
-            "SVHN (train only)",
-            "ours: in-memory uint8, on-device /255",
-            0,
-            lambda: ours(svhn(), n, "train", dev),
-        )
-    )
-    table.append(
-        (
-            "digits (scikit-learn, real)",
-            "ours: in-memory uint8, on-device normalise/crop",
-            0,
-            lambda: ours(DigitsDataModule(batch_size=b), n, "train", dev),
-        )
-    )
-    table += [(JPEGS, *row) for row in imagenet_rows(s, roots["imagenet"])]
-    for loader, pipeline, workers, measure in table:
-        value, err = guarded(measure, f"loader {loader} {pipeline} workers={workers}", dev)
-        rows.append(LoaderRow(loader, pipeline, workers, b, value, err))
+    for loader, pipeline, workers, measure in loader_rows(s, roots):
+        value, err = guarded(measure, f"loader {loader} {pipeline} workers={workers}", s.device)
+        rows.append(LoaderRow(loader, pipeline, workers, s.loader_batch, value, err))
         log(f"loader {loader} / {pipeline} / {workers} workers: {value or err}")
         save()

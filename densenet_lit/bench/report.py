@@ -23,6 +23,14 @@ NA = "n/a"
 LOADER_RATIO_TARGET = 0.95  # epoch images/s over step-alone images/s: the loader keeps up
 BUSY_TARGET = 0.95  # the issue's "GPU busy > 95% of a CIFAR epoch"
 DECODE_TARGET = 5000.0  # images/s of ImageNet decoding + augmentation on one H100
+OVERHEAD_TARGET = "Lightning step >= plain loop in every mode (overhead < 3%)"
+LOADER_TARGET = (
+    f"CIFAR loader never the bottleneck (epoch >= {LOADER_RATIO_TARGET:.2f}x step alone)"
+)
+BUSY_TARGET_TEXT = "GPU busy > 95% of a CIFAR epoch (launch-bound steps stay below it)"
+DECODE_TARGET_TEXT = (
+    f"ImageNet JPEG decoding + augmentation on the device >= {DECODE_TARGET:,.0f} img/s (one H100)"
+)
 
 
 @dataclass
@@ -73,37 +81,30 @@ def memory_label(settings: Settings) -> str:
 
 
 def step_section(spec: ModelSpec, rows: list[StepRow], settings: Settings) -> list[str]:
-    ours = any(PLAIN_OURS in r.runs or PLAIN_OURS in r.errors for r in rows)
+    ours = [PLAIN_OURS] if any(PLAIN_OURS in r.runs or PLAIN_OURS in r.errors for r in rows) else []
     mem = memory_label(settings)
-    head = ["mode", "plain loop img/s", *(["plain loop, our net img/s"] if ours else [])]
-    head += ["Lightning img/s", "Lightning / plain"]
-    head += [*(["Lightning / plain, our net"] if ours else []), "Lightning vs fp32"]
-    head += [f"{mem} plain", f"{mem} Lightning", "memory vs fp32"]
-    head.append("first step s (plain / Lightning)")
+    head = ["mode", "plain loop img/s", *["plain loop, our net img/s"] * bool(ours)]
+    head += ["Lightning img/s", "Lightning / plain", *["Lightning / plain, our net"] * bool(ours)]
+    head += ["Lightning vs fp32", f"{mem} plain", f"{mem} Lightning", "memory vs fp32"]
     fp32 = next((r for r in rows if r.mode == "fp32"), StepRow("", "", 0))
     body = []
     for row in rows:
-        cells = [row.mode]
-        for runner in (PLAIN, *([PLAIN_OURS] if ours else []), LIGHTNING):
-            cells.append(cell(num(row.ips(runner)), row.errors.get(runner)))
-        cells.append(ratio(row.ratio(LIGHTNING, PLAIN)))
-        if ours:
-            cells.append(ratio(row.ratio(LIGHTNING, PLAIN_OURS)))
+        cells = [
+            row.mode,
+            *(cell(num(row.ips(k)), row.errors.get(k)) for k in (PLAIN, *ours, LIGHTNING)),
+        ]
+        cells += [ratio(row.ratio(LIGHTNING, k)) for k in (PLAIN, *ours)]
         cells.append(ratio(over(row.ips(LIGHTNING), fp32.ips(LIGHTNING))))
-        for runner in (PLAIN, LIGHTNING):
-            value = row.memory_mib.get(runner)
-            star = (
-                " *" if value is not None and mem != "peak MiB" and MODES[row.mode].compile else ""
-            )
-            cells.append(
-                cell(num(value) + star, row.memory_errors.get(runner) if value is None else None)
-            )
+        star = " *" if not settings.cuda and MODES[row.mode].compile else ""  # eager graph's
+        for k in (PLAIN, LIGHTNING):
+            value = row.memory_mib.get(k)
+            cells.append(cell(num(value) + star * (value is not None), row.memory_errors.get(k)))
         cells.append(ratio(over(row.memory_mib.get(LIGHTNING), fp32.memory_mib.get(LIGHTNING))))
-        firsts = [row.runs[r].first_step_s if r in row.runs else None for r in (PLAIN, LIGHTNING)]
+        firsts = [row.runs[k].first_step_s if k in row.runs else None for k in (PLAIN, LIGHTNING)]
         body.append([*cells, " / ".join(num(f, 2) for f in firsts)])
     batch = rows[0].batch if rows else settings.batch(spec.key)
     title = [f"### {spec.title}, batch {batch}", "", f"Plain loop: {spec.baseline_name}.", ""]
-    return title + table_lines(head, body)
+    return title + table_lines([*head, "first step s (plain / Lightning)"], body)
 
 
 def loader_section(rows: list[LoaderRow]) -> list[str]:
@@ -114,31 +115,18 @@ def loader_section(rows: list[LoaderRow]) -> list[str]:
 
 
 def epoch_section(rows: list[EpochRow], settings: Settings) -> list[str]:
-    head = ["pipeline", "mode", "workers", "batches x batch", "time s", "img/s"]
+    head = ["pipeline", "mode", "workers", "batches x batch", "time s", "img/s", "vs step alone"]
     body = []
     for row in rows:
-        r = row.result
-        if r is None:
+        if (r := row.result) is None:
             body.append([row.pipeline, row.mode, "", "", "", cell("", row.error), "", ""])
             continue
+        busy = f"{NA} (CPU)" if not settings.cuda else f"{NA} ({r.busy_error or 'not profiled'})"
         if r.busy is not None:
             busy = f"{100 * r.busy:.1f}% ({r.busy_batches} batches)"
-        else:
-            cpu = not settings.cuda
-            busy = NA + " (CPU)" if cpu else f"{NA} ({r.busy_error or 'not profiled'})"
-        body.append(
-            [
-                r.pipeline,
-                r.mode,
-                r.workers,
-                f"{r.batches} x {r.batch}",
-                num(r.seconds, 2),
-                num(r.images_per_s),
-                ratio(row.vs_step),
-                busy,
-            ]
-        )
-    return table_lines([*head, "vs step alone", "GPU busy"], body)
+        size, times = f"{r.batches} x {r.batch}", [num(r.seconds, 2), num(r.images_per_s)]
+        body.append([r.pipeline, r.mode, r.workers, size, *times, ratio(row.vs_step), busy])
+    return table_lines([*head, "GPU busy"], body)
 
 
 def targets(
@@ -150,12 +138,10 @@ def targets(
 ) -> list[list[str]]:
     """The issue's GPU targets, each with what this run measured and the verdict."""
     out: list[list[str]] = []
+    verdict = ("met", "NOT met") if settings.cuda else ("not judged (CPU run; GPU target)",) * 2
 
     def add(target: str, measured: str, ok: bool | None) -> None:
-        judged = (
-            ("met" if ok else "NOT met") if settings.cuda else "not judged (CPU run; GPU target)"
-        )
-        out.append([target, measured, NA if ok is None else judged])
+        out.append([target, measured, NA if ok is None else verdict[not ok]])
 
     ratios = [
         (row.ratio(LIGHTNING, PLAIN), f"{specs[key].short} {row.mode}")
@@ -165,57 +151,35 @@ def targets(
     ]
     if ratios:
         (worst, where), med = min(ratios), statistics.median([r for r, _ in ratios])
-        add(
-            "Lightning step >= plain loop in every mode (overhead < 3%)",
-            f"worst Lightning / plain {worst:.2f}x ({where}); median {med:.2f}x over "
-            f"{len(ratios)} cases",
-            worst >= 0.97,
-        )
+        measured = f"worst Lightning / plain {worst:.2f}x ({where}); median {med:.2f}x over "
+        add(OVERHEAD_TARGET, f"{measured}{len(ratios)} cases", worst >= 0.97)
     for key, rows in steps.items():
-        name, by_mode = specs[key].short, {r.mode: r for r in rows}
-        fp32 = by_mode.get("fp32", StepRow("", "", 0))
-        fast = (
-            over(by_mode["fast"].ips(LIGHTNING), fp32.ips(LIGHTNING)) if "fast" in by_mode else None
-        )
-        if fast:
+        name, by_mode, none = specs[key].short, {r.mode: r for r in rows}, StepRow("", "", 0)
+        fp32 = by_mode.get("fp32", none)
+        if fast := over(by_mode.get("fast", none).ips(LIGHTNING), fp32.ips(LIGHTNING)):
             add(f"{name}: fast mode >= 2x fp32 eager", f"{fast:.2f}x", fast >= 2)
         for mode, max_mem, max_slow in MEMORY_TARGETS:
-            eff = by_mode.get(mode, StepRow("", "", 0))
+            eff = by_mode.get(mode, none)
             mem = over(eff.memory_mib.get(LIGHTNING), fp32.memory_mib.get(LIGHTNING))
-            slow = over(fp32.ips(LIGHTNING), eff.ips(LIGHTNING))
-            if mem and slow:
-                add(
-                    f"{name}: {mode} <= {max_mem}x memory at <= {max_slow}x time",
-                    f"{mem:.2f}x {memory_label(settings)}, {slow:.2f}x time per step",
-                    mem <= max_mem and slow <= max_slow,
-                )
-    for row in epochs:
+            if mem and (slow := over(fp32.ips(LIGHTNING), eff.ips(LIGHTNING))):
+                target = f"{name}: {mode} <= {max_mem}x memory at <= {max_slow}x time"
+                measured = f"{mem:.2f}x {memory_label(settings)}, {slow:.2f}x time per step"
+                add(target, measured, mem <= max_mem and slow <= max_slow)
+    for row in [row for row in epochs if row.result and row.pipeline.startswith("ours")]:
         r, vs = row.result, row.vs_step
-        if r is None or not row.pipeline.startswith("ours"):
-            continue
         measured = f"epoch / step-alone images/s {ratio(vs)} ({row.mode})"
         if vs is None:
             measured += f"; no step-alone {row.mode} figure (run the steps section too)"
-        target = (
-            f"CIFAR loader never the bottleneck (epoch >= {LOADER_RATIO_TARGET:.2f}x step alone)"
-        )
-        add(target, measured, loader_keeps_up(vs))
-        if settings.cuda:
-            busy = f"{100 * r.busy:.1f}% ({row.mode})" if r.busy is not None else None
-            add(
-                "GPU busy > 95% of a CIFAR epoch (launch-bound steps stay below it)",
-                busy or f"{NA} ({r.busy_error or 'not profiled'})",
-                None if busy is None else r.busy > BUSY_TARGET,
-            )
+        add(LOADER_TARGET, measured, loader_keeps_up(vs))
+        if settings.cuda and r.busy is not None:
+            add(BUSY_TARGET_TEXT, f"{100 * r.busy:.1f}% ({row.mode})", r.busy > BUSY_TARGET)
+        elif settings.cuda:
+            add(BUSY_TARGET_TEXT, f"{NA} ({r.busy_error or 'not profiled'})", None)
     decode_only = DEVICE_DECODE_PIPELINE.split("{")[0]
     for row in loaders:
         if row.pipeline.startswith(decode_only) and row.images_per_s is not None:
-            add(
-                f"ImageNet JPEG decoding + augmentation on the device >= {DECODE_TARGET:,.0f} "
-                "img/s (one H100)",
-                f"{row.images_per_s:,.0f} img/s (batches of {row.batch})",
-                row.images_per_s >= DECODE_TARGET,
-            )
+            measured = f"{row.images_per_s:,.0f} img/s (batches of {row.batch})"
+            add(DECODE_TARGET_TEXT, measured, row.images_per_s >= DECODE_TARGET)
     return out
 
 
@@ -251,14 +215,15 @@ def render(results: Results) -> str:
         results.epochs,
     )
     specs = model_specs(s.quick)
-    command, elapsed_s = results.command, results.elapsed_s or 0.0
     lines = ["## densenet_lit benchmark", "", *(f"- {k}: {v}" for k, v in env.items())]
-    lines += [f"- command: `{command}`", f"- suite wall time: {elapsed_s / 60:.1f} min"]
-    lines.append(
-        f"- timing: {s.warmup} warm-up steps, then {s.windows} windows of {s.steps} "
-        f"steps (median window), {s.rounds} round(s) of plain and Lightning alternating"
-    )
-    lines += [*(f"- note: {n}" for n in s.notes), ""]
+    lines += [
+        f"- command: `{results.command}`",
+        f"- suite wall time: {(results.elapsed_s or 0.0) / 60:.1f} min",
+        f"- timing: {s.warmup} warm-up steps, then {s.windows} windows of {s.steps} steps "
+        f"(median window), {s.rounds} round(s) of plain and Lightning alternating",
+        *(f"- note: {n}" for n in s.notes),
+        "",
+    ]
     if steps:
         callbacks = ", ".join(f"`{type(c).__name__}`" for c in default_callbacks())
         modes = {r.mode for rows in steps.values() for r in rows}
@@ -274,8 +239,7 @@ def render(results: Results) -> str:
         span = f"the first {n} batches of an epoch" if n else "the whole epoch"
         text = EPOCH_TEXT.format(span, specs["cifar"].title)
         lines += ["### CIFAR-10 epoch, end to end", "", text, "", *epoch_section(epochs, s), ""]
-    rows = targets(steps, epochs, specs, s, loaders)
-    if rows:
+    if rows := targets(steps, epochs, specs, s, loaders):
         lines += ["### Targets (set for a GPU)", ""]
         lines += [*table_lines(["target", "measured", "verdict"], rows), ""]
     return "\n".join(lines)

@@ -5,13 +5,12 @@ CLI's own ThroughputMonitor, one training "epoch" per window). See docs/benchmar
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import math
 import statistics
 import tempfile
-import time
 import warnings
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.benchmark import Timer
 
-from densenet_lit.bench.common import guarded, log
+from densenet_lit.bench.common import guarded, log, now
 from densenet_lit.bench.config import MODES, Mode, ModelSpec, Settings
 from densenet_lit.callbacks import ThroughputMonitor, default_callbacks
 from densenet_lit.tracking import RunCSVLogger
@@ -33,13 +32,6 @@ RECIPE = dict(
 )
 IMAGES_PER_SEC, PEAK_GIB = "perf/images_per_sec", "perf/peak_memory_gib"  # ThroughputMonitor's
 PLAIN, PLAIN_OURS, LIGHTNING = "plain", "plain_ours", "lightning"
-
-
-def now(device: torch.device | str) -> float:
-    """A timestamp taken after the device has finished all queued work."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 @dataclass
@@ -60,6 +52,11 @@ def random_batch(spec: ModelSpec, batch_size: int, device, seed: int = 0):
     x = torch.randn(batch_size, 3, spec.image_size, spec.image_size, generator=gen)
     y = torch.randint(0, spec.num_classes, (batch_size,), generator=gen)
     return x.to(device), y.to(device)
+
+
+def repeat_batch(spec: ModelSpec, batch_size: int, device):
+    """An endless iterable that serves the same on-device batch (no loader cost)."""
+    return itertools.repeat(random_batch(spec, batch_size, device))
 
 
 def autocast(device, mode: Mode):
@@ -106,22 +103,9 @@ def plain_steps(model: nn.Module, spec: ModelSpec, mode: Mode, s: Settings) -> S
     # Timer synchronises CUDA around each window; unless told, it pins torch to 1 thread
     stmt = partial(trainer.step, x, y)
     timer = Timer("stmt()", globals={"stmt": stmt}, num_threads=torch.get_num_threads())
-    for _ in range(s.windows):
-        result.window_ips.append(x.shape[0] / timer.timeit(s.steps).median)
-    if s.cuda:
-        result.peak_bytes = torch.cuda.max_memory_allocated(s.device)
+    result.window_ips = [x.shape[0] / timer.timeit(s.steps).median for _ in range(s.windows)]
+    result.peak_bytes = torch.cuda.max_memory_allocated(s.device) if s.cuda else None
     return result
-
-
-class RepeatBatch:
-    """An endless iterable that serves the same on-device batch (no loader cost)."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        self.x, self.y = x, y
-
-    def __iter__(self):
-        while True:
-            yield self.x, self.y
 
 
 def make_module(spec: ModelSpec, mode: Mode):
@@ -129,13 +113,9 @@ def make_module(spec: ModelSpec, mode: Mode):
     from densenet_lit.module import DenseNetModule
 
     layout = {"channels_last": mode.channels_last, "compile": mode.compile}
+    kwargs = {**spec.module_kwargs, **RECIPE, **layout, **mode.module}
     return DenseNetModule(
-        **spec.module_kwargs,
-        **RECIPE,
-        **layout,
-        **mode.module,
-        num_classes=spec.num_classes,
-        memory_efficient=mode.memory_efficient,
+        **kwargs, num_classes=spec.num_classes, memory_efficient=mode.memory_efficient
     )
 
 
@@ -146,19 +126,11 @@ def trainer_kwargs(settings: Settings, mode: Mode, root: str, callbacks=()) -> d
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="lightning")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    return {
-        "accelerator": "gpu" if settings.cuda else "cpu",
-        "devices": 1,
-        "precision": mode.precision,
-        "logger": RunCSVLogger(root),
-        "callbacks": [*callbacks, *default_callbacks()],
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        "benchmark": True if settings.cuda else None,
-        "default_root_dir": root,
-    }
+    device = {"accelerator": "gpu" if settings.cuda else "cpu", "devices": 1}
+    speed = {"precision": mode.precision, "benchmark": True if settings.cuda else None}
+    logs = {"logger": RunCSVLogger(root), "callbacks": [*callbacks, *default_callbacks()]}
+    off = dict(enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    return {**device, **speed, **logs, **off, "num_sanity_val_steps": 0, "default_root_dir": root}
 
 
 def lightning_steps(spec: ModelSpec, mode: Mode, s: Settings) -> StepResult:
@@ -181,11 +153,11 @@ def lightning_steps(spec: ModelSpec, mode: Mode, s: Settings) -> StepResult:
         (monitor,) = [c for c in kwargs["callbacks"] if isinstance(c, ThroughputMonitor)]
         warm = math.ceil(max(s.warmup, monitor.warmup_steps) / s.steps)
         trainer = Trainer(max_epochs=warm + s.windows, limit_train_batches=s.steps, **kwargs)
-        batch = random_batch(spec, s.batch(spec.key), s.device)
-        trainer.fit(make_module(spec, mode), train_dataloaders=RepeatBatch(*batch))
+        batches = repeat_batch(spec, s.batch(spec.key), s.device)
+        trainer.fit(make_module(spec, mode), train_dataloaders=batches)
         with open(kwargs["logger"].metrics_file, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get(IMAGES_PER_SEC)]
-    timed = [r for r in rows if float(r["epoch"]) >= warm]
+            timed = [r for r in csv.DictReader(f) if r.get(IMAGES_PER_SEC)]
+    timed = [r for r in timed if float(r["epoch"]) >= warm]
     result.window_ips = [float(r[IMAGES_PER_SEC]) for r in timed]
     peaks = [float(r[PEAK_GIB]) for r in timed if r.get(PEAK_GIB)]
     result.peak_bytes = round(max(peaks) * 2**30) if peaks else None
@@ -194,43 +166,24 @@ def lightning_steps(spec: ModelSpec, mode: Mode, s: Settings) -> StepResult:
     return result
 
 
+def run_once(runner: str, spec: ModelSpec, mode: Mode, s: Settings) -> StepResult:
+    """One runner (a column of the step table) in one mode."""
+    if runner == LIGHTNING:
+        return lightning_steps(spec, mode, s)
+    net = spec.ours if runner == PLAIN_OURS else spec.plain
+    return plain_steps(net(mode.memory_efficient), spec, mode, s)
+
+
 def activation_mib(model: nn.Module, spec: ModelSpec, mode: Mode, s: Settings) -> float:
     """MiB the autograd graph keeps for backward (eager; the mode's autocast and layout): the
     memory column on a CPU, where there is no allocator peak to read."""
     from densenet_lit.models.memory import activation_bytes
 
     x, _ = random_batch(spec, s.batch(spec.key), s.device)
-    model = model.to(s.device)
-    if mode.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+    layout = torch.channels_last if mode.channels_last else torch.contiguous_format
+    model, x = model.to(s.device, memory_format=layout), x.contiguous(memory_format=layout)
     with autocast(s.device, mode):
         return activation_bytes(model, x) / 2**20
-
-
-def plain_baseline(spec: ModelSpec, level: int) -> nn.Module:
-    """What the plain loop trains: torchvision's network where it has one, else ours."""
-    return spec.torchvision(level) if spec.has_torchvision_baseline else spec.ours(level)
-
-
-def plain(spec: ModelSpec, mode: Mode, s: Settings) -> StepResult:
-    return plain_steps(plain_baseline(spec, mode.memory_efficient), spec, mode, s)
-
-
-def plain_ours(spec: ModelSpec, mode: Mode, s: Settings) -> StepResult:
-    return plain_steps(spec.ours(mode.memory_efficient), spec, mode, s)
-
-
-# The runners of a step row, by column: (spec, mode, settings) -> StepResult.
-RUNNERS: dict[str, Callable[[ModelSpec, Mode, Settings], StepResult]] = {
-    PLAIN: plain,
-    PLAIN_OURS: plain_ours,
-    LIGHTNING: lightning_steps,
-}
-
-
-def runners_of(spec: ModelSpec) -> list[str]:
-    return [PLAIN, PLAIN_OURS, LIGHTNING] if spec.has_torchvision_baseline else [PLAIN, LIGHTNING]
 
 
 @dataclass
@@ -253,51 +206,36 @@ class StepRow:
         a, b = self.ips(runner), self.ips(baseline)
         return a / b if a and b else None
 
+    def add(self, runner: str, res: StepResult) -> None:
+        """A round's result: later rounds' windows are pooled with the first's."""
+        prev = self.runs.setdefault(runner, res)
+        if prev is not res:
+            prev.window_ips += res.window_ips
+            prev.peak_bytes = max(prev.peak_bytes or 0, res.peak_bytes or 0) or None
+
 
 def step_row(spec: ModelSpec, name: str, s: Settings, runners: list[str] | None = None) -> StepRow:
     """The runners of ``spec`` (default all) in mode ``name``, alternating over rounds so that
-    drift in the machine's speed affects them alike; later rounds' windows are pooled."""
-    row, runners = StepRow(spec.key, name, s.batch(spec.key)), runners or runners_of(spec)
+    drift in the machine's speed affects them alike; then each side's memory."""
+    row, mode = StepRow(spec.key, name, s.batch(spec.key)), MODES[name]
+    runners = runners or [PLAIN, *[PLAIN_OURS] * spec.has_torchvision_baseline, LIGHTNING]
     for r in range(s.rounds):
-        for runner in runners if r % 2 == 0 else runners[::-1]:
-            if runner in row.errors:
-                continue
+        for runner in [ru for ru in runners[:: -1 if r % 2 else 1] if ru not in row.errors]:
             torch.manual_seed(0)
             what = f"{spec.key} {name} {runner}"
-            res, err = guarded(partial(RUNNERS[runner], spec, MODES[name], s), what, s.device)
+            res, err = guarded(partial(run_once, runner, spec, mode, s), what, s.device)
             log(f"{what} round {r + 1}: {err or f'{res.images_per_s:.1f} img/s'}")
-            if err:
-                row.errors[runner] = err
-            elif runner in row.runs:
-                prev = row.runs[runner]
-                prev.window_ips += res.window_ips
-                prev.peak_bytes = max(prev.peak_bytes or 0, res.peak_bytes or 0) or None
-            else:
-                row.runs[runner] = res
-    if s.cuda:  # the allocator peaks of the runs
-        for runner in (PLAIN, LIGHTNING):
-            if runner in row.runs and row.runs[runner].peak_bytes is not None:
-                row.memory_mib[runner] = row.runs[runner].peak_bytes / 2**20
-        return row
-    mode = MODES[name]  # CPU: the bytes each side's network saves for backward
-    nets = {LIGHTNING: spec.ours, PLAIN: partial(plain_baseline, spec)}
-    for runner, build in nets.items():
-        torch.manual_seed(0)
+            row.errors.update({runner: err} if err else {})
+            if res is not None:
+                row.add(runner, res)
+    for runner, build in ((PLAIN, spec.plain), (LIGHTNING, spec.ours)):
+        if s.cuda:  # the allocator peaks of the runs
+            peak = row.runs[runner].peak_bytes if runner in row.runs else None
+            row.memory_mib.update({runner: peak / 2**20} if peak is not None else {})
+            continue
+        torch.manual_seed(0)  # CPU: the bytes each side's network saves for backward
         measure = partial(lambda b: activation_mib(b(mode.memory_efficient), spec, mode, s), build)
         value, err = guarded(measure, f"{spec.key} {name} activation memory", s.device)
         row.memory_mib.update({runner: value} if err is None else {})
         row.memory_errors.update({runner: err} if err else {})
     return row
-
-
-def run_steps(
-    s: Settings,
-    specs: dict[str, ModelSpec],
-    out: dict[str, list[StepRow]],
-    save: Callable[[], None],
-) -> None:
-    """Every model in every mode; each row is saved (the partial JSON) when it is done."""
-    for key in s.models:
-        for name in s.modes:
-            out.setdefault(key, []).append(step_row(specs[key], name, s))
-            save()

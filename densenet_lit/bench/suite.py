@@ -1,7 +1,8 @@
 """``python -m densenet_lit.bench``: run the suite, print the Markdown report, write it to a file.
 
-The command line is jsonargparse's (``--help``, ``--config``); jsonargparse is imported only
-when parsing, so the measuring modules import without it.
+The command line is :mod:`densenet_lit.toolcli`'s, as every tool's (``--help``, ``--config``);
+it and jsonargparse are imported only when parsing, so the measuring modules import without
+them.
 """
 
 from __future__ import annotations
@@ -24,62 +25,57 @@ from densenet_lit.bench.config import Settings, model_specs
 from densenet_lit.bench.epoch import run_epochs
 from densenet_lit.bench.loaders import imagenet_loader_images, run_loaders
 from densenet_lit.bench.report import Results, render
-from densenet_lit.bench.steps import run_steps
+from densenet_lit.bench.steps import step_row
 from densenet_lit.data.synthetic import write_cifar10, write_photo_imagenet, write_svhn
 
 PROG = "python -m densenet_lit.bench"
 LISTS = ("--models", "--modes", "--sections", "--epoch_modes")
 
 
-def legacy_argv(argv: list[str], flags: tuple[str, ...] = ("--quick",)) -> list[str]:
-    """The spellings of the argparse version, still accepted: dashes in names
-    (``--batch-cifar 64``: ``--batch_cifar``), a bare flag (``--quick``: ``--quick true``) and
-    comma lists (``--modes fp32,fast``: ``--modes [fp32,fast]``)."""
+def comma_lists(args: list[str]) -> list[str]:
+    """The argparse version's comma lists (``--modes fp32,fast``, ``--modes=all``) as
+    jsonargparse's (``--modes [fp32,fast]``); the other old spellings (dashes, a bare
+    ``--quick``) are :func:`densenet_lit.toolcli.old_spellings`'."""
     out: list[str] = []
-    split = [part for arg in argv for part in (arg.split("=", 1) if arg[:2] == "--" else [arg])]
-    for arg in split:
-        if out and out[-1] in LISTS and not arg.startswith("["):
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if eq and name in LISTS and not value.startswith("["):
+            arg = f"{name}=[{value}]"
+        elif out and out[-1] in LISTS and not arg.startswith("["):
             arg = f"[{arg}]"
-        elif arg.startswith("--"):
-            arg = "--" + arg[2:].replace("-", "_")
-        if out and out[-1] in flags and arg.lower() not in ("true", "false"):
-            out.append("true")
         out.append(arg)
-    return out + (["true"] if out and out[-1] in flags else [])
+    return out
 
 
 def parse(argv: list[str]) -> Settings:
-    """The command line (jsonargparse: ``--help``, ``--config``) as Settings."""
-    from jsonargparse import auto_cli
+    """The command line as Settings; a bad value exits with usage and the reason (status 2)."""
+    from densenet_lit.toolcli import old_spellings, tool_parser
 
+    parser = tool_parser(Settings)
+    parser.prog = PROG
+    options = parser.parse_args(comma_lists(old_spellings(argv, Settings))).as_dict()
     try:
-        s = auto_cli(Settings, args=legacy_argv(argv), prog=PROG, return_instance=True)
+        s = Settings(**{k: v for k, v in options.items() if k != "config"})
         if s.cuda and not torch.cuda.is_available():
             raise ValueError("--device cuda: torch sees no CUDA device on this machine.")
     except ValueError as err:  # Settings' own checks of the values
-        print(f"usage: {PROG} [-h] [--config CONFIG] ...\nerror: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        parser.error(str(err))
     return s
 
 
-def jsonable(obj):
-    if dataclasses.is_dataclass(obj):
-        data = {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-        for derived in ("images_per_s", "vs_step"):  # properties the report shows
-            if hasattr(obj, derived):
-                data[derived] = getattr(obj, derived)
-        return data
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    return str(obj) if isinstance(obj, torch.device) else obj
+def to_json(obj) -> dict | str:
+    """``json.dumps``'s fallback: a dataclass as its fields and the properties the report
+    shows; anything else as text."""
+    if not dataclasses.is_dataclass(obj):
+        return str(obj)
+    names = [f.name for f in dataclasses.fields(obj)] + ["images_per_s", "vs_step"]
+    return {name: getattr(obj, name) for name in names if hasattr(obj, name)}
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` through a temporary file, so that a kill never leaves half a file."""
+def write_json(path: Path, results: Results) -> None:
+    """Write ``results`` through a temporary file, so that a kill never leaves half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.write_text(json.dumps(results, default=to_json, indent=2) + "\n")
     os.replace(tmp, path)
 
 
@@ -92,29 +88,22 @@ def main(argv: list[str] | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bench-{settings.device}-{time.strftime('%Y%m%d-%H%M%S')}.md"
     json_path, partial = path.with_suffix(".json"), out / f"{path.stem}.partial.json"
-    results = Results(
-        command=shlex.join(["python", "-m", "densenet_lit.bench", *argv]), settings=settings
-    )
-
-    def save() -> None:
-        write_json(partial, jsonable(results))
-
+    results = Results(command=shlex.join([*PROG.split(), *argv]), settings=settings)
     threads, cudnn_benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
     try:  # process-wide knobs, restored for whoever called main() in-process (tests)
         torch.backends.cudnn.benchmark = settings.cuda or cudnn_benchmark
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
-        run(settings, results, save)
+        torch.set_num_threads(settings.threads or threads)
+        run(settings, results, lambda: write_json(partial, results))
     except BaseException as err:  # also KeyboardInterrupt: keep what was measured
         results.error = short_error(err)
-        save()
+        write_json(partial, results)
         log(f"stopped early ({results.error}); the numbers so far are in {partial}")
         raise
     finally:
         torch.set_num_threads(threads)
         torch.backends.cudnn.benchmark = cudnn_benchmark
     results.complete = True
-    write_json(json_path, jsonable(results))
+    write_json(json_path, results)
     partial.unlink(missing_ok=True)
     try:
         markdown = render(results)
@@ -136,21 +125,26 @@ def run(s: Settings, results: Results, save: Callable[[], None]) -> None:
     results.environment = environment(s.device)
     log(f"device {results.environment['device']}; sections {','.join(s.sections)}")
     save()
-    start = time.perf_counter()
+    start, specs = time.perf_counter(), model_specs(s.quick)
     with tempfile.TemporaryDirectory(prefix="densenet-bench-data-") as tmp:
         roots = {name: Path(tmp) / name for name in ("cifar10", "svhn", "imagenet")}
         if "loaders" in s.sections or "epoch" in s.sections:
-            n_test = max(64, s.cifar_train_images // 5)
-            write_cifar10(roots["cifar10"], s.cifar_train_images, n_test)
+            write_cifar10(
+                roots["cifar10"], s.cifar_train_images, max(64, s.cifar_train_images // 5)
+            )
             write_svhn(roots["svhn"], s.svhn_train_images, n_extra=None, n_test=64)
         if "loaders" in s.sections:
             write_photo_imagenet(roots["imagenet"], imagenet_loader_images(s))
-        specs = model_specs(s.quick)
-        if "steps" in s.sections:
-            run_steps(s, specs, results.steps, save)
+        for key in s.models if "steps" in s.sections else []:
+            for name in s.modes:
+                results.steps.setdefault(key, []).append(step_row(specs[key], name, s))
+                save()
         if "loaders" in s.sections:
             run_loaders(s, roots, results.loaders, save)
         if "epoch" in s.sections:
-            run_epochs(s, specs, results.steps, roots["cifar10"], results.epochs, save)
+            step_ips = {
+                (r.mode, k): r.ips(k) for r in results.steps.get("cifar", []) for k in r.runs
+            }
+            run_epochs(s, specs["cifar"], step_ips, roots["cifar10"], results.epochs, save)
     results.elapsed_s = time.perf_counter() - start
     results.environment["load average (1/5/15 min) at end"] = load_average()

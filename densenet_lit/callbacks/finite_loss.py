@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from densenet_lit.callbacks.checkpoints import checkpoint_files
+from densenet_lit.checkpoints import RAW_WEIGHTS_KEY
 from densenet_lit.collectives import QueuedReduction, is_distributed, reduce_now
 
 
@@ -104,11 +105,11 @@ class FiniteLossGuard(Callback):
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         self._check_pending(trainer)
-        state = {
-            k: v
-            for k, v in (checkpoint.get("state_dict") or {}).items()
-            if isinstance(v, torch.Tensor) and v.is_floating_point()
-        }
+        state = {}  # the weights, and with an EMA callback also the trained (raw) ones
+        for key, suffix in (("state_dict", ""), (RAW_WEIGHTS_KEY, " (trained, not averaged)")):
+            for k, v in (checkpoint.get(key) or {}).items():
+                if isinstance(v, torch.Tensor) and v.is_floating_point():
+                    state[k + suffix] = v
         if not state:
             return
         device = trainer.strategy.root_device

@@ -74,11 +74,11 @@ class PreemptionCheckpoint(Callback):
     The handler only records the signal. After the current training batch the checkpoint is
     written, and the run stops before the next batch starts, once the batch's metrics are
     logged. When the signal comes during the validation at the end of an epoch or at its last
-    batch, the epoch finishes first (metrics logged, ``last.ckpt``/best saved as usual) and
-    the checkpoint is written after it. The checkpoint is ``last.ckpt`` in the checkpoint
-    directory, written to a temporary file and renamed, so a kill while saving cannot destroy
-    the previous one; ``--ckpt_path last`` or the run directory resumes it, exactly where it
-    stopped (see :mod:`densenet_lit.data.resume`).
+    batch, the epoch finishes first (validation, ``last.ckpt``/best saved as usual, metrics
+    logged); the checkpoint is written at the epoch's end, where ``last.ckpt`` is. The
+    checkpoint is ``last.ckpt`` in the checkpoint directory, written to a temporary file and
+    renamed, so a kill while saving cannot destroy the previous one; ``--ckpt_path last`` or
+    the run directory resumes it, exactly where it stopped (see :mod:`densenet_lit.data.resume`).
 
     Under DDP all ranks stop after the same step, whichever rank received the signal: at the
     end of each step every rank queues the signal it has received (0 if none) in a maximum
@@ -217,7 +217,8 @@ class PreemptionCheckpoint(Callback):
             self._stop_if_saved()  # a resumed run repeats this validation
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # Trainer(min_epochs=...) can refuse to stop: then stop after the next batch instead
+        # Trainer(min_epochs=...) can refuse to stop: the checkpoint of the epoch's end is
+        # saved, and the run stops before the next batch (on_train_batch_start)
         self._stop_after_epoch = False
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -227,13 +228,17 @@ class PreemptionCheckpoint(Callback):
         if self._signum:
             self._stop_after_epoch = True
             trainer.should_stop = True
+            # saved here, at the point where last.ckpt is saved, not at on_train_end: there
+            # an EMA callback (WeightAveraging) has already put the averaged weights into the
+            # module, and the checkpoint would lose the trained ones. The run stops at
+            # on_train_end, after the epoch's metrics are logged (or, when min_epochs refuses
+            # to stop, before the next batch)
+            self._pending = self._save(trainer)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         try:
             self._stop_if_saved()
             self._read_vote()  # one left by a run that ended within an epoch (max_steps)
-            if self._stop_after_epoch:
-                raise self._save(trainer)
         finally:
             self._restore()
 

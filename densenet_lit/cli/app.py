@@ -37,6 +37,12 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from densenet_lit.callbacks import PredictionWriter, default_callbacks, run_checkpoint_callbacks
+from densenet_lit.callbacks.averaging import (
+    averaging_configs,
+    check_ema_values,
+    is_averaging,
+    without_averaging,
+)
 from densenet_lit.callbacks.checkpoints import monitors_validation
 from densenet_lit.checkpoints import refusal_error
 from densenet_lit.ckpt_decision import shared_ckpt_path
@@ -45,6 +51,7 @@ from densenet_lit.cli.extends import EXTENDS_KEY, expand_config_args
 from densenet_lit.cli.options import TRUST_OPT_IN, add_run_options
 from densenet_lit.cli.parser import DenseNetArgumentParser
 from densenet_lit.module import DenseNetModule
+from densenet_lit.recipe import PAPER, recipe_name
 from densenet_lit.rundir import (
     DEFAULT_ROOT,
     choose_run_dir,
@@ -154,12 +161,14 @@ class DenseNetCLI(LightningCLI):
         decide = functools.partial(self.decide_ckpt_path, given, sub, job_dir)
         ckpt_path = shared_ckpt_path(given, decide, job_dir) if given else given
         trust = cfg.run.trust_checkpoint
+        check_ema_values(cfg.trainer.get("callbacks"))
         cfg.weights_only = preflight.weights_only_for(cfg.get("weights_only"), trust)
         if sub == "fit" and cfg.run.test_after_fit:
             preflight.check_test_ckpt(cfg.run.test_ckpt, trust)
         if ckpt_path and Path(ckpt_path).is_file():
+            averaging = bool(averaging_configs(cfg.trainer.get("callbacks")))
             self.ckpt_shapes = preflight.check_checkpoint_args(
-                ckpt_path, cfg.model, trust, stage=sub
+                ckpt_path, cfg.model, trust, stage=sub, averaging=averaging
             )
             if sub == "fit":
                 self.resume_dir = run_dir_of(ckpt_path)
@@ -199,10 +208,12 @@ class DenseNetCLI(LightningCLI):
         run = self.section("run")
         kwargs["default_root_dir"] = str(self.run_dir)
         logger = cfg.get("logger")
+        configured = cfg.get("callbacks") or []
+        configured = configured if isinstance(configured, list) else [configured]
         if cfg.get("fast_dev_run"):
             kwargs["logger"] = False
         elif logger is None or logger is True:
-            kwargs["logger"] = self.make_loggers(run)
+            kwargs["logger"] = self.make_loggers(run, any(is_averaging(c) for c in configured))
         cfg["callbacks"] = self.run_callbacks(cfg)
         # a default callback the user configured (`--trainer.callbacks+=FiniteLossGuard
         # --trainer.callbacks.check every_step`) replaces the default instance
@@ -231,6 +242,10 @@ class DenseNetCLI(LightningCLI):
             if ranked:
                 rank_zero_info("No validation set in this run: keeping only last.ckpt.")
                 callbacks = [c for c in callbacks if c not in ranked]
+        if self.subcommand != "fit":
+            # an EMA callback has nothing to restore outside fit (it would only warn): the
+            # checkpoint's state_dict already holds the averaged weights
+            callbacks = without_averaging(callbacks)
         if self.wandb_runs:  # the network's costs and the paper's number beside the run
             callbacks.append(PaperComparison())
         if self.subcommand == "predict" and not any(
@@ -239,17 +254,24 @@ class DenseNetCLI(LightningCLI):
             callbacks.append(PredictionWriter())  # predictions.pt in the run directory
         return callbacks
 
-    def make_loggers(self, run: Namespace) -> list[Logger]:
+    def make_loggers(self, run: Namespace, averaged: bool = False) -> list[Logger]:
+        """CSV and W&B loggers. The W&B group is ``<dataset>-<model>``, with ``-modern`` for
+        a run of the modern recipe (derived from its values, :mod:`densenet_lit.recipe`;
+        ``averaged``: an EMA callback), and the tags name the recipe, so paper and modern
+        runs sit side by side in one project."""
         loggers: list[Logger] = [RunCSVLogger(self.run_dir)]
         if not run.wandb:
             return loggers
         dataset = getattr(self.datamodule, "benchmark", None) or "custom"
         model = self.model.spec.key + ("_cosine" if self.model.hparams.schedule == "cosine" else "")
-        tags = [dataset, model, self.experiment, self.subcommand, *run.tags]
+        data_hparams = getattr(self.datamodule, "hparams", None) or {}
+        recipe = recipe_name(self.model.hparams, data_hparams, averaged)
+        tags = [dataset, model, recipe, self.experiment, self.subcommand, *run.tags]
+        group = f"{dataset}-{model}" + ("" if recipe == PAPER else f"-{recipe}")
         wandb_run = start_wandb(
             self.run_dir,
             name=f"{self.experiment}/{self.run_dir.name}",
-            group=f"{dataset}-{model}",
+            group=group,
             tags=list(dict.fromkeys(t[:64] for t in tags)),
             project=run.wandb_project,
             job_type=self.subcommand,
@@ -299,6 +321,9 @@ class DenseNetCLI(LightningCLI):
                     "testing the weights at the end of training."
                 )
                 ckpt_path = None
+        # the test runs without an EMA callback: it would reload the raw weights of a 'best'
+        # checkpoint; the module and the checkpoints' state_dict hold the averaged ones
+        self.trainer.callbacks = without_averaging(self.trainer.callbacks)
         self.trainer.test(
             self.model,
             datamodule=self.datamodule,

@@ -30,6 +30,8 @@ QUIET = (
     r"Total length of .* across ranks is zero",
     # the data modules resume their loaders themselves (densenet_lit.data.resume)
     r"You're resuming from a checkpoint that ended before",
+    # EMAWeightAveraging: the module's configure_model only compiles, it shards nothing
+    r"You're using the WeightAveraging callback with a model that overrides the configure_model",
 )
 
 

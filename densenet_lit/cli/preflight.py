@@ -3,6 +3,7 @@ into a clear error naming the value and what to change.
 
 * ``--ckpt_path``: the checkpoint is readable, its model arguments are the config's, and its
   weights fit the network built (another model or data set would fail inside Lightning);
+  a fit resumes a checkpoint of an EMA run only with the EMA callback;
 * the data's images are large enough for the network;
 * the global batch splits evenly over the processes (before DDP starts them);
 * SyncBatchNorm is not asked for on the CPU;
@@ -20,6 +21,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.strategies import ParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
+from densenet_lit.callbacks.averaging import check_resume
 from densenet_lit.checkpoints import CheckpointError, UntrustedCheckpointError, load_checkpoint
 from densenet_lit.cli.options import TRUST_OPT_IN
 from densenet_lit.data.base import batch_per_process
@@ -116,15 +118,22 @@ def split_recipe(
 
 
 def check_checkpoint_args(
-    ckpt_path: str, model_cfg: Any, trust: bool = False, stage: str = "fit"
+    ckpt_path: str,
+    model_cfg: Any,
+    trust: bool = False,
+    stage: str = "fit",
+    averaging: bool = False,
 ) -> dict:
     """Read ``ckpt_path``, check its model arguments against the config's and return its
     weights' shapes (name -> shape) for :func:`check_checkpoint_fits`.
 
-    ``fit`` continues the checkpoint's network and recipe: any difference is an error. The
-    other stages (``validate``, ``test``, ``predict``) only evaluate its network: recipe
-    values that differ are a one-line note, network arguments that differ an error."""
+    ``fit`` continues the checkpoint's network and recipe: any difference is an error, and
+    an averaged checkpoint needs the EMA callback (``averaging``). The other stages
+    (``validate``, ``test``, ``predict``) only evaluate its network: recipe values that
+    differ are a one-line note, network arguments that differ an error."""
     ckpt = read_checkpoint(ckpt_path, trust=trust)
+    if stage == "fit":
+        check_resume(ckpt, averaging, ckpt_path)
     shapes = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if hasattr(v, "shape")}
     stored = dict(ckpt.get("hyper_parameters", {}))
     del ckpt

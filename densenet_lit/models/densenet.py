@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from densenet_lit.benchmarks import IMAGENET_CLASSES
 from densenet_lit.models.memory_efficient import bn_relu_conv, memory_level, recomputed
 
 
@@ -157,7 +158,7 @@ class DenseNet(nn.Module):
         bn_size: int = 4,
         compression: float = 0.5,
         drop_rate: float = 0.0,
-        num_classes: int = 1000,
+        num_classes: int = IMAGENET_CLASSES,
         in_channels: int = 3,
         memory_efficient: bool | int = False,
     ) -> None:

@@ -12,11 +12,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from torch import Tensor
 
+from densenet_lit.benchmarks import IMAGENET_CLASSES
 from densenet_lit.checkpoints import UntrustedCheckpointError, safe_load
 from densenet_lit.models.densenet import DenseNet
+from densenet_lit.models.zoo import CIFAR_ARCH, IMAGENET_ARCH, IMAGENET_CONFIGS
 
 _OLD_LAYER_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
@@ -69,6 +72,33 @@ def _read_state_dict(source: Mapping[str, Tensor] | str | os.PathLike) -> Mappin
     if "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
     return state
+
+
+# torchvision's own builders (torchvision.models.<name>) of the paper's ImageNet networks.
+TORCHVISION_NAMES = ("densenet121", "densenet161", "densenet169", "densenet201")
+
+
+def torchvision_equivalent(arch: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The torchvision builder that makes the network ``build_model(arch, **kwargs)`` with the
+    same tensor names, as ``(name in torchvision.models, its keyword arguments)``, or None
+    (CIFAR networks, inputs other than RGB). Our names are torchvision's current ones, so its
+    ``load_state_dict`` takes our weights as they are: ``("densenet121", {"num_classes": 10})``,
+    or ``("DenseNet", {...})`` for DenseNet-264 and the ``densenet_imagenet`` networks."""
+    if arch == CIFAR_ARCH or kwargs.get("in_channels", 3) != 3:
+        return None
+    if arch == IMAGENET_ARCH:
+        k, blocks = kwargs["growth_rate"], tuple(kwargs["block_config"])
+    else:
+        k, blocks = IMAGENET_CONFIGS[arch]
+    same = {key: kwargs[key] for key in ("num_classes", "bn_size") if key in kwargs}
+    if arch in TORCHVISION_NAMES and same.get("bn_size", 4) == 4:
+        return arch, {"num_classes": same.get("num_classes", IMAGENET_CLASSES)}
+    return "DenseNet", {
+        "growth_rate": k,
+        "block_config": list(blocks),
+        "num_init_features": 2 * k,  # the stem of densenet_imagenet
+        **same,
+    }
 
 
 def load_torchvision_weights(

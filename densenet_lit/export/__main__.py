@@ -1,0 +1,3 @@
+from densenet_lit.export import main
+
+raise SystemExit(main())
