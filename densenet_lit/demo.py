@@ -33,6 +33,7 @@ def find_config() -> Path:
 def main(argv: list[str] | None = None) -> float:
     """Run the demo; returns the test error in percent."""
     from densenet_lit.cli import run
+    from densenet_lit.metric_names import TEST_ERROR
 
     argv = sys.argv[1:] if argv is None else argv
     config = find_config()
@@ -41,9 +42,9 @@ def main(argv: list[str] | None = None) -> float:
     cli = run(["fit", "--config", str(config), *argv])
     minutes = (time.perf_counter() - start) / 60
     metrics = cli.trainer.callback_metrics
-    if "test/error" not in metrics:
+    if TEST_ERROR not in metrics:
         raise SystemExit("The demo run ended without a test error (was it interrupted?).")
-    error = float(metrics["test/error"])
+    error = float(metrics[TEST_ERROR])
     n_test = len(cli.datamodule.test_set) if cli.datamodule.test_set is not None else "the"
     run_dir = cli.run_dir
     print()

@@ -17,8 +17,17 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import Metric
 
+from densenet_lit.benchmarks import IMAGENET_CLASSES
 from densenet_lit.collectives import is_distributed, mean_over_ranks
 from densenet_lit.data.ten_crop import crop_averaged_logits
+from densenet_lit.metric_names import (
+    ERROR,
+    ERROR_TOP5,
+    LOSS,
+    LR,
+    TRAIN_LOSS_STEP,
+    metric_name,
+)
 from densenet_lit.metrics import ClassificationError, WeightedMean
 from densenet_lit.mixing import BatchMixing
 from densenet_lit.models import load_torchvision_weights
@@ -156,7 +165,7 @@ class DenseNetModule(LightningModule):
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
-        self.top5 = num_classes >= 1000 if top5 is None else top5
+        self.top5 = num_classes >= IMAGENET_CLASSES if top5 is None else top5
         if self.top5 and num_classes < 5:
             raise ValueError(f"top5=True needs at least 5 classes, got num_classes={num_classes}.")
         # sums over the images, reduced over the DDP ranks once per epoch: exact on any number
@@ -183,7 +192,9 @@ class DenseNetModule(LightningModule):
         pretrained = self.hparams.get("pretrained")
         if pretrained and not self._pretrained_loaded:
             load_torchvision_weights(
-                self.model, pretrained, exclude_classifier=self.hparams.num_classes != 1000
+                self.model,
+                pretrained,
+                exclude_classifier=self.hparams.num_classes != IMAGENET_CLASSES,
             )
             self._pretrained_loaded = True
 
@@ -237,17 +248,19 @@ class DenseNetModule(LightningModule):
         # evaluation batch less), and its running sums can go into a checkpoint
         mean_loss = getattr(self, f"{stage}_loss")
         mean_loss(loss, n)
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True)
+        self.log(metric_name(stage, LOSS), mean_loss, on_step=False, on_epoch=True)
         error = getattr(self, f"{stage}_error")
         error(logits, y)
-        self.log(f"{stage}/error", error, on_step=False, on_epoch=True, batch_size=n)
+        self.log(metric_name(stage, ERROR), error, on_step=False, on_epoch=True, batch_size=n)
         if self.top5:
             error5 = getattr(self, f"{stage}_error_top5")
             error5(logits, y)
-            self.log(f"{stage}/error_top5", error5, on_step=False, on_epoch=True, batch_size=n)
+            self.log(
+                metric_name(stage, ERROR_TOP5), error5, on_step=False, on_epoch=True, batch_size=n
+            )
         if on_step:
             step_loss = self._step_loss(loss)
-            self.log("train/loss_step", step_loss, on_step=True, on_epoch=False, batch_size=n)
+            self.log(TRAIN_LOSS_STEP, step_loss, on_step=True, on_epoch=False, batch_size=n)
         return loss
 
     def _training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -284,7 +297,7 @@ class DenseNetModule(LightningModule):
         # float32, not the default dtype, which bf16-true makes bfloat16 (0.1 -> 0.10009765625).
         lr = self.optimizers().param_groups[0]["lr"]
         lr = torch.full((), lr, dtype=torch.float32, device=self.device)
-        self.log("lr", lr, on_step=True, on_epoch=False)
+        self.log(LR, lr, on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

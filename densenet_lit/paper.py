@@ -5,11 +5,25 @@ Every number carries where it was read (:func:`citation`): the table or figure a
 :data:`SOURCES`. Errors are test error in %; ImageNet errors are validation errors of 224x224
 crops, keyed by how the images were tested (:func:`imagenet_key`): ``imagenet`` is the
 single-crop top-1 error, ``imagenet_10crop`` the 10-crop one, ``*_top5`` the top-5 errors.
+The other keys are the benchmarks' (:mod:`densenet_lit.benchmarks`): ``c10+`` and so on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from densenet_lit.benchmarks import (
+    CIFAR10,
+    CIFAR10_PLUS,
+    CIFAR100,
+    CIFAR100_PLUS,
+    IMAGENET,
+    SVHN,
+    Benchmark,
+    find_benchmark,
+)
+
+C10, C10P, C100, C100P = CIFAR10.key, CIFAR10_PLUS.key, CIFAR100.key, CIFAR100_PLUS.key
 
 # Where the numbers below were read; a citation names one of these and a table or figure.
 SOURCES = {
@@ -30,6 +44,19 @@ SOURCES = {
 Cited = tuple[str, str]  # (table or figure, key of SOURCES)
 
 
+def imagenet_key(crops: int = 1, top5: bool = False) -> str:
+    """The ``errors`` key of ImageNet errors tested with ``crops`` crops (1 or 10)."""
+    if crops not in (1, 10):
+        raise ValueError(f"crops={crops!r}: the paper tests with 1 or 10 crops.")
+    return IMAGENET.key + ("_10crop" if crops == 10 else "") + ("_top5" if top5 else "")
+
+
+# Table 3's columns (single-crop top-1 and top-5, 10-crop top-1 and top-5), and the top-1
+# error of the authors' released Torch models (their README)
+IMAGENET_COLUMNS = tuple(imagenet_key(c, top5) for c in (1, 10) for top5 in (False, True))
+IMAGENET_README = IMAGENET.key + "_readme"
+
+
 @dataclass(frozen=True)
 class PaperModel:
     """One row of the paper's tables."""
@@ -46,7 +73,7 @@ class PaperModel:
 
 def _cifar(key, label, depth, k, bc, params, c10, c10p, c100, c100p, svhn, source="paper"):
     kwargs = {"depth": depth, "growth_rate": k, "bottleneck": bc, "compression": 0.5 if bc else 1}
-    errors = {"c10": c10, "c10+": c10p, "c100": c100, "c100+": c100p, "svhn": svhn}
+    errors = {C10: c10, C10P: c10p, C100: c100, C100P: c100p, SVHN.key: svhn}
     errors = {b: e for b, e in errors.items() if e is not None}
     where = ("Table 2", "arxiv") if source == "paper" else ("'Wide-DenseNet-BC' table", "readme")
     cited = dict.fromkeys(["params", *errors], where)
@@ -70,14 +97,13 @@ def _imagenet(
     errors: dict[str, float] = {}
     cited: dict[str, Cited] = {"params": ("ImageNet networks table", "spec")} if params else {}
     if cvpr is not None:
-        keys = ("imagenet", "imagenet_top5", "imagenet_10crop", "imagenet_10crop_top5")
-        errors.update(zip(keys, cvpr, strict=True))
-        cited.update(dict.fromkeys(keys, ("Table 3", "cvpr")))
+        errors.update(zip(IMAGENET_COLUMNS, cvpr, strict=True))
+        cited.update(dict.fromkeys(IMAGENET_COLUMNS, ("Table 3", "cvpr")))
     if readme is not None:
         where = (f"'Models in the {readme_table}' table (1-crop top-1)", "readme")
-        if "imagenet" not in errors:
-            errors["imagenet"], cited["imagenet"] = readme, where
-        errors["imagenet_readme"], cited["imagenet_readme"] = readme, where
+        if IMAGENET.key not in errors:
+            errors[IMAGENET.key], cited[IMAGENET.key] = readme, where
+        errors[IMAGENET_README], cited[IMAGENET_README] = readme, where
     source = "paper" if cvpr is not None else "README"
     sized = {} if blocks is None else {"block_config": blocks[0], "growth_rate": blocks[1]}
     return PaperModel(key, label, arch or key, sized, params, errors, source, cited)
@@ -111,25 +137,20 @@ IMAGENET_MODELS: tuple[PaperModel, ...] = (
     _imagenet("densenet264cosine_k48", "DenseNet-cosine-264 (k=48)", None, None, 20.4, "tech report", "densenet_imagenet", ((6, 12, 64, 48), 48)),
 )  # fmt: skip
 
+# The columns of the tables: each key of ``errors`` and what it is.
 BENCHMARKS = {
-    "c10": "CIFAR-10",
-    "c10+": "CIFAR-10+ (augmented)",
-    "c100": "CIFAR-100",
-    "c100+": "CIFAR-100+ (augmented)",
-    "svhn": "SVHN",
-    "imagenet": "ImageNet (top-1)",
-    "imagenet_top5": "ImageNet (top-5)",
-    "imagenet_10crop": "ImageNet, 10-crop (top-1)",
-    "imagenet_10crop_top5": "ImageNet, 10-crop (top-5)",
-    "imagenet_readme": "ImageNet (top-1, the authors' released Torch models)",
+    **{b.key: b.label for b in (CIFAR10, CIFAR10_PLUS, CIFAR100, CIFAR100_PLUS, SVHN)},
+    IMAGENET_COLUMNS[0]: "ImageNet (top-1)",
+    IMAGENET_COLUMNS[1]: "ImageNet (top-5)",
+    IMAGENET_COLUMNS[2]: "ImageNet, 10-crop (top-1)",
+    IMAGENET_COLUMNS[3]: "ImageNet, 10-crop (top-5)",
+    IMAGENET_README: "ImageNet (top-1, the authors' released Torch models)",
 }
 
 
-def imagenet_key(crops: int = 1, top5: bool = False) -> str:
-    """The ``errors`` key of ImageNet errors tested with ``crops`` crops (1 or 10)."""
-    if crops not in (1, 10):
-        raise ValueError(f"crops={crops!r}: the paper tests with 1 or 10 crops.")
-    return "imagenet" + ("_10crop" if crops == 10 else "") + ("_top5" if top5 else "")
+def benchmark_of(column: str) -> Benchmark | None:
+    """The benchmark of an ``errors`` key (ImageNet for each of its columns), or None."""
+    return IMAGENET if column.startswith(IMAGENET.key) else find_benchmark(column)
 
 
 ALL_MODELS: tuple[PaperModel, ...] = CIFAR_MODELS + IMAGENET_MODELS
@@ -166,17 +187,16 @@ class Baseline:
 
 
 def _fb_resnet(depth: int, one_crop: tuple[float, float], ten_crop: tuple[float, float]):
-    keys = ("imagenet", "imagenet_top5", "imagenet_10crop", "imagenet_10crop_top5")
-    errors = dict(zip(keys, (*one_crop, *ten_crop), strict=True))
+    errors = dict(zip(IMAGENET_COLUMNS, (*one_crop, *ten_crop), strict=True))
     cited = {
         k: ("1-crop table" if "10crop" not in k else "10-crop table", "fb.resnet.torch")
-        for k in keys
+        for k in IMAGENET_COLUMNS
     }
     return Baseline(f"resnet{depth}", f"ResNet-{depth}", f"resnet{depth}", None, errors, cited)
 
 
 def _preact(depth: int, params: float, c10: float, c10p: float, c100: float, c100p: float):
-    errors = {"c10": c10, "c10+": c10p, "c100": c100, "c100+": c100p}
+    errors = {C10: c10, C10P: c10p, C100: c100, C100P: c100p}
     cited = dict.fromkeys(["params", *errors], ("Table 2", "arxiv"))
     label = f"Pre-activation ResNet-{depth}"
     return Baseline(f"preact_resnet{depth}", label, None, params, errors, cited)

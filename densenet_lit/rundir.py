@@ -4,7 +4,8 @@ checkpoint continues it.
 A run of ``python -m densenet_lit`` writes ``<root>/<experiment>/<run-id>/``::
 
     config.yaml, config-1.yaml ...   the resolved config of the run and of each continuation
-    checkpoints/last.ckpt            rewritten at the end of every epoch (and on preemption)
+    checkpoints/last.ckpt            rewritten at the end of every epoch (and on preemption,
+                                     written as .preempting-<pid>.tmp first)
     checkpoints/best-*.ckpt          the lowest val/error, when the run has a validation set
     hpc_ckpt_<n>.ckpt                Lightning's SLURM requeue checkpoints
     metrics.csv, hparams.yaml        the CSV logger
@@ -26,12 +27,21 @@ from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
+from densenet_lit.metric_names import VAL_ERROR
+
 # --------------------------------------------------------------------------------- layout
 CHECKPOINT_DIR = "checkpoints"
 LAST_NAME = "last"  # checkpoints/last.ckpt (ModelCheckpoint's own CHECKPOINT_NAME_LAST)
+LAST_FILE = f"{LAST_NAME}.ckpt"
 BEST_PREFIX = "best"
-BEST_FILENAME = "best-epoch{epoch:03d}-val_error{val/error:.2f}"
+# ModelCheckpoint's filename template of the best checkpoint (experiments/defaults/base.yaml
+# spells it out too; tests/test_experiments.py checks that the two agree)
+BEST_FILENAME = BEST_PREFIX + "-epoch{epoch:03d}-val_error{" + VAL_ERROR + ":.2f}"
 REQUEUE_PREFIX = "hpc_ckpt_"  # Lightning's SLURM requeue checkpoints, in the run directory
+# The preemption callback's checkpoint before it is renamed into place: a name that neither
+# `last*.ckpt` nor Lightning's requeue scan (any name containing `hpc_ckpt_`) matches, so a
+# kill while saving leaves nothing a resumption picks up.
+PREEMPTION_TEMP = ".preempting-{pid}.tmp"
 CONFIG_NAME = "config.yaml"
 METRICS_FILE = "metrics.csv"
 HPARAMS_FILE = "hparams.yaml"
@@ -56,7 +66,12 @@ def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
 
 
 def last_checkpoint(run_dir: str | os.PathLike) -> Path:
-    return checkpoint_dir(run_dir) / f"{LAST_NAME}.ckpt"
+    return checkpoint_dir(run_dir) / LAST_FILE
+
+
+def preemption_temp(path: Path) -> Path:
+    """Where this process writes the checkpoint that is to become ``path``."""
+    return path.with_name(PREEMPTION_TEMP.format(pid=os.getpid()))
 
 
 def requeue_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
@@ -295,8 +310,8 @@ def resolve_ckpt_path(ckpt_path: str | None, root: Path, experiment: str) -> str
     path = Path(ckpt_path)
     if path.is_dir():
         candidates = resumable_checkpoints(path)
-        if not candidates and (path / f"{LAST_NAME}.ckpt").is_file():
-            candidates = [path / f"{LAST_NAME}.ckpt"]
+        if not candidates and (path / LAST_FILE).is_file():
+            candidates = [path / LAST_FILE]
         if not candidates:
             raise FileNotFoundError(
                 f"--ckpt_path {ckpt_path}: a directory without checkpoints/last.ckpt."

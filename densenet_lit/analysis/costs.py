@@ -16,9 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from densenet_lit.benchmarks import CIFAR10, IMAGENET
 from densenet_lit.markdown import table
 from densenet_lit.models import build_model
 from densenet_lit.models.summary import count_macs, count_parameters
+from densenet_lit.models.zoo import CIFAR_ARCH
 from densenet_lit.paper import ALL_MODELS, PaperModel
 from densenet_lit.toolcli import run_tool
 
@@ -75,7 +77,8 @@ def paper_model_cost(model: PaperModel, num_classes: int | None = None) -> Cost:
     """Cost of a paper model at its native input size; 10 classes for CIFAR networks (as in the
     paper's parameter counts) and 1000 for ImageNet unless ``num_classes`` says otherwise."""
     if num_classes is None:
-        num_classes = 10 if model.arch == "densenet_cifar" else 1000
+        dataset = CIFAR10 if model.arch == CIFAR_ARCH else IMAGENET
+        num_classes = dataset.num_classes
     return network_cost(
         model.arch, paper_input_size(model), num_classes=num_classes, **model.model_kwargs
     )

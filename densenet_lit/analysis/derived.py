@@ -10,12 +10,14 @@ import statistics
 from datetime import datetime
 from typing import Any
 
+from densenet_lit import metric_names as names
 from densenet_lit.analysis.checkpoint import CheckpointError, network_spec
 from densenet_lit.analysis.costs import Cost, network_cost
 from densenet_lit.analysis.paper_match import PaperNumber, gap, paper_benchmark, stored_number
 from densenet_lit.analysis.paper_match import paper_number as match_number
 from densenet_lit.analysis.paper_match import paper_row as match_row
 from densenet_lit.analysis.record import Run, finite
+from densenet_lit.benchmarks import IMAGENET, find_benchmark
 from densenet_lit.models.spec import NetworkSpec
 from densenet_lit.paper import PaperModel
 from densenet_lit.rundir import CONFIG_NAME as CONFIG_FILE
@@ -23,15 +25,17 @@ from densenet_lit.rundir import HPARAMS_FILE, METRICS_FILE
 
 # The data module's declaration of what it is (densenet_lit.data.base.BaseDataModule.benchmark).
 BENCHMARK_KEY = "benchmark"
-# Column names tried in order for each quantity (the module logs "val/error" etc., in %).
-VAL_ERROR = ("val/error", "val_error", "valid/error", "val/err")
-TEST_ERROR = ("test/error", "test_error", "test/err")
+# Column names tried in order for each quantity (the module's first, in %; then other loggers').
+VAL_ERROR = (names.VAL_ERROR, "val_error", "valid/error", "val/err")
+TEST_ERROR = (names.TEST_ERROR, "test_error", "test/err")
 THROUGHPUT_PATTERN = re.compile(r"images_per_s|img_per_s|samples_per_s|throughput", re.I)
 # A logged cumulative clock (seconds) or a per-epoch duration (seconds), if a run has one.
 ELAPSED_PATTERN = re.compile(r"(^|/|_)(elapsed|wall_?time|time_elapsed)(_s|_sec)?$", re.I)
 EPOCH_TIME_PATTERN = re.compile(r"(epoch_time|time/epoch|time_per_epoch|epoch_duration)", re.I)
 # Metrics logged while fitting (not "trainer/global_step", W&B's "_step", or test metrics).
-FIT_METRIC = re.compile(r"^(train|val|valid|perf)[/_]|^lr($|[-_/])")
+FIT_METRIC = re.compile(
+    rf"^({names.TRAIN}|{names.VAL}|valid|{names.PERF})[/_]|^{names.LR}($|[-_/])"
+)
 RUN_ID_TIME = re.compile(r"^(\d{8}-\d{6})")
 
 
@@ -39,8 +43,8 @@ RUN_ID_TIME = re.compile(r"^(\d{8}-\d{6})")
 def final_error(run: Run) -> tuple[float | None, str | None]:
     """``(error %, "test")`` from the last logged test error, else ``(error, "val")`` from the
     last validation error, else ``(None, None)``."""
-    for kind, names in (("test", TEST_ERROR), ("val", VAL_ERROR)):
-        col = run.column(names)
+    for kind, columns in (("test", TEST_ERROR), ("val", VAL_ERROR)):
+        col = run.column(columns)
         if col is not None and (v := run.last(col)) is not None:
             return v, kind
     return None, None
@@ -174,9 +178,10 @@ def declared_benchmark(run: Run) -> str | None:
 
 def dataset_name(run: Run) -> str | None:
     """The data set of the run: its declared benchmark without the augmentation mark
-    (``cifar10plus`` -> ``cifar10``)."""
+    (``cifar10plus`` -> ``cifar10``); another declared name (``imagenette``) as it is."""
     name = declared_benchmark(run)
-    return name.removesuffix("plus") if name else None
+    known = find_benchmark(name)
+    return known.dataset if known else name
 
 
 def benchmark(run: Run) -> str | None:
@@ -190,10 +195,10 @@ def network_args(run: Run) -> tuple[str, dict[str, Any]] | None:
     config's ``model`` section overridden by the logged hyperparameters; ``num_classes`` and
     ``in_channels`` (linked from the data module) from the data set when not logged."""
     merged = {**init_args(run.config.get("model")), **run.hparams}
-    name = dataset_name(run)
+    known = find_benchmark(declared_benchmark(run))
     defaults = {
-        "num_classes": {"cifar100": 100, "imagenet": 1000}.get(name or "", 10),
-        "in_channels": 1 if name == "digits" else 3,
+        "num_classes": known.num_classes if known else 10,
+        "in_channels": known.in_channels if known else 3,
     }
     for key, value in defaults.items():
         if merged.get(key) is None:
@@ -212,8 +217,8 @@ def input_size(run: Run) -> tuple[int, int, int]:
     spec = network_args(run)
     channels = int(spec[1].get("in_channels", 3)) if spec else 3
     args = data_args(run)
-    if dataset_name(run) == "imagenet" or "eval_crop" in args:  # any class-folder set
-        side = args.get("eval_crop") or 224
+    if dataset_name(run) == IMAGENET.dataset or "eval_crop" in args:  # any class-folder set
+        side = args.get("eval_crop") or IMAGENET.image_size
     else:
         side = args.get("image_size") or 32
     return (channels, int(side), int(side))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from densenet_lit.analysis.costs import Cost, paper_model_cost, torchvision_cost
 from densenet_lit.analysis.runs import Run, benchmark, eval_crops, final_error, run_cost
+from densenet_lit.benchmarks import IMAGENET
 from densenet_lit.paper import IMAGENET_MODELS, IMAGENET_RESNETS, imagenet_key
 
 AXES = {"params": "parameters (millions)", "flops": "FLOPs (GMACs, one 224x224 crop)"}
@@ -51,7 +52,7 @@ def imagenet_run_points(runs: Sequence[Run], crops: int = 1) -> list[Point]:
     """Your ImageNet runs tested with ``crops`` crops, at the cost of their networks."""
     points = []
     for run in runs:
-        if benchmark(run) != "imagenet" or eval_crops(run) != crops:
+        if benchmark(run) != IMAGENET.key or eval_crops(run) != crops:
             continue
         error, cost = final_error(run)[0], run_cost(run)
         if error is not None and cost is not None:

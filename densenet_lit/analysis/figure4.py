@@ -27,9 +27,11 @@ from densenet_lit.analysis.runs import (
     run_cost,
     validation_curve,
 )
+from densenet_lit.benchmarks import CIFAR10_PLUS
+from densenet_lit.metric_names import TRAIN_LOSS
 from densenet_lit.paper import CIFAR_MODELS, PREACT_RESNETS, paper_model
 
-BENCH = "c10+"
+BENCH = CIFAR10_PLUS.key
 FAMILY_STYLE = {
     "DenseNet": ("tab:blue", "o"),
     "DenseNet-B": ("tab:green", "^"),
@@ -176,7 +178,7 @@ def plot_training_curves(ax, runs: Sequence[Run] = (), keys: Sequence[str] = CUR
         ax.plot(
             [e + 1 for e in epochs], errors, color=color, lw=1.2, label=f"{run.name}: test error"
         )
-        loss = run.series("train/loss")
+        loss = run.series(TRAIN_LOSS)
         if loss:
             le, lv = zip(*loss, strict=True)
             loss_ax.plot(

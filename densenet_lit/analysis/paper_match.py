@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from densenet_lit.benchmarks import IMAGENET, find_benchmark
 from densenet_lit.models.spec import network_spec
 from densenet_lit.paper import ALL_MODELS, BENCHMARKS, PaperModel, citation, imagenet_key
 
@@ -39,25 +40,18 @@ OURS_METRIC = "paper/ours_metric"  # ... and which metric it is (test/error, val
 GAP = "paper/gap"
 NO_NUMBER = "none: "  # how paper/source begins where there is no paper number
 
-# The data modules' benchmarks (their ``benchmark``) whose key in the paper's tables differs.
-PAPER_BENCHMARKS = {
-    "cifar10": "c10",
-    "cifar10plus": "c10+",
-    "cifar100": "c100",
-    "cifar100plus": "c100+",
-}
-
 
 def paper_benchmark(declared: str | None) -> str | None:
-    """The paper's key of a data module's benchmark: ``cifar10plus`` -> ``c10+``, ...; other
-    names (``svhn``, ``imagenet``, ``digits``) as they are."""
-    return PAPER_BENCHMARKS.get(declared, declared) if declared else None
+    """The paper's key of a data module's benchmark (:mod:`densenet_lit.benchmarks`):
+    ``cifar10plus`` -> ``c10+``, ...; another declared name (``imagenette``) as it is."""
+    known = find_benchmark(declared)
+    return known.key if known else declared or None
 
 
 def paper_column(declared: str | None, eval_crops: int = 1) -> str | None:
     """The column of the paper's tables for a benchmark: ImageNet by its crops (1 or 10)."""
     bench = paper_benchmark(declared)
-    return imagenet_key(eval_crops) if bench == "imagenet" else bench
+    return imagenet_key(eval_crops) if bench == IMAGENET.key else bench
 
 
 @lru_cache(maxsize=1)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,11 +30,9 @@ from densenet_lit.analysis.derived import *  # noqa: F403 - the quantities of a 
 from densenet_lit.analysis.derived import __all__ as DERIVED
 from densenet_lit.analysis.derived import init_args
 from densenet_lit.analysis.record import Run, finite, to_float
+from densenet_lit.metric_names import LR, TRAIN
 from densenet_lit.rundir import CONFIG_NAME as CONFIG_FILE
 from densenet_lit.rundir import HPARAMS_FILE, METRICS_FILE
-
-# Metrics logged while fitting (not "trainer/global_step", W&B's "_step", or test metrics).
-FIT_METRIC = re.compile(r"^(train|val|valid|perf)[/_]|^lr($|[-_/])")
 
 
 class WandbUnavailable(RuntimeError):
@@ -121,7 +118,7 @@ def load_run(run_dir: str | os.PathLike, metrics_files: Sequence[Path] | None = 
 
 def is_training_run(run: Run) -> bool:
     """A run of ``fit`` (it logged training metrics), not one of ``validate`` or ``test``."""
-    return any(c.startswith("train/") or c == "lr" for c in run.columns)
+    return any(c.startswith(f"{TRAIN}/") or c == LR for c in run.columns)
 
 
 def collect_local_runs(paths: Iterable[str | os.PathLike], training_only: bool = True) -> list[Run]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from densenet_lit.metric_names import VAL, VAL_ERROR
 from densenet_lit.rundir import (
     BEST_FILENAME,
     LAST_NAME,
@@ -20,7 +21,7 @@ from densenet_lit.rundir import (
     resumable_checkpoints,
 )
 
-MONITOR = "val/error"
+MONITOR = VAL_ERROR
 
 
 def last_checkpoint_callback() -> ModelCheckpoint:
@@ -49,7 +50,7 @@ def run_checkpoint_callbacks() -> list[Callback]:
 def monitors_validation(callback: Callback) -> bool:
     """A checkpoint callback ranking by a validation metric (nothing to rank without one)."""
     monitor = getattr(callback, "monitor", None) if isinstance(callback, ModelCheckpoint) else None
-    return bool(monitor) and monitor.startswith("val/")
+    return bool(monitor) and monitor.startswith(f"{VAL}/")
 
 
 def checkpoint_files(trainer: Trainer) -> list[Path]:

@@ -18,7 +18,12 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from densenet_lit.collectives import QueuedReduction, is_distributed, reduce_now
-from densenet_lit.rundir import last_checkpoint, next_requeue_checkpoint
+from densenet_lit.rundir import (
+    LAST_NAME,
+    last_checkpoint,
+    next_requeue_checkpoint,
+    preemption_temp,
+)
 
 
 def cluster_environment(trainer: Trainer) -> Any:
@@ -258,12 +263,10 @@ class PreemptionCheckpoint(Callback):
                 isinstance(cb, ModelCheckpoint)
                 and cb.dirpath
                 and Path(cb.dirpath) == path.parent
-                and path.name.startswith(cb.CHECKPOINT_NAME_LAST or "last")
+                and path.name.startswith(cb.CHECKPOINT_NAME_LAST or LAST_NAME)
             ):
                 cb.last_model_path = str(path)
-        # a temporary name that neither `last*.ckpt` nor Lightning's requeue scan (any name
-        # containing `hpc_ckpt_`) matches, so a kill while saving leaves nothing it picks up
-        tmp = path.with_name(f".preempting-{os.getpid()}.tmp")
+        tmp = preemption_temp(path)  # no resumption picks it up if a kill comes while saving
         trainer.save_checkpoint(tmp)  # every rank calls it; rank zero writes
         if trainer.is_global_zero:
             os.replace(tmp, path)

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from densenet_lit.metric_names import IMAGES_PER_SEC, PEAK_MEMORY_GIB
+
 
 class ThroughputMonitor(Callback):
     """Log training images per second (all devices together) and, on GPU, peak memory.
@@ -75,10 +77,10 @@ class ThroughputMonitor(Callback):
         if self._elapsed > 0 and self._images > 0:
             rate = self._images * trainer.world_size / self._elapsed
             # each rank's rate times the world size, averaged over the ranks
-            pl_module.log("perf/images_per_sec", rate, on_epoch=True, sync_dist=True)
+            pl_module.log(IMAGES_PER_SEC, rate, on_epoch=True, sync_dist=True)
         if self._cuda(pl_module) and self._peak > 0:
             pl_module.log(
-                "perf/peak_memory_gib",
+                PEAK_MEMORY_GIB,
                 self._peak / 2**30,
                 on_epoch=True,
                 sync_dist=True,

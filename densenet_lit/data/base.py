@@ -128,12 +128,17 @@ class BaseDataModule(pl.LightningDataModule):
     resumption of the training data (:mod:`densenet_lit.data.resume`).
 
     Subclasses set ``train_set``, ``val_set`` (None when ``val_size == 0``) and
-    ``test_set`` in ``setup``, implement :meth:`transform_batch`, and declare what they are:
-    ``benchmark`` (the name runs are grouped and compared by, e.g. ``cifar10plus``),
-    ``num_classes``, ``in_channels`` and ``image_size``.
+    ``test_set`` in ``setup``, implement :meth:`transform_batch`, and declare what they are,
+    as class attributes (instance attributes set in ``__init__`` where an argument or the
+    files decide): ``benchmark`` (the name runs are grouped and compared by, e.g.
+    ``cifar10plus``: see :mod:`densenet_lit.benchmarks`), ``num_classes``, ``in_channels``
+    and ``image_size``. The CLI links ``num_classes`` and ``in_channels`` into the model.
     """
 
     benchmark: str = "custom"
+    num_classes: int
+    in_channels: int = 3
+    image_size: int
 
     def __init__(self, batch_size: int, num_workers: int | None, seed: int, val_size: int):
         super().__init__()

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torchvision
 
+from densenet_lit.benchmarks import CIFAR10, CIFAR10_PLUS, CIFAR100, CIFAR100_PLUS
 from densenet_lit.data.base import InMemoryImageDataModule, require_files, run_download
 from densenet_lit.data.errors import corrupt
 
@@ -39,7 +41,11 @@ class CIFAR10DataModule(InMemoryImageDataModule):
     torchvision_class = torchvision.datasets.CIFAR10
     mean = (125.3, 123.0, 113.9)
     std = (63.0, 62.1, 66.7)
-    n_classes = 10
+    # what the data module is without and with the standard augmentation (the paper's C10+)
+    plain, augmented = CIFAR10.name, CIFAR10_PLUS.name
+    num_classes = CIFAR10.num_classes
+    in_channels = CIFAR10.in_channels
+    image_size = CIFAR10.image_size
 
     def __init__(
         self,
@@ -67,26 +73,9 @@ class CIFAR10DataModule(InMemoryImageDataModule):
         super().__init__(batch_size, num_workers, seed, val_size, augment)
         self.data_dir = data_dir
         self.download = download
+        self.benchmark = self.augmented if augment else self.plain
         self.save_hyperparameters()
         self.declare()
-
-    @property
-    def benchmark(self) -> str:
-        """``cifar10`` or, with the standard augmentation, ``cifar10plus`` (the paper's C10+)."""
-        base = "cifar10" if self.n_classes == 10 else "cifar100"
-        return base + ("plus" if self.augment else "")
-
-    @property
-    def num_classes(self) -> int:
-        return self.n_classes
-
-    @property
-    def in_channels(self) -> int:
-        return 3
-
-    @property
-    def image_size(self) -> int:
-        return 32
 
     # --- files ----------------------------------------------------------------------------
     @property
@@ -135,8 +124,8 @@ class CIFAR10DataModule(InMemoryImageDataModule):
                         f"expected 'data' of shape [N, 3072] and N labels, "
                         f"got {data.shape} and {target.shape}"
                     )
-                if target.min() < 0 or target.max() >= self.n_classes:
-                    raise ValueError(f"labels outside 0..{self.n_classes - 1}")
+                if target.min() < 0 or target.max() >= self.num_classes:
+                    raise ValueError(f"labels outside 0..{self.num_classes - 1}")
             except Exception as err:
                 raise corrupt(path, err, self.how_to_get()) from err
             images.append(data.reshape(-1, 3, 32, 32))
@@ -156,7 +145,7 @@ class CIFAR100DataModule(CIFAR10DataModule):
     """CIFAR-100 (50,000 train / 10,000 test 32x32 images, 100 fine classes).
 
     Same pipeline and arguments as :class:`CIFAR10DataModule` ("C100+" with ``augment``),
-    with CIFAR-100's channel statistics.
+    with CIFAR-100's files, channel statistics and classes.
     """
 
     name = "CIFAR-100"
@@ -168,29 +157,13 @@ class CIFAR100DataModule(CIFAR10DataModule):
     torchvision_class = torchvision.datasets.CIFAR100
     mean = (129.3, 124.1, 112.4)
     std = (68.2, 65.4, 70.4)
-    n_classes = 100
+    plain, augmented = CIFAR100.name, CIFAR100_PLUS.name
+    num_classes = CIFAR100.num_classes
 
-    def __init__(
-        self,
-        data_dir: str = "data/cifar100",
-        batch_size: int = 64,
-        augment: bool = True,
-        val_size: int = 5000,
-        seed: int = 0,
-        num_workers: int | None = None,
-        download: bool = False,
-    ):
+    def __init__(self, data_dir: str = "data/cifar100", **kwargs: Any):
         """
         Args:
             data_dir: Folder that holds (or will receive) the data set's torchvision folder.
-            batch_size: Global batch size, split evenly over all devices (paper: 64).
-            augment: Standard "+" augmentation (flip, pad-4 random crop) in training.
-            val_size: Training images held out as validation, chosen with ``seed``
-                (paper: 5,000 while developing). 0 = final run on all training images,
-                no validation; the test error is reported with ``trainer.test``.
-            seed: Seed of the validation split (the same seed gives the same split).
-            num_workers: Loader worker processes; None = 0, since batches are gathered from
-                an in-memory tensor with one index op.
-            download: Download through torchvision when the files are missing.
+            **kwargs: the other arguments of :class:`CIFAR10DataModule`.
         """
-        super().__init__(data_dir, batch_size, augment, val_size, seed, num_workers, download)
+        super().__init__(data_dir, **kwargs)

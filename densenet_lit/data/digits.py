@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from densenet_lit.benchmarks import DIGITS
 from densenet_lit.data.base import InMemoryImageDataModule, TensorImageDataset
 
 TEST_SPLIT_SEED = 2017  # the test images are fixed; ``seed`` only moves the validation split
@@ -39,6 +40,9 @@ class DigitsDataModule(InMemoryImageDataModule):
     """
 
     flip = False
+    benchmark = DIGITS.name
+    num_classes = DIGITS.num_classes
+    in_channels = DIGITS.in_channels
 
     def __init__(
         self,
@@ -63,30 +67,16 @@ class DigitsDataModule(InMemoryImageDataModule):
         if not 0 < test_size < 1797:
             raise ValueError(f"test_size must be in (0, 1797), got {test_size}")
         super().__init__(batch_size, num_workers, seed, val_size, augment)
-        self._image_size = image_size
+        self.image_size = image_size
         self.test_size = test_size
         self.padding = max(1, image_size // 8)
         self._all: tuple[torch.Tensor, ...] | None = None
         self.save_hyperparameters()
         self.declare()
 
-    benchmark = "digits"
-
-    @property
-    def num_classes(self) -> int:
-        return 10
-
-    @property
-    def in_channels(self) -> int:
-        return 1
-
-    @property
-    def image_size(self) -> int:
-        return self._image_size
-
     def _split(self) -> tuple[torch.Tensor, ...]:
         if self._all is None:
-            images, labels = load_digits_tensor(self._image_size)
+            images, labels = load_digits_tensor(self.image_size)
             gen = torch.Generator().manual_seed(TEST_SPLIT_SEED)
             perm = torch.randperm(len(images), generator=gen)
             test_idx, rest_idx = perm[: self.test_size].sort().values, perm[self.test_size :]

@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 
+from densenet_lit.benchmarks import IMAGENET, IMAGENET_CLASSES
 from densenet_lit.data import device_decode
 from densenet_lit.data.base import BaseDataModule, collate_batch, cpu_count, split_indices
 from densenet_lit.data.class_folders import (
@@ -49,7 +50,6 @@ from densenet_lit.data.ten_crop import check_eval_crops, ten_crop_transform
 __all__ = ["HOW_TO_GET", "MEAN", "PCA_EIGVAL", "PCA_EIGVEC", "STD", "ImageNetDataModule"]
 __all__ += ["ImageListDataset", "Lighting", "eval_transform", "load_rgb", "train_transform"]
 
-IMAGENET_CLASSES = 1000
 DECODERS = ("pil", "device")
 
 
@@ -86,6 +86,8 @@ class ImageNetDataModule(BaseDataModule):
     validate with ``val_size: 0`` need only ``val/``, e.g. to evaluate pretrained weights.
     """
 
+    in_channels = IMAGENET.in_channels
+
     def __init__(
         self,
         data_dir: str = "data/imagenet",
@@ -99,7 +101,7 @@ class ImageNetDataModule(BaseDataModule):
         num_workers: int | None = None,
         download: bool = False,
         decode: Literal["pil", "device"] = "pil",
-        benchmark: str = "imagenet",
+        benchmark: str = IMAGENET.name,
         auto_augment: AutoAugment | None = None,
         ra_magnitude: int = 9,
         random_erase: float = 0.0,
@@ -159,6 +161,7 @@ class ImageNetDataModule(BaseDataModule):
         self.train_crop = train_crop
         self.eval_resize = eval_resize
         self.eval_crop = eval_crop
+        self.image_size = train_crop
         self.benchmark = benchmark
         self.eval_crops = check_eval_crops(eval_crops)
         if self.eval_crops == 10 and decode == "device":
@@ -171,26 +174,14 @@ class ImageNetDataModule(BaseDataModule):
         self.modern = ModernAugment(auto_augment, ra_magnitude, random_erase)
         self.colour = ColourAugment(color_jitter, lighting)
         self.classes: list[str] = []
+        # the number of class folders, known before setup (for the model's classifier);
+        # ImageNet's 1,000 while no folder can be read, as when a config is checked without
+        # the data (setup then says what is missing)
+        self.num_classes = count_classes(self.root) or IMAGENET_CLASSES
         # files the device decoder could not read, decoded on the CPU: (path, why) -> images
         self.cpu_decoded: collections.Counter[tuple[str, str]] = collections.Counter()
         self.save_hyperparameters()
         self.declare()
-
-    @property
-    def num_classes(self) -> int:
-        """The number of class folders; 1,000 (ImageNet) while no folder can be read, as when
-        a config is checked without the data (setup then says what is missing)."""
-        if self.classes:
-            return len(self.classes)
-        return count_classes(self.root) or IMAGENET_CLASSES
-
-    @property
-    def in_channels(self) -> int:
-        return 3
-
-    @property
-    def image_size(self) -> int:
-        return self.train_crop
 
     @property
     def root(self) -> Path:
@@ -241,6 +232,7 @@ class ImageNetDataModule(BaseDataModule):
         if not self.classes or (need_train and self.train_set is None):
             # checked again when an evaluation-only setup is followed by fit
             self.classes = check_layout(self.root, need_train)
+            self.num_classes = len(self.classes)
         class_to_idx = {c: i for i, c in enumerate(self.classes)}
         if self.test_set is None:
             val_dir = self.root / "val"

@@ -15,6 +15,7 @@ import scipy.io
 import torch
 import torchvision
 
+from densenet_lit.benchmarks import SVHN
 from densenet_lit.data.base import InMemoryImageDataModule, require_files, run_download
 from densenet_lit.data.errors import corrupt
 
@@ -48,6 +49,10 @@ class SVHNDataModule(InMemoryImageDataModule):
 
     mean = (0.0, 0.0, 0.0)
     std = (255.0, 255.0, 255.0)
+    benchmark = SVHN.name
+    num_classes = SVHN.num_classes
+    in_channels = SVHN.in_channels
+    image_size = SVHN.image_size
 
     def __init__(
         self,
@@ -78,20 +83,6 @@ class SVHNDataModule(InMemoryImageDataModule):
         self.download = download
         self.save_hyperparameters()
         self.declare()
-
-    benchmark = "svhn"
-
-    @property
-    def num_classes(self) -> int:
-        return 10
-
-    @property
-    def in_channels(self) -> int:
-        return 3
-
-    @property
-    def image_size(self) -> int:
-        return 32
 
     @property
     def root(self) -> Path:

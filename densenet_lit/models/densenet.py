@@ -18,7 +18,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from densenet_lit.models.memory_efficient import memory_level, recomputed_forward
+from densenet_lit.benchmarks import IMAGENET_CLASSES
+from densenet_lit.models.memory_efficient import bn_relu_conv, memory_level, recomputed
 
 
 class DenseLayer(nn.Module):
@@ -63,11 +64,38 @@ class DenseLayer(nn.Module):
             and torch.is_grad_enabled()
             and any(f.requires_grad for f in features)
         ):
-            return recomputed_forward(self, features)
+            return self.recomputed_forward(features)
         out = self.drop1(self.conv1(self.relu1(self.norm1(torch.cat(features, 1)))))
         if self.bottleneck:
             out = self.drop2(self.conv2(self.relu2(self.norm2(out))))
         return out
+
+    def recomputed_forward(self, features: Sequence[Tensor]) -> Tensor:
+        """The same output at memory level 1 or more: the parts the level does not keep for
+        backward (each ending at a convolution) run under ``recomputed``."""
+
+        def first_part(*inputs: Tensor) -> tuple[Tensor, ...]:  # concatenation, BN-ReLU-Conv
+            return bn_relu_conv(torch.cat(inputs, 1), self.norm1, self.conv1)
+
+        def second_part(x: Tensor) -> tuple[Tensor, ...]:  # the bottleneck's BN-ReLU-Conv
+            return bn_relu_conv(x, self.norm2, self.conv2)
+
+        def whole_layer(*inputs: Tensor) -> tuple[Tensor, ...]:
+            out, *stats = first_part(*inputs)
+            out, *more_stats = second_part(self.drop1(out))
+            return out, *stats, *more_stats
+
+        if self.bottleneck and self.memory_efficient >= 3:
+            norms, random = [self.norm1, self.norm2], self.drop1.p > 0
+            return self.drop2(recomputed(whole_layer, features, norms, random))
+        out = self.drop1(recomputed(first_part, features, [self.norm1]))
+        if not self.bottleneck:
+            return out
+        if self.memory_efficient >= 2:
+            out = recomputed(second_part, [out], [self.norm2])
+        else:
+            out = self.conv2(self.relu2(self.norm2(out)))
+        return self.drop2(out)
 
 
 class DenseBlock(nn.ModuleDict):
@@ -130,7 +158,7 @@ class DenseNet(nn.Module):
         bn_size: int = 4,
         compression: float = 0.5,
         drop_rate: float = 0.0,
-        num_classes: int = 1000,
+        num_classes: int = IMAGENET_CLASSES,
         in_channels: int = 3,
         memory_efficient: bool | int = False,
     ) -> None:

@@ -18,8 +18,10 @@ copy (4k channels each), and the layer's k new channels.
 A layer without bottleneck (BN-ReLU-Conv3x3) is the same at levels 1 to 3.
 
 Each recomputing level runs one or two parts of the layer, each ending at a convolution,
-under ``torch.utils.checkpoint``; recomputation stops once what backward needs is back,
-before that last convolution runs again.
+under ``torch.utils.checkpoint`` (:func:`recomputed`); recomputation stops once what backward
+needs is back, before that last convolution runs again. Which parts a level recomputes is the
+layer's own business (:meth:`densenet_lit.models.densenet.DenseLayer.recomputed_forward`);
+this module holds the tools it uses, none of which knows a layer's insides.
 Batch norm inside a recomputed region runs twice per step, so there it normalises with the
 batch statistics through ``F.batch_norm`` and writes them into fresh tensors; the running
 statistics are updated once, after the region, as ``nn.BatchNorm2d`` would update them.
@@ -30,16 +32,12 @@ changes such as a momentum set to 0 while recomputing).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
-
-if TYPE_CHECKING:
-    from densenet_lit.models.densenet import DenseLayer
 
 # level -> what the backward pass recomputes instead of keeping
 LEVELS = {
@@ -65,41 +63,16 @@ def memory_level(value: bool | int) -> int:
     )
 
 
-def recomputed_forward(layer: DenseLayer, features: Sequence[Tensor]) -> Tensor:
-    """``layer(features)`` at the layer's memory level (1 or more)."""
+def bn_relu_conv(x: Tensor, norm: nn.BatchNorm2d, conv: nn.Conv2d) -> tuple[Tensor, ...]:
+    """``conv(relu(norm(x)))`` for a recomputed region, and the batch statistics that
+    :func:`recomputed` folds into ``norm``'s running estimates once (see :func:`normalize`).
+    """
     # ReLU in place saves a copy, but a region that torch.compile traces must not mutate.
-    inplace = not torch.compiler.is_compiling()
-
-    def first_part(*inputs: Tensor) -> tuple[Tensor, ...]:  # concatenation, BN-ReLU-Conv
-        out, stats = _normalize(torch.cat(inputs, 1), layer.norm1)
-        return layer.conv1(F.relu(out, inplace=inplace)), *stats
-
-    def second_part(x: Tensor) -> tuple[Tensor, ...]:  # the bottleneck's BN-ReLU-Conv
-        out, stats = _normalize(x, layer.norm2)
-        return layer.conv2(F.relu(out, inplace=inplace)), *stats
-
-    def whole_layer(*inputs: Tensor) -> tuple[Tensor, ...]:
-        out, *stats = first_part(*inputs)
-        out, *more_stats = second_part(layer.drop1(out))
-        return out, *stats, *more_stats
-
-    level = layer.memory_efficient
-    if layer.bottleneck and level >= 3:
-        # dropout inside the region must draw the same masks when it is recomputed (a
-        # compiled graph keeps the forward pass's masks instead)
-        out = _recomputed(whole_layer, features, [layer.norm1, layer.norm2], layer.drop1.p > 0)
-        return layer.drop2(out)
-    out = layer.drop1(_recomputed(first_part, features, [layer.norm1]))
-    if not layer.bottleneck:
-        return out
-    if level >= 2:
-        out = _recomputed(second_part, [out], [layer.norm2])
-    else:
-        out = layer.conv2(layer.relu2(layer.norm2(out)))
-    return layer.drop2(out)
+    out, stats = normalize(x, norm)
+    return conv(F.relu(out, inplace=not torch.compiler.is_compiling())), *stats
 
 
-def _recomputed(
+def recomputed(
     region: Callable[..., tuple[Tensor, ...]],
     inputs: Sequence[Tensor],
     norms: list[nn.BatchNorm2d],
@@ -109,8 +82,10 @@ def _recomputed(
     running statistics of ``norms`` (the batch norms in ``region``) updated once.
 
     ``region`` ends at a convolution and returns its output and the batch statistics of
-    ``_normalize``. Recomputation stops once what backward needs is back, before that
-    last convolution runs again.
+    :func:`normalize`, in the order of ``norms``. Recomputation stops once what backward
+    needs is back, before that last convolution runs again. ``random``: the region draws
+    random numbers (dropout), which its recomputation must draw again the same (a compiled
+    graph keeps the forward pass's masks instead).
     """
     out, *stats = checkpoint(region, *inputs, use_reentrant=False, preserve_rng_state=random)
     updating = [norm for norm in norms if _updates_running_stats(norm)]
@@ -123,7 +98,7 @@ def _updates_running_stats(norm: nn.BatchNorm2d) -> bool:
     return norm.training and norm.running_mean is not None
 
 
-def _normalize(x: Tensor, norm: nn.BatchNorm2d) -> tuple[Tensor, list[Tensor]]:
+def normalize(x: Tensor, norm: nn.BatchNorm2d) -> tuple[Tensor, list[Tensor]]:
     """``norm(x)`` without touching ``norm``'s buffers, and ``[batch mean, unbiased batch
     variance]`` when ``norm`` would fold them into its running statistics (else ``[]``).
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import Tensor
 
+from densenet_lit.benchmarks import IMAGENET_CLASSES
 from densenet_lit.checkpoints import UntrustedCheckpointError, safe_load
 from densenet_lit.models.densenet import DenseNet
 from densenet_lit.models.zoo import CIFAR_ARCH, IMAGENET_ARCH, IMAGENET_CONFIGS
@@ -91,7 +92,7 @@ def torchvision_equivalent(arch: str, kwargs: dict[str, Any]) -> tuple[str, dict
         k, blocks = IMAGENET_CONFIGS[arch]
     same = {key: kwargs[key] for key in ("num_classes", "bn_size") if key in kwargs}
     if arch in TORCHVISION_NAMES and same.get("bn_size", 4) == 4:
-        return arch, {"num_classes": same.get("num_classes", 1000)}
+        return arch, {"num_classes": same.get("num_classes", IMAGENET_CLASSES)}
     return "DenseNet", {
         "growth_rate": k,
         "block_config": list(blocks),

@@ -3,7 +3,7 @@ and the ImageNet constructor of any block configuration."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from densenet_lit.models.densenet import DenseNet
@@ -149,11 +149,6 @@ IMAGENET_ARCH = "densenet_imagenet"  # sized by block_config and growth_rate
 # The network of densenet_cifar when depth/growth_rate/bottleneck/compression are left None
 # (DenseNetModule's defaults): DenseNet-BC (L=100, k=12).
 CIFAR_DEFAULTS = {"depth": 100, "growth_rate": 12, "bottleneck": True, "compression": 0.5}
-
-
-def with_cifar_defaults(args: Mapping[str, Any]) -> dict[str, Any]:
-    """``args`` with each of :data:`CIFAR_DEFAULTS` that is missing or None filled in."""
-    return {**args, **{k: v for k, v in CIFAR_DEFAULTS.items() if args.get(k) is None}}
 
 
 def build_model(arch: str, **kwargs: Any) -> DenseNet:

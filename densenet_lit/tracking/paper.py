@@ -20,7 +20,6 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from densenet_lit.analysis.costs import network_cost
-from densenet_lit.analysis.derived import TEST_ERROR, VAL_ERROR
 from densenet_lit.analysis.paper_match import (
     NETWORK,
     PaperNumber,
@@ -28,6 +27,7 @@ from densenet_lit.analysis.paper_match import (
     cost_fields,
     paper_number,
 )
+from densenet_lit.metric_names import TEST_ERROR, VAL_ERROR
 from densenet_lit.tracking.wandb_logger import SafeWandbLogger
 
 
@@ -85,7 +85,7 @@ class PaperComparison(Callback):
         self.number = run_number(pl_module, trainer.datamodule)
         for logger in loggers:
             logger.guard(logger.experiment.config.update, fields, allow_val_change=True)
-            logger.guard(logger.experiment.summary.update, fields)
+            logger.update_summary(fields)
 
     def summarise(self, trainer: Trainer, metric: str) -> None:
         value = trainer.callback_metrics.get(metric)
@@ -94,14 +94,14 @@ class PaperComparison(Callback):
         ours = float(value.item() if isinstance(value, Tensor) else value)
         fields = comparison_fields(self.number, ours, metric)
         for logger in self.loggers(trainer):
-            logger.guard(logger.experiment.summary.update, fields)
+            logger.update_summary(fields)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.summarise(trainer, VAL_ERROR[0])
+        self.summarise(trainer, VAL_ERROR)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.state.fn == TrainerFn.VALIDATING:
-            self.summarise(trainer, VAL_ERROR[0])
+            self.summarise(trainer, VAL_ERROR)
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.summarise(trainer, TEST_ERROR[0])
+        self.summarise(trainer, TEST_ERROR)

@@ -22,27 +22,18 @@ from urllib.parse import urlparse
 
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
+from densenet_lit.metric_names import LR, PERF, TEST, TRAIN_ERROR, TRAIN_LOSS, TRAIN_LOSS_STEP, VAL
 from densenet_lit.rundir import WANDB_ID_FILE
-from densenet_lit.tracking.csv_logger import logged_minimums
-from densenet_lit.tracking.wandb_logger import SafeWandbLogger
+from densenet_lit.tracking.wandb_logger import SafeWandbLogger, define_summaries, minimums_so_far
 
 # Seconds finishing a W&B run may take before the process moves on (without network,
 # wandb.finish() can wait for its uploads until the job is killed).
 WANDB_FINISH_TIMEOUT = 120.0
-# How the runs table summarises each metric ("min" over the whole run, across resumptions:
-# see SafeWandbLogger), and what the metrics are plotted against: epoch metrics against the
-# epoch, per-step ones against the trainer's global step (both continue where a resumed run
-# stopped; W&B's own ``_step`` counts this process's log calls).
-SUMMARIES = {
-    "val/error": "min,last",
-    "val/error_top5": "min,last",
-    "test/error": "min,last",
-    "test/error_top5": "min,last",
-    "train/loss": "last",
-    "train/error": "last",
-}
-EPOCH_METRICS = ("train/loss", "train/error*", "val/*", "test/*", "perf/*")
-STEP_METRICS = ("train/loss_step", "lr")
+# What the metrics are plotted against: epoch metrics against the epoch, per-step ones against
+# the trainer's global step (both continue where a resumed run stopped; W&B's own ``_step``
+# counts this process's log calls). How the runs table summarises them: SafeWandbLogger's.
+EPOCH_METRICS = (TRAIN_LOSS, f"{TRAIN_ERROR}*", f"{VAL}/*", f"{TEST}/*", f"{PERF}/*")
+STEP_METRICS = (TRAIN_LOSS_STEP, LR)
 # The x-axes: Lightning logs both with every row.
 EPOCH_AXIS, STEP_AXIS = "epoch", "trainer/global_step"
 
@@ -133,25 +124,16 @@ def sweep_run_id() -> str | None:
 
 
 def describe_metrics(run: Any) -> None:
-    """Summaries (best error as the minimum, the last value kept too), the epoch as the
-    x-axis of epoch metrics and the global step as that of per-step metrics. (No ``*`` glob
-    for the latter: W&B matches overlapping globs in no fixed order.)"""
+    """The epoch as the x-axis of epoch metrics and the global step as that of per-step
+    metrics (no ``*`` glob for the latter: W&B matches overlapping globs in no fixed order),
+    and the logger's summaries."""
     run.define_metric(EPOCH_AXIS, hidden=True)
     run.define_metric(STEP_AXIS, hidden=True)
     for pattern in EPOCH_METRICS:
         run.define_metric(pattern, step_metric=EPOCH_AXIS)
     for name in STEP_METRICS:
         run.define_metric(name, step_metric=STEP_AXIS)
-    for name, summary in SUMMARIES.items():
-        run.define_metric(name, summary=summary, step_metric=EPOCH_AXIS)
-
-
-def run_minimums(run_dir: Path) -> dict[str, float | None]:
-    """The metrics summarised by their minimum, with the lowest value the run logged so far
-    (``metrics.csv``: the parts before a resumption), None where it logged none."""
-    names = [name for name, summary in SUMMARIES.items() if "min" in summary.split(",")]
-    logged = logged_minimums(run_dir, names)
-    return {name: logged.get(name) for name in names}
+    define_summaries(run, step_metric=EPOCH_AXIS)
 
 
 def start_wandb(
@@ -192,7 +174,7 @@ def start_wandb(
             project=project,
             save_dir=str(run_dir),
             log_model=log_model,
-            minimums=run_minimums(run_dir),
+            minimums=minimums_so_far(run_dir),
         )
         offline = mode in ("offline", "dryrun")
         return WandbRun(logger, Path(run.dir).parent if offline else None, reason)

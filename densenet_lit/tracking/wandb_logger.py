@@ -7,7 +7,9 @@ Why not Lightning's own summaries and uploads:
 * W&B computes a ``min`` summary from the values one process logged; a resumed run is a new
   process, so the runs table would show the best of its last part only. The logger keeps the
   minimum of the whole run (seeded from what the earlier parts logged) and writes it as the
-  summary after each value.
+  summary after each value. This module owns the summaries: which metrics, how they are
+  summarised (:data:`SUMMARIES`), and their values; others write theirs through
+  :meth:`SafeWandbLogger.update_summary` (the paper's number: :mod:`densenet_lit.tracking.paper`).
 * Lightning's ``log_model`` gives the alias ``best`` to the file each checkpoint callback
   considers best; for the callback keeping ``last.ckpt`` (no monitor) that is ``last.ckpt``,
   so ``best`` ends on whichever callback saved last.
@@ -15,6 +17,7 @@ Why not Lightning's own summaries and uploads:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +25,34 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
+
+from densenet_lit import metric_names as m
+from densenet_lit.tracking.csv_logger import logged_minimums
+
+# How the runs table summarises each metric: "min" over the whole run, across resumptions
+# (SafeWandbLogger.summarise_minimums writes it), and the last value.
+SUMMARIES = {
+    m.VAL_ERROR: "min,last",
+    m.VAL_ERROR_TOP5: "min,last",
+    m.TEST_ERROR: "min,last",
+    m.TEST_ERROR_TOP5: "min,last",
+    m.TRAIN_LOSS: "last",
+    m.TRAIN_ERROR: "last",
+}
+MINIMUMS = tuple(name for name, summary in SUMMARIES.items() if "min" in summary.split(","))
+
+
+def define_summaries(run: Any, step_metric: str) -> None:
+    """Declare :data:`SUMMARIES` in the W&B run ``run``, plotted against ``step_metric``."""
+    for name, summary in SUMMARIES.items():
+        run.define_metric(name, summary=summary, step_metric=step_metric)
+
+
+def minimums_so_far(run_dir: str | os.PathLike) -> dict[str, float | None]:
+    """The metrics summarised by their minimum, with the lowest value the run logged so far
+    (``metrics.csv``: the parts before a resumption), None where it logged none."""
+    logged = logged_minimums(run_dir, list(MINIMUMS))
+    return {name: logged.get(name) for name in MINIMUMS}
 
 
 class SafeWandbLogger(WandbLogger):
@@ -86,6 +117,11 @@ class SafeWandbLogger(WandbLogger):
             # the ranked checkpoint first, so that W&B's `latest` ends on last.ckpt
             for callback in sorted(self.pending, key=lambda cb: not cb.monitor):
                 self.guard(self.upload_checkpoint, callback)
+
+    @rank_zero_only
+    def update_summary(self, fields: dict[str, Any]) -> None:
+        """Write ``fields`` into the run's summary (a failure is a warning, as any W&B call)."""
+        self.guard(lambda: self.experiment.summary.update(fields))
 
     @rank_zero_only
     def summarise_minimums(self, metrics: Any) -> None:
