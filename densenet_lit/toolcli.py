@@ -4,8 +4,9 @@ plus ``--help``, ``--config FILE`` (YAML, parameters as keys) and ``--print_conf
 
 jsonargparse derives one spelling per parameter and has no aliases for derived options, so
 :func:`old_spellings` keeps the tools' earlier spellings working: ``--wandb-project`` (a dash
-for ``_``), ``--quiet`` (a bool option without ``true``) and ``--select a b`` (several values
-after a list option; jsonargparse takes one list, ``--select '[a, b]'``). ``positional=`` gives
+for ``_``), ``--quiet`` (a bool option without ``true``), ``--select a b`` (several values
+after a list option; jsonargparse takes one list, ``--select '[a, b]'``) and ``--modes fp32,fast``
+(a comma-separated list). ``positional=`` gives
 a parameter any number of values without an option name (``report runs/a runs/b``), which
 jsonargparse's positionals (one value each) do not take.
 """
@@ -42,6 +43,12 @@ def _kinds(target: Callable[..., Any]) -> tuple[set[str], set[str]]:
     return bools, lists
 
 
+def is_comma_list(value: str) -> bool:
+    """``fp32,fast``: the earlier comma-separated spelling of a list (not jsonargparse's
+    ``[fp32,fast]``)."""
+    return "," in value and not value.lstrip().startswith(("[", "{"))
+
+
 def old_spellings(args: Sequence[str], target: Callable[..., Any]) -> list[str]:
     """``args`` with the earlier spellings (see the module docstring) rewritten to
     jsonargparse's."""
@@ -60,8 +67,12 @@ def old_spellings(args: Sequence[str], target: Callable[..., Any]) -> list[str]:
             eq, value = "=", "true"
         if not eq and option in lists:
             end = next((j for j in range(i, len(args)) if args[j].startswith("-")), len(args))
-            if end - i > 1:  # as argparse's nargs="+" read them
-                eq, value, i = "=", json.dumps(args[i:end]), end
+            if end - i > 1 or (end - i == 1 and is_comma_list(args[i])):
+                # as argparse's nargs="+" (or a comma-separated value) read them
+                items = [v for a in args[i:end] for v in a.split(",") if v]
+                eq, value, i = "=", json.dumps(items), end
+        elif eq and option in lists and is_comma_list(value):
+            value = json.dumps([v for v in value.split(",") if v])
         out.append(f"--{option}{eq}{value}")
     return out
 

@@ -44,7 +44,7 @@ from densenet_lit.data import ImageNetDataModule
 from densenet_lit.data.synthetic import write_photo_imagenet
 from densenet_lit.tracking import RunCSVLogger
 
-QUICK_MODES = ("fp32", "channels_last", "bf16-mixed", "memory_efficient")
+QUICK_MODES = ("fp32", "channels_last", "bf16-mixed", "memory_efficient", "modern")
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
@@ -92,6 +92,8 @@ def test_step_tables_have_every_mode_with_positive_numbers(quick_report, heading
     assert number(by_mode["fp32"]["Lightning vs fp32"]) == 1.0
     # memory_efficient stores less for backward than the normal mode (exact byte counts)
     assert number(by_mode["memory_efficient"]["memory vs fp32"]) < 1.0
+    # the modern recipe's step (mixing, smoothing, EMA) measured beside the paper's fp32 step
+    assert number(by_mode["modern"]["Lightning vs fp32"]) > 0
 
 
 @pytest.mark.slow

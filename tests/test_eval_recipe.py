@@ -12,6 +12,10 @@ from densenet_lit.cli import run
 from densenet_lit.cli.preflight import CheckpointMismatchError, check_checkpoint_args
 from densenet_lit.models.spec import is_network_arg
 
+# the note's logger (Lightning's rank_zero_info): its level is set here, as another tool run in
+# the same process (the bench) may have raised the "lightning.pytorch" loggers' level
+NOTE_LOGGER = "lightning.pytorch.utilities.rank_zero"
+
 # the checkpoint's recipe; the configs below give the module's defaults (0.5, 0.75) and 0.1
 TRAINED_RECIPE = {"milestones": "[2]", "lr": 0.05}
 
@@ -38,7 +42,7 @@ def test_recipe_arguments_are_the_non_network_ones():
 
 def test_validate_with_other_recipe_values_notes_them(trained, run_args, caplog):
     ckpt, _ = trained
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger=NOTE_LOGGER)
     c = run(run_args("--ckpt_path", str(ckpt), subcommand="validate"))
     assert c.trainer.callback_metrics["val/error"] >= 0
     (note,) = [r.getMessage() for r in caplog.records if "recipe values" in r.getMessage()]
@@ -50,7 +54,7 @@ def test_validate_with_other_recipe_values_notes_them(trained, run_args, caplog)
 @pytest.mark.parametrize("stage", ["test", "predict"])
 def test_evaluation_stages_note_recipe_values(trained, stage, caplog):
     ckpt, _ = trained
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger=NOTE_LOGGER)
     shapes = check_checkpoint_args(str(ckpt), {"lr": 0.2, "weight_decay": 0.0}, stage=stage)
     assert shapes["model.classifier.weight"] == (10, shapes["model.classifier.weight"][1])
     (note,) = [r.getMessage() for r in caplog.records if "recipe values" in r.getMessage()]

@@ -60,6 +60,11 @@ def test_earlier_spellings_become_jsonargparse_options():
         "ckpt",
     ]
     assert old_spellings(["--batch-size", "2"], memory.MemoryOptions) == ["--batch_size", "2"]
+    # the earlier comma-separated lists (the bench's --modes fp32,fast), in both spellings
+    for args in (["--select", "c10*,svhn"], ["--select=c10*,svhn"]):
+        assert old_spellings(args, compare.compare_command) == ['--select=["c10*", "svhn"]']
+    kept = ["--select=[a,b]", "--select", "[a,b]"]  # jsonargparse's own list syntax
+    assert old_spellings(kept, compare.compare_command) == kept
 
 
 @pytest.mark.parametrize(

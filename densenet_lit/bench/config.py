@@ -27,6 +27,12 @@ class Mode:
     compile: bool = False
     memory_efficient: int = 0  # memory level (densenet_lit.models.memory_efficient)
     module: dict[str, Any] = field(default_factory=dict)
+    ema_decay: float | None = None  # Lightning's EMAWeightAveraging on our side, every step
+
+    @property
+    def recipe(self) -> bool:
+        """Whether our side does training work the plain loop leaves out (a recipe's options)."""
+        return bool(self.module or self.ema_decay)
 
     @property
     def label(self) -> str:
@@ -34,10 +40,16 @@ class Mode:
         level = {"memory_efficient": self.memory_efficient} if self.memory_efficient else {}
         parts = [("fp32", "bf16-mixed")[self.bf16], ("NCHW", "channels_last")[self.channels_last]]
         parts += [("eager", "torch.compile")[self.compile]]
-        return ", ".join(parts + [f"{k}={v}" for k, v in {**level, **self.module}.items()])
+        ema = {"ema_decay": self.ema_decay} if self.ema_decay else {}
+        extra = {**level, **self.module, **ema}
+        return ", ".join(parts + [f"{k}={v}" for k, v in extra.items()])
 
 
 FAST = {"channels_last": True, "bf16": True, "compile": True}
+# The modern recipe's per-step work (experiments/defaults/modern.yaml): smoothed loss, MixUp or
+# CutMix of every batch, two parameter groups, and an EMA update after every step (the mode's
+# ema_decay); beside the fp32 row, it is what the recipe costs per step.
+MODERN = {"label_smoothing": 0.1, "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "norm_weight_decay": 0.0}
 MODES: dict[str, Mode] = {
     m.name: m
     for m in (
@@ -49,6 +61,7 @@ MODES: dict[str, Mode] = {
         Mode("memory_efficient", memory_efficient=1),
         Mode(f"memory_efficient={DEEPEST_MEMORY_LEVEL}", memory_efficient=DEEPEST_MEMORY_LEVEL),
         Mode("fast+memory_efficient", **FAST, memory_efficient=1),
+        Mode("modern", module=MODERN, ema_decay=0.9999),
     )
 }
 
@@ -122,7 +135,7 @@ DEFAULTS = {
                  windows=5, rounds=2, loader_batches=300, imagenet_loader_batches=200,
                  svhn_train_images=73_257, epoch_modes=["fp32", "fast"], epoch_batches=0,
                  busy_window=20),
-    "quick": dict(modes=["fp32", "channels_last", "bf16-mixed", "memory_efficient"],
+    "quick": dict(modes=["fp32", "channels_last", "bf16-mixed", "memory_efficient", "modern"],
                   batch_cifar=4, batch_imagenet=2, warmup=3, steps=2, windows=2, rounds=1,
                   loader_batch=16, loader_batches=4, loader_workers=min(2, cpu_count()),
                   cifar_train_images=256, svhn_train_images=128, imagenet_train_images=32,

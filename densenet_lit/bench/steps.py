@@ -22,10 +22,11 @@ from torch.utils.benchmark import Timer
 from densenet_lit.bench.common import guarded, log, now
 from densenet_lit.bench.config import MODES, Mode, ModelSpec, Settings
 from densenet_lit.callbacks import ThroughputMonitor, default_callbacks
+from densenet_lit.metric_names import IMAGES_PER_SEC
+from densenet_lit.metric_names import PEAK_MEMORY_GIB as PEAK_GIB
 from densenet_lit.tracking import RunCSVLogger
 
 SGD = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)  # the paper's, both sides
-IMAGES_PER_SEC, PEAK_GIB = "perf/images_per_sec", "perf/peak_memory_gib"  # ThroughputMonitor's
 PLAIN, PLAIN_OURS, LIGHTNING = "plain", "plain_ours", "lightning"
 QUIET = dict(enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
 
@@ -118,6 +119,10 @@ def trainer_kwargs(settings: Settings, mode: Mode, root: str, callbacks=()) -> d
         "precision": "bf16-mixed" if mode.bf16 else "32-true",
         "benchmark": settings.cuda or None,
     }
+    if mode.ema_decay:
+        from lightning.pytorch.callbacks import EMAWeightAveraging
+
+        callbacks = [*callbacks, EMAWeightAveraging(decay=mode.ema_decay)]
     logs = {"logger": RunCSVLogger(root), "callbacks": [*callbacks, *default_callbacks()]}
     return {**device, **speed, **logs, **QUIET, "num_sanity_val_steps": 0, "default_root_dir": root}
 
