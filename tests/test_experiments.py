@@ -221,7 +221,7 @@ def test_learning_rate_around_each_milestone(path, capsys):
     module = DenseNetModule(**model_args)
     epochs = cfg["trainer"]["max_epochs"]
     steps = 10
-    module._trainer = SimpleNamespace(max_epochs=epochs, estimated_stepping_batches=epochs * steps)
+    module.trainer = SimpleNamespace(max_epochs=epochs, estimated_stepping_batches=epochs * steps)
     conf = module.configure_optimizers()
     opt, sched = conf["optimizer"], conf["lr_scheduler"]
     if recipe == "cosine":

@@ -91,7 +91,7 @@ def test_learning_rate_warms_up_then_follows_the_cosine(path, capsys):
     model_args.update(arch="densenet_cifar", depth=10, growth_rate=4, bottleneck=None)
     module = DenseNetModule(**{**model_args, "block_config": None, "compression": None})
     epochs, per_epoch = cfg["trainer"]["max_epochs"], 6  # (epochs - 5) * 6: a multiple of 6
-    module._trainer = SimpleNamespace(
+    module.trainer = SimpleNamespace(
         max_epochs=epochs,
         estimated_stepping_batches=epochs * per_epoch,
         num_training_batches=per_epoch,

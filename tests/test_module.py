@@ -30,7 +30,7 @@ MODERN_RECIPE = {
 def lr_by_epoch(module: DenseNetModule, max_epochs: int, steps_per_epoch: int = 1) -> list[float]:
     """The lr the built optimizer+scheduler use in each epoch, stepped as Lightning steps them."""
     total = max_epochs * steps_per_epoch
-    module._trainer = SimpleNamespace(max_epochs=max_epochs, estimated_stepping_batches=total)
+    module.trainer = SimpleNamespace(max_epochs=max_epochs, estimated_stepping_batches=total)
     conf = module.configure_optimizers()
     opt, sched = conf["optimizer"], conf["lr_scheduler"]
     lrs = []
@@ -200,7 +200,7 @@ def test_learning_rate_is_logged_in_float32_under_bf16_true(tmp_path):
 # ----------------------------------------------------------------------------- optimiser
 def test_optimizer_is_the_papers_sgd():
     module = DenseNetModule(**TINY)
-    module._trainer = SimpleNamespace(max_epochs=300, estimated_stepping_batches=300)
+    module.trainer = SimpleNamespace(max_epochs=300, estimated_stepping_batches=300)
     opt = module.configure_optimizers()["optimizer"]
     assert isinstance(opt, torch.optim.SGD)
     group = opt.param_groups[0]
@@ -245,7 +245,7 @@ def test_cosine_schedule_per_iteration():
     module = DenseNetModule(**TINY, schedule="cosine")
     steps = 10
     total = 4 * steps
-    module._trainer = SimpleNamespace(max_epochs=4, estimated_stepping_batches=total)
+    module.trainer = SimpleNamespace(max_epochs=4, estimated_stepping_batches=total)
     conf = module.configure_optimizers()
     assert conf["lr_scheduler"]["interval"] == "step"
     opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]

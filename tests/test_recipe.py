@@ -164,7 +164,7 @@ def test_no_decay_group_holds_exactly_the_norm_parameters_and_biases():
 
 def test_configured_optimizer_has_the_two_groups_and_torchvisions_values():
     module = DenseNetModule(**TINY, lr=0.5, weight_decay=2e-5, norm_weight_decay=0.0)
-    module._trainer = SimpleNamespace(max_epochs=3, estimated_stepping_batches=30)
+    module.trainer = SimpleNamespace(max_epochs=3, estimated_stepping_batches=30)
     opt = module.configure_optimizers()["optimizer"]
     assert [g["weight_decay"] for g in opt.param_groups] == [2e-5, 0.0]
     assert [len(g["params"]) for g in opt.param_groups] == [10, 19]
@@ -173,7 +173,7 @@ def test_configured_optimizer_has_the_two_groups_and_torchvisions_values():
 
 # --------------------------------------------------------------------------------- warm-up
 def lrs(module: DenseNetModule, steps: int, **trainer: object) -> list[float]:
-    module._trainer = SimpleNamespace(**trainer)
+    module.trainer = SimpleNamespace(**trainer)
     conf = module.configure_optimizers()
     opt, sched = conf["optimizer"], conf["lr_scheduler"]
     assert sched["interval"] == "step"
@@ -238,7 +238,7 @@ def test_bad_recipe_values_are_clear_errors(kwargs, message):
 @pytest.mark.parametrize("schedule", ["cosine", "step"])
 def test_a_warmup_longer_than_training_is_an_error(schedule):
     module = DenseNetModule(**TINY, schedule=schedule, milestones=[2], warmup_steps=30)
-    module._trainer = SimpleNamespace(
+    module.trainer = SimpleNamespace(
         max_epochs=3,
         estimated_stepping_batches=30,
         num_training_batches=10,
