@@ -15,11 +15,12 @@ So rank zero decides and the others take its decision:
 * The ranks of a torchrun or SLURM job (``RANK``/``WORLD_SIZE``, else
   ``SLURM_PROCID``/``SLURM_NTASKS``) start independently: rank zero writes its decision to a
   file named by the round of the job (:func:`job_round`) in the job's run directory
-  (:func:`densenet_lit.rundir.job_run_dir`), which every rank knows; the others wait for it. (Creating the process group early to
-  broadcast it would take the group's backend, timeout and device from Lightning's strategy,
-  which only exists later; a file needs nothing but the directory the run shares anyway.)
+  (:func:`densenet_lit.rundir.job_run_dir`), which every rank knows; the others wait for it.
+  (Creating the process group early to broadcast it would take the group's backend, timeout
+  and device from Lightning's strategy, which only exists later; a file needs nothing but the
+  directory the run shares anyway.)
 
-Imports nothing beyond the standard library and :mod:`densenet_lit.rundir`.
+Imports nothing beyond the standard library (the caller hands it the job's run directory).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ names carry one, W&B summarises them and the analysis tools read them back: all 
 from here. A name is ``<stage>/<quantity>`` (``val/error``: top-1 error in %, per epoch),
 except the learning rate ``lr``. YAML files that name a metric
 (``experiments/defaults/base.yaml``: the best checkpoint's ``monitor``) are checked against
-this module by ``tests/test_experiments.py``.
+this module by ``tests/test_owners.py``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ def metric_name(stage: str, quantity: str) -> str:
     return f"{stage}/{quantity}"
 
 
-TRAIN_LOSS = "train/loss"  # epoch mean of the training loss
-TRAIN_LOSS_STEP = "train/loss_step"  # the loss of each training step
-TRAIN_ERROR = "train/error"
-VAL_ERROR = "val/error"  # what the best checkpoint is chosen by
-VAL_ERROR_TOP5 = "val/error_top5"
-TEST_ERROR = "test/error"
-TEST_ERROR_TOP5 = "test/error_top5"
+TRAIN_LOSS = metric_name(TRAIN, LOSS)  # epoch mean of the training loss
+TRAIN_LOSS_STEP = metric_name(TRAIN, "loss_step")  # the loss of each training step
+TRAIN_ERROR = metric_name(TRAIN, ERROR)
+VAL_ERROR = metric_name(VAL, ERROR)  # what the best checkpoint is chosen by
+VAL_ERROR_TOP5 = metric_name(VAL, ERROR_TOP5)
+TEST_ERROR = metric_name(TEST, ERROR)
+TEST_ERROR_TOP5 = metric_name(TEST, ERROR_TOP5)
 LR = "lr"  # the learning rate of each training step
-IMAGES_PER_SEC = "perf/images_per_sec"  # the throughput callback, once per training epoch
-PEAK_MEMORY_GIB = "perf/peak_memory_gib"
+IMAGES_PER_SEC = metric_name(PERF, "images_per_sec")  # the throughput callback, once an epoch
+PEAK_MEMORY_GIB = metric_name(PERF, "peak_memory_gib")

@@ -51,12 +51,14 @@ def test_imagenet_modern_is_torchvisions_recipe(capsys):
     assert model["mixup_prob"] is None and model["cutmix_prob"] is None  # 0.5 each
     assert trainer["max_epochs"] == 600 and data["batch_size"] == 1024
     assert (data["auto_augment"], data["random_erase"]) == ("ta_wide", 0.1)
+    assert (data["color_jitter"], data["lighting"]) == (0.0, 0.0)  # torchvision has neither
+    assert model["nesterov"] is False  # torchvision --opt sgd
     assert (data["train_crop"], data["eval_resize"], data["eval_crop"]) == (176, 232, 224)
     ema = ema_of(cfg)
     # torchvision: alpha = (1 - 0.99998) * batch 1024 * 32 steps / 600 epochs, per 32 steps
     assert ema["decay"] == pytest.approx(1 - 2e-5 * 1024 * 32 / 600, abs=1e-7)
     assert ema["update_every_n_steps"] == 32
-    assert ema["update_starting_at_step"] == 5 * (1_281_167 // 1024)  # after the warm-up
+    assert ema["update_starting_at_step"] == 0  # validation sees an average from epoch 0
     # the paper's checkpoint callback is kept (callbacks+)
     assert cfg["trainer"]["callbacks"][0]["init_args"]["filename"] == "last"
 
@@ -80,7 +82,7 @@ def test_cifar_modern_is_the_papers_run_with_the_modern_components(capsys):
     )
     ema = ema_of(cfg)
     assert (ema["decay"], ema["update_every_n_steps"]) == (0.9999, 1)
-    assert ema["update_starting_at_step"] == 5 * (50_000 // 64)
+    assert ema["update_starting_at_step"] == 0
     assert [c["init_args"]["filename"] for c in cfg["trainer"]["callbacks"][:1]] == ["last"]
 
 

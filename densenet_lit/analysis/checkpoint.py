@@ -115,11 +115,12 @@ def network_from_checkpoint(
 
 
 def unwrap_model(model: nn.Module) -> DenseNet:
-    """The DenseNet inside a LightningModule (``.model``) or a compiled wrapper, or ``model``."""
+    """The DenseNet inside a LightningModule (``.model``), or ``model``. (The module compiles
+    its network in place, ``nn.Module.compile``, so there is no compiled wrapper to open.)"""
     for _ in range(3):
         if isinstance(model, DenseNet):
             return model
-        inner = getattr(model, "_orig_mod", None) or getattr(model, "model", None)
+        inner = getattr(model, "model", None)
         if not isinstance(inner, nn.Module):
             break
         model = inner

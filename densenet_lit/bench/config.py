@@ -8,6 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from densenet_lit.benchmarks import IMAGENET_CLASSES
 from densenet_lit.data.base import cpu_count
 from densenet_lit.models import DEEPEST_MEMORY_LEVEL, build_model
 
@@ -88,26 +89,26 @@ class ModelSpec:
         above 0), else ours."""
         import torchvision
 
-        if self.num_classes != 1000:
+        if self.num_classes != IMAGENET_CLASSES:
             return self.ours(level)
         k = self.module_kwargs.get("growth_rate", 32)
         blocks = tuple(self.module_kwargs.get("block_config", (6, 12, 24, 16)))
         net = torchvision.models.DenseNet
-        return net(k, blocks, 2 * k, num_classes=1000, memory_efficient=level > 0)
+        return net(k, blocks, 2 * k, num_classes=IMAGENET_CLASSES, memory_efficient=level > 0)
 
 
 SPECS = {
     "cifar": ("DenseNet-BC (L=100, k=12), 32x32", "DenseNet-BC-100", 32, 10,
               {"arch": "densenet_cifar", "depth": 100, "growth_rate": 12},
               "our network (torchvision has no CIFAR DenseNet)"),
-    "imagenet": ("DenseNet-121, 224x224", "DenseNet-121", 224, 1000, {"arch": "densenet121"},
+    "imagenet": ("DenseNet-121, 224x224", "DenseNet-121", 224, IMAGENET_CLASSES, {"arch": "densenet121"},
                  "torchvision.models.densenet121"),
 }  # fmt: skip
 QUICK_SPECS = {  # small stand-ins of the same structure
     "cifar": ("tiny DenseNet-BC (L=10, k=4), 32x32 [--quick stand-in]", "tiny CIFAR net", 32, 10,
               {"arch": "densenet_cifar", "depth": 10, "growth_rate": 4}, "our network"),
     "imagenet": ("tiny DenseNet (4 blocks of 1 layer, k=4), 64x64 [--quick stand-in]",
-                 "tiny ImageNet-style net", 64, 1000, {"arch": "densenet_imagenet",
+                 "tiny ImageNet-style net", 64, IMAGENET_CLASSES, {"arch": "densenet_imagenet",
                  "block_config": (1, 1, 1, 1), "growth_rate": 4}, "torchvision DenseNet"),
 }  # fmt: skip
 

@@ -23,9 +23,11 @@ from densenet_lit.bench.common import environment, guarded, log
 from densenet_lit.bench.config import Settings, model_specs
 from densenet_lit.bench.loaders import images_per_s
 from densenet_lit.bench.report import section, step_section
-from densenet_lit.bench.steps import IMAGES_PER_SEC, LIGHTNING, PLAIN, step_row
+from densenet_lit.bench.steps import LIGHTNING, PLAIN, step_row
+from densenet_lit.benchmarks import IMAGENET_CLASSES
 from densenet_lit.data.synthetic import write_photo_imagenet
 from densenet_lit.markdown import table_lines
+from densenet_lit.metric_names import IMAGES_PER_SEC
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: tests/ and experiments/
 
@@ -60,7 +62,9 @@ def memory_levels(dry_run: bool, batch: int) -> list[str]:
     kwargs = {"block_config": (1, 1, 1, 1), "growth_rate": 4} if dry_run else {}
     arch, size = ("densenet_imagenet", 32) if dry_run else ("densenet121", 224)
     device, rounds = ("cpu", 1) if dry_run else ("cuda", 3)
-    costs = measure(arch, batch, size, rounds=rounds, device=device, num_classes=1000, **kwargs)
+    costs = measure(
+        arch, batch, size, rounds=rounds, device=device, num_classes=IMAGENET_CLASSES, **kwargs
+    )
     return [f"{arch}, batch {batch}, {size}x{size}, {device}:", "", level_table(costs)]
 
 
