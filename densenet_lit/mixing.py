@@ -25,6 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# torchvision's classification recipe (references/classification): --mixup-alpha 0.2,
+# --cutmix-alpha 1.0
+RECIPE_ALPHA = {"mixup": 0.2, "cutmix": 1.0}
+
 
 def check_probability(name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
@@ -51,12 +55,22 @@ class BatchMixing:
             if not value >= 0.0:
                 raise ValueError(
                     f"model.{name}={value!r}: expected alpha >= 0 (0 = off; torchvision's "
-                    "recipe: mixup_alpha 0.2, cutmix_alpha 1.0)."
+                    f"recipe: mixup_alpha {RECIPE_ALPHA['mixup']}, cutmix_alpha "
+                    f"{RECIPE_ALPHA['cutmix']})."
                 )
         for name in ("mixup_prob", "cutmix_prob"):
             value = getattr(self, name)
             if value is not None:
                 check_probability(name, value)
+        for mixing in ("mixup", "cutmix"):
+            prob = getattr(self, f"{mixing}_prob")
+            if prob is not None and getattr(self, f"{mixing}_alpha") == 0.0:
+                raise ValueError(
+                    f"model.{mixing}_prob={prob!r} is given while model.{mixing}_alpha is 0 "
+                    f"({mixing} off), so it would be ignored: set model.{mixing}_alpha > 0 "
+                    f"(torchvision's recipe: {RECIPE_ALPHA[mixing]}) or leave "
+                    f"model.{mixing}_prob out."
+                )
         p_mixup, p_cutmix = self.probabilities()
         if p_mixup + p_cutmix > 1.0 + 1e-9:
             raise ValueError(

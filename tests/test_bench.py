@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
-import shlex
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,26 +22,16 @@ from densenet_lit.bench import epoch as bench_epoch
 from densenet_lit.bench import main
 from densenet_lit.bench import suite as bench_suite
 from densenet_lit.bench.common import guarded
-from densenet_lit.bench.config import MODES, Mode, Settings, model_specs
+from densenet_lit.bench.config import MODES, Settings, model_specs
 from densenet_lit.bench.epoch import OURS_PIPELINE, EpochClock
-from densenet_lit.bench.loaders import DEVICE_DECODE_PIPELINE, imagenet_loader_images
-from densenet_lit.bench.report import epoch_section, loader_keeps_up, targets
-from densenet_lit.bench.steps import (
-    LIGHTNING,
-    PLAIN,
-    make_module,
-    random_batch,
-    step_row,
-    trainer_kwargs,
-)
-from densenet_lit.bench.suite import parse
+from densenet_lit.bench.report import epoch_section
+from densenet_lit.bench.steps import make_module, random_batch, trainer_kwargs
 from densenet_lit.callbacks import default_callbacks
 from densenet_lit.data import ImageNetDataModule
 from densenet_lit.data.synthetic import write_photo_imagenet
 from densenet_lit.tracking import RunCSVLogger
 
 QUICK_MODES = ("fp32", "channels_last", "bf16-mixed", "memory_efficient", "modern")
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
 @pytest.fixture(scope="module")
@@ -205,62 +191,6 @@ def test_lightning_side_runs_with_the_cli_callbacks_and_csv_logger(tmp_path):
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
-def test_rejects_unknown_modes_and_models(capsys):
-    """jsonargparse names the option, the value and the choices."""
-    with pytest.raises(SystemExit) as stopped:
-        main(["--quick", "--modes", "[fp32,fp8]"])
-    assert stopped.value.code == 2
-    err = capsys.readouterr().err
-    assert 'Parser key "modes"' in err and "Got value: fp8" in err
-    assert "Literal['fp32', 'channels_last', 'bf16-mixed', 'compile', 'fast'," in err
-    with pytest.raises(SystemExit) as stopped:
-        main(["--quick", "--models", "[resnet]"])
-    assert stopped.value.code == 2
-    err = capsys.readouterr().err
-    assert 'Parser key "models"' in err and "Got value: resnet" in err
-    assert "Literal['cifar', 'imagenet', 'all']" in err
-    with pytest.raises(SystemExit) as stopped:
-        main(["--quick", "--warmup", "0"])
-    assert stopped.value.code == 2
-    assert "warmup=0, steps=2, windows=2, rounds=1: each must be at least 1." in (
-        capsys.readouterr().err
-    )
-
-
-def test_old_option_spellings_still_parse():
-    """The argparse version's spellings (dashes, a bare --quick), jsonargparse's lists, 'all'."""
-    from densenet_lit.toolcli import old_spellings  # here: the rest runs without jsonargparse
-
-    argv = ["--quick", "--batch-cifar", "8", "--modes", "[fp32,fast]", "--epoch-modes=[all]"]
-    assert old_spellings(argv, Settings) == [
-        *("--quick=true", "--batch_cifar", "8", "--modes", "[fp32,fast]"),
-        "--epoch_modes=[all]",
-    ]
-    s = parse([*argv, "--device", "cpu", "--sections", "[steps]", "--quick"])
-    assert (s.quick, s.batch("cifar"), s.modes, s.sections) == (
-        True,
-        8,
-        ["fp32", "fast"],
-        ["steps"],
-    )
-    assert s.epoch_modes == list(MODES) and s.batch("imagenet") == 2  # --quick's default
-    assert parse(["--device", "cpu"]).modes == [m for m in MODES if not MODES[m].compile]
-
-
-def test_a_step_variant_is_one_entry_of_modes(monkeypatch):
-    """A new row (e.g. a recipe's module options) is one Mode: its module arguments reach
-    DenseNetModule on the Lightning side, and the row is measured like any other."""
-    variant = Mode("dropout", module={"drop_rate": 0.2})
-    monkeypatch.setitem(MODES, variant.name, variant)
-    spec = model_specs(quick=True)["cifar"]
-    assert make_module(spec, variant).hparams.drop_rate == 0.2
-    assert variant.label == "fp32, NCHW, eager, drop_rate=0.2"
-    s = Settings(device="cpu", quick=True, warmup=1, steps=1, windows=1)
-    row = step_row(spec, variant.name, s, runners=[PLAIN, LIGHTNING])
-    assert row["mode"] == "dropout"
-    assert len(row["runs"][LIGHTNING]["window_ips"]) == len(row["runs"][PLAIN]["window_ips"]) == 1
-
-
 def test_the_busy_window_is_in_the_middle_of_the_epoch():
     windows = [EpochClock("cuda", n, w) for n, w in ((100, 20), (10, 50), (10, 0))]
     assert [(c.first, c.last) for c in windows] == [(40, 60), (0, 10), (5, 5)]
@@ -271,21 +201,6 @@ def test_number_helper_reads_report_cells():
     assert number("1,234") == 1234 and number("0.98x") == 0.98 and number("12.5 *") == 12.5
     with pytest.raises(ValueError):
         number("n/a")
-
-
-# ------------------------------------------------------- the CLI's absence (no jsonargparse)
-
-
-def test_the_bench_never_imports_the_cli():
-    """A bare GPU machine may lack jsonargparse (and wandb): the suite imports neither the CLI
-    nor jsonargparse, in a fresh interpreter where jsonargparse cannot be imported."""
-    code = (
-        "import sys; sys.modules['jsonargparse'] = None\n"
-        "import densenet_lit.bench.suite, densenet_lit.bench.__main__\n"
-        "assert 'densenet_lit.cli' not in sys.modules"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
 
 
 def tiny_run(out: Path, sections: str = "steps") -> list[str]:
@@ -410,62 +325,6 @@ def test_a_failing_profiler_is_an_na_cell_of_the_epoch_table(monkeypatch, capsys
     assert f"| {OURS_PIPELINE} | fp32 |  |  |  | {cell} |  |  |" in epoch_section([row])
 
 
-# ---------------------------------------------------------------- the loader target on a GPU
-
-
-def test_loader_target_is_judged_by_the_ratio_with_gpu_busy_beside_it():
-    assert loader_keeps_up(0.96) is True and loader_keeps_up(0.9) is False
-    assert loader_keeps_up(None) is None
-    settings = Settings(device="cuda")  # no CUDA call made
-    specs = model_specs(quick=False)
-    row = {"pipeline": OURS_PIPELINE, "workers": 0, "batch": 64, "batches": 781, "seconds": 10.0}
-    row["images_per_s"] = 64 * 781 / 10.0
-    # a launch-bound step: the loader keeps up, yet the GPU is busy only 60% of the time
-    epochs = [
-        {**row, "mode": "fp32", "busy": 0.6, "busy_batches": 20, "vs_step": 0.98},
-        {**row, "mode": "fast", "busy": "n/a (profiler start failed)", "vs_step": 0.5},
-    ]
-    rows = targets({}, epochs, specs, settings)
-    assert [r[0].split(" (")[0] for r in rows] == [
-        "CIFAR loader never the bottleneck",
-        "GPU busy > 95% of a CIFAR epoch",
-    ] * 2
-    assert "0.98x" in rows[0][1] and rows[0][2] == "met"
-    assert rows[1][1].startswith("60.0%") and rows[1][2] == "NOT met"
-    assert "0.50x" in rows[2][1] and rows[2][2] == "NOT met"
-    assert rows[3][1] == "n/a (profiler start failed)" and rows[3][2] == "n/a"
-    table = "\n".join(epoch_section(epochs))
-    assert "60.0% (20 batches)" in table and "n/a (profiler start failed)" in table
-    assert "0.98x" in table
-
-
-def test_the_device_decoding_target_is_judged_on_a_gpu():
-    specs = model_specs(quick=False)
-    pipeline = DEVICE_DECODE_PIPELINE.format(device="GPU")
-    row = {"loader": "ImageNet", "workers": 0, "batch": 64}
-    rows = [{**row, "pipeline": pipeline, "images_per_s": ips} for ips in (5200.0, 4100.0)]
-    rows.append({**row, "pipeline": "ours: decode + fb.resnet.torch", "images_per_s": 9000.0})
-    gpu = targets({}, [], specs, Settings(device="cuda"), rows)
-    assert [r[1:] for r in gpu] == [
-        ["5,200 img/s (batches of 64)", "met"],
-        ["4,100 img/s (batches of 64)", "NOT met"],
-    ]
-    assert gpu[0][0].startswith("ImageNet JPEG decoding + augmentation on the device >= 5,000")
-    cpu = targets({}, [], specs, Settings(device="cpu", quick=True), rows[:1])
-    assert cpu[0][2] == "not judged (CPU run; GPU target)"
-
-
-def test_documented_commands_use_real_options(monkeypatch):
-    """Every ``python -m densenet_lit.bench`` line of docs/benchmarks.md parses."""
-    commands = re.findall(r"^python -m densenet_lit\.bench( .*)?$", DOCS.read_text(), re.M)
-    assert len(commands) >= 8
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the GPU commands too
-    for command in commands:
-        if "--help" in command or "--config" in command:  # jsonargparse's own options
-            continue
-        parse(shlex.split(command.split("#")[0].replace("$OUT", "/tmp/out")))  # else SystemExit
-
-
 @pytest.mark.gpu
 def test_busy_meter_measures_real_gpu_work():
     clock = EpochClock(torch.device("cuda"), batches=20, window=20)
@@ -497,29 +356,3 @@ def test_quick_run_on_cuda_reports_peak_memory_and_gpu_busy(tmp_path):
     assert all(r["verdict"] in ("met", "NOT met") for r in table_after(report, "### Targets"))
     assert "- fp32 math: torch.backends.cudnn.allow_tf32=" in report
     assert json.loads(path.with_suffix(".json").read_text())["complete"] is True
-
-
-def test_the_gpu_tests_need_neither_jsonargparse_nor_wandb():
-    """The files holding the GPU-only tests are collected where jsonargparse and wandb are
-    missing, as on a bare GPU machine (docs/benchmarks.md)."""
-    files = ["tests/test_module.py", "tests/test_bench.py", "tests/test_data_modules.py"]
-    files.append("tests/test_data_device_decode.py")
-    code = (
-        "import sys; sys.modules['jsonargparse'] = None; sys.modules['wandb'] = None\n"
-        "import pytest\n"
-        f"sys.exit(pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', *{files}]))"
-    )
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
-    assert done.returncode == 0, done.stdout[-2000:]
-
-
-@pytest.mark.parametrize(("cores", "workers"), [(2, 2), (32, 16)])
-def test_the_imagenet_loader_row_gives_every_default_worker_batches(monkeypatch, cores, workers):
-    """An epoch of the synthetic JPEGs holds four batches per default worker: with fewer, the
-    queue drains at every epoch end and the row measures fewer workers than it names."""
-    monkeypatch.setattr("densenet_lit.data.imagenet.cpu_count", lambda: cores)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    settings = Settings(device="cpu")
-    images = imagenet_loader_images(settings)
-    assert images // settings.loader_batch == max(5, 4 * workers)  # 320 images: 5 batches

@@ -10,28 +10,18 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import yaml
-from cli_args import TINY_MODEL, flags, trainer_args
 from crops import crop_offsets
+from experiment_configs import EXPERIMENTS, RUNS, SHRINK, data_args, quick, resolved
 
 from densenet_lit.analysis.costs import network_cost
-from densenet_lit.cli import main, run
-from densenet_lit.cli.extends import EXTENDS_KEY, config_chain
+from densenet_lit.cli import run
 from densenet_lit.data.transforms import normalize
 from densenet_lit.models.spec import network_spec
 from densenet_lit.module import DenseNetModule
 from densenet_lit.paper import CIFAR_MODELS, IMAGENET_MODELS
 
-REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = REPO / "experiments"
-# The paper's runs and the examples; the modern-recipe runs (*_modern.yaml) are checked in
-# tests/test_experiments_modern.py.
-MODERN_RUNS = sorted(EXPERIMENTS.glob("*_modern.yaml"))
-RUNS = sorted(set(EXPERIMENTS.glob("*.yaml")) - set(MODERN_RUNS))
 # Figure 4 (left), one config per run; sweep.yaml is the same sweep for `wandb sweep`
 SWEEP = sorted(p for p in (EXPERIMENTS / "sweep_c10plus").glob("*.yaml") if p.name != "sweep.yaml")
-OVERLAYS = sorted((EXPERIMENTS / "overlays").glob("*.yaml"))
-SHRINK = flags("model.", TINY_MODEL)
 
 # SPEC.md section 2: (global batch, epochs, {epoch: lr}) per recipe; step schedules are
 # checked on both sides of every milestone.
@@ -63,57 +53,6 @@ def recipe_of(path: Path) -> str | None:
     if name.startswith("imagenet"):
         return "cosine" if "cosine" in name else "imagenet"
     return None  # the demo
-
-
-def resolved(capsys, *args: str) -> dict:
-    """The config that ``fit --config ... --print_config`` prints."""
-    with pytest.raises(SystemExit) as printed:
-        main(["fit", *[a for p in args for a in ("--config", str(p))], "--print_config"])
-    assert printed.value.code in (0, None), capsys.readouterr().err  # not a parser error
-    return yaml.safe_load(capsys.readouterr().out)
-
-
-# Tiny data sets in the real on-disk formats: fake_data(name, **FAKE_DATA[name]).
-FAKE_DATA = {
-    "cifar10": {"n_train": 40, "n_test": 16},
-    "cifar100": {"n_train": 40, "n_test": 16},
-    "svhn": {"n_train": 30, "n_extra": 20, "n_test": 16},
-    "imagenet": {"n_classes": 3, "n_per_class": 4, "n_val_per_class": 2, "size": (40, 48)},
-}
-
-
-def data_args(path: Path, fake_data) -> list[str]:
-    """Point a config at the tiny data (the ``fake_data`` factory's), with batches that fit
-    it."""
-    name = path.stem
-    for prefix in ("cifar100", "cifar10", "svhn"):
-        if name.startswith(prefix):
-            root, _ = fake_data(prefix, **FAKE_DATA[prefix])
-            args = ["--data.init_args.data_dir", str(root)]
-            args += ["--data.init_args.batch_size", "8"]
-            return args + (["--data.init_args.val_size", "10"] if prefix == "svhn" else [])
-    if name.startswith("imagenet"):
-        root, _ = fake_data("imagenet", **FAKE_DATA["imagenet"])
-        return [
-            "--data.init_args.data_dir",
-            str(root),
-            "--data.init_args.batch_size",
-            "4",
-            "--data.init_args.num_workers",
-            "0",
-            "--data.init_args.train_crop",
-            "32",
-            "--data.init_args.eval_resize",
-            "36",
-            "--data.init_args.eval_crop",
-            "32",
-        ]
-    return ["--data.init_args.batch_size", "16"]
-
-
-def quick(tmp_path: Path) -> list[str]:
-    """A single batch of each stage (``fast_dev_run``) on a quiet CPU trainer."""
-    return trainer_args(tmp_path / "runs", fast_dev_run=True)
 
 
 # ---------------------------------------------------------------------- the set of runs
@@ -313,89 +252,3 @@ def test_a_sweep_config_runs_fit(fake_data, tmp_path):
     assert c.trainer.global_step == 1 and "test/error" in c.trainer.callback_metrics
     assert c.model.hparams.bottleneck and c.model.hparams.compression == 1.0
     assert c.run_dir.parent.name == path.stem
-
-
-# ------------------------------------------------------------------------------ overlays
-def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists are values, not descended into."""
-    out: dict[str, object] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def overlay_settings(overlay: Path) -> dict[str, object]:
-    """The dotted keys an overlay sets, with those of the files it extends (later files win)."""
-    merged: dict[str, object] = {}
-    for path in config_chain(overlay):
-        merged.update(flatten(yaml.safe_load(path.read_text()) or {}))
-    merged.pop(EXTENDS_KEY, None)
-    return merged
-
-
-@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.stem)
-def test_overlay_composes_on_a_run(overlay, capsys):
-    base = flatten(resolved(capsys, EXPERIMENTS / "imagenet161.yaml"))
-    cfg = flatten(resolved(capsys, EXPERIMENTS / "imagenet161.yaml", overlay))
-    settings = overlay_settings(overlay)
-    appended = settings.pop("trainer.callbacks+", [])
-    for key, value in settings.items():
-        assert cfg[key] == value, f"{key}: resolved {cfg[key]!r}, the overlay sets {value!r}"
-    # Exactly the keys the overlay sets to a new value differ from the run, nothing else
-    # (the run's network, its global batch and its checkpoint callback included).
-    expected = {key for key, value in settings.items() if base.get(key) != value}
-    if appended:
-        expected.add("trainer.callbacks")
-    changed = {key for key in base.keys() | cfg.keys() if base.get(key) != cfg.get(key)}
-    assert changed == expected
-    assert changed, "the overlay changes nothing"
-    # callbacks+ appends to the run's callbacks: the checkpoint callbacks stay first
-    callbacks = cfg["trainer.callbacks"]
-    assert callbacks[: len(base["trainer.callbacks"])] == base["trainer.callbacks"]
-    added = callbacks[len(base["trainer.callbacks"]) :]
-    assert [c["class_path"] for c in added] == [c["class_path"] for c in appended]
-    for got, wanted in zip(added, appended, strict=True):
-        assert got["init_args"].items() >= wanted.get("init_args", {}).items()
-
-
-def test_fast_overlay_settings(capsys):
-    cfg = resolved(capsys, EXPERIMENTS / "imagenet121.yaml", EXPERIMENTS / "overlays/fast.yaml")
-    assert cfg["trainer"]["precision"] == "bf16-mixed" and cfg["trainer"]["benchmark"]
-    assert cfg["model"]["channels_last"] and cfg["model"]["compile"]
-
-
-def test_debug_overlay_runs_on_cpu(fake_data, tmp_path):
-    path = EXPERIMENTS / "cifar10plus_densenet_bc_100_12.yaml"
-    c = run(
-        [
-            "fit",
-            "--config",
-            str(path),
-            "--config",
-            str(EXPERIMENTS / "overlays/debug.yaml"),
-            "--data.init_args.data_dir",
-            str(fake_data("cifar10", **FAKE_DATA["cifar10"])[0]),
-            "--data.init_args.batch_size",
-            "8",
-            "--trainer.default_root_dir",
-            str(tmp_path / "runs"),
-            "--trainer.enable_progress_bar",
-            "false",
-            *SHRINK,
-        ]
-    )
-    assert c.trainer.current_epoch == 2 and c.trainer.global_step == 2 * 4
-    assert c.run_dir.parent.name == "cifar10plus_densenet_bc_100_12"
-    assert (c.run_dir / "checkpoints/last.ckpt").is_file()
-    assert "test/error" in (c.run_dir / "metrics.csv").read_text()
-
-
-def test_slurm_example_matches_the_multinode_overlay():
-    script = (EXPERIMENTS / "overlays/slurm_example.sh").read_text()
-    assert "srun python -m densenet_lit fit" in script
-    assert "#SBATCH --signal=SIGUSR1@90" in script and "#SBATCH --requeue" in script
-    assert "--ntasks-per-node" in script and "overlays/multinode.yaml" in script
-    assert script.rstrip().endswith("--ckpt_path auto")  # the requeued job resumes the run

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_experiments import EXPERIMENTS, MODERN_RUNS, SHRINK, data_args, quick, resolved
+from experiment_configs import EXPERIMENTS, MODERN_RUNS, SHRINK, data_args, quick, resolved
 
 from densenet_lit.cli import run
 from densenet_lit.module import DenseNetModule

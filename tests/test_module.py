@@ -7,8 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from lightning.pytorch import Callback, LightningDataModule, Trainer
-from torch.utils.data import DataLoader, TensorDataset
+from lightning.pytorch import Callback, Trainer
+from module_fixtures import TINY
+from module_fixtures import RandomData as _Random
+from module_fixtures import quiet_trainer as _trainer
 
 from densenet_lit.module import (
     ClassificationError,
@@ -16,15 +18,6 @@ from densenet_lit.module import (
     cosine_factor,
     resolve_milestones,
 )
-
-TINY = {"depth": 10, "growth_rate": 4}
-MODERN_RECIPE = {
-    "mixup_alpha": 0.2,
-    "cutmix_alpha": 1.0,
-    "label_smoothing": 0.1,
-    "warmup_steps": 3,
-    "norm_weight_decay": 0.0,
-}
 
 
 def lr_by_epoch(module: DenseNetModule, max_epochs: int, steps_per_epoch: int = 1) -> list[float]:
@@ -128,26 +121,6 @@ def test_top5_only_with_many_classes():
         DenseNetModule(**TINY, num_classes=3, top5=True)
 
 
-class _Random(LightningDataModule):
-    def __init__(self, n=16, classes=4, batch_size=8):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.data = TensorDataset(torch.randn(n, 3, 32, 32, generator=g), torch.arange(n) % classes)
-        self.batch_size = batch_size
-
-    def train_dataloader(self):
-        return DataLoader(self.data, batch_size=self.batch_size, shuffle=True)
-
-    def val_dataloader(self):
-        return DataLoader(self.data, batch_size=self.batch_size)
-
-    def test_dataloader(self):
-        return DataLoader(self.data, batch_size=self.batch_size)
-
-    def predict_dataloader(self):
-        return DataLoader(self.data, batch_size=self.batch_size)
-
-
 class _RecordLR(Callback):
     def __init__(self):
         self.epoch_lr, self.step_lr = [], []
@@ -157,18 +130,6 @@ class _RecordLR(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.step_lr.append(trainer.optimizers[0].param_groups[0]["lr"])
-
-
-def _trainer(tmp_path, **kwargs):
-    defaults = dict(
-        default_root_dir=tmp_path,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    return Trainer(**{**defaults, **kwargs})
 
 
 def test_logged_metric_names(tmp_path):
@@ -278,150 +239,11 @@ def test_schedules_in_a_real_trainer(tmp_path):
     assert record.step_lr == pytest.approx(expected)
 
 
-# ------------------------------------------------------------------------------- speed
-def test_channels_last_gives_the_same_logits():
-    torch.manual_seed(0)
-    plain = DenseNetModule(**TINY).eval()
-    fast = DenseNetModule(**TINY, channels_last=True).eval()
-    fast.load_state_dict(plain.state_dict())
-    x = torch.randn(2, 3, 32, 32)
-    assert torch.allclose(plain(x), fast(x), atol=1e-5)
-
-
-def test_compiled_network_saves_plain_keys():
-    module = DenseNetModule(**TINY, compile=True)
-    module.configure_model()
-    assert module.compiled
-    keys = list(module.state_dict())
-    assert keys and not any("_orig_mod" in k for k in keys)
-    # and such a state dict loads into an uncompiled module
-    DenseNetModule(**TINY).load_state_dict(module.state_dict())
-
-
-@pytest.mark.slow
-def test_compiled_network_trains_and_checkpoints_load_uncompiled(tmp_path):
-    module = DenseNetModule(**TINY, num_classes=4, compile=True)
-    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
-    trainer.fit(module, datamodule=_Random())
-    path = tmp_path / "compiled.ckpt"
-    trainer.save_checkpoint(path)
-    state = torch.load(path, weights_only=False)["state_dict"]
-    assert not any("_orig_mod" in k for k in state)
-    plain = DenseNetModule.load_from_checkpoint(path, compile=False)
-    x = torch.randn(2, 3, 32, 32)
-    assert torch.allclose(plain.eval()(x), module.eval()(x), atol=1e-4)
-
-
-def test_compiled_network_has_one_graph_for_training_and_one_for_evaluation(tmp_path, monkeypatch):
-    """A fit with validation (batches of 8, 8 and 4), then test and predict (which Lightning
-    runs in inference mode): one graph is compiled for training, one for evaluation; the
-    padded last batch and the copy out of inference mode give the plain network's outputs."""
-    graphs = []
-
-    def counting_backend(gm, example_inputs):
-        graphs.append("train" if torch.is_grad_enabled() else "eval")
-        return gm.forward  # no code generation: the graph runs as traced
-
-    compile_ = torch.compile
-    monkeypatch.setattr(
-        torch, "compile", lambda model, **kw: compile_(model, **{**kw, "backend": counting_backend})
-    )
-    torch.compiler.reset()
-    module = DenseNetModule(**TINY, num_classes=4, compile=True)
-    data = _Random(n=20)
-    trainer = _trainer(tmp_path, max_epochs=2, limit_train_batches=2)
-    trainer.fit(module, datamodule=data)
-    trainer.test(module, datamodule=data, verbose=False)
-    predicted = torch.cat(trainer.predict(module, datamodule=data))
-    assert graphs == ["eval", "train"]  # the sanity check's validation comes first
-    with torch.no_grad():
-        expected = module.model.eval()(data.data.tensors[0]).softmax(dim=-1)
-    assert predicted.shape == (20, 4)
-    assert torch.allclose(predicted, expected, atol=1e-6)
-
-
 def test_finite_loss_guard_rejects_an_unknown_check():
     from densenet_lit.callbacks import FiniteLossGuard
 
     with pytest.raises(ValueError, match="check='sometimes'.*'auto', 'every_step' or 'deferred'"):
         FiniteLossGuard(check="sometimes")
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("recipe", [{}, MODERN_RECIPE], ids=["paper", "modern"])
-def test_training_steps_on_cuda_never_wait_for_the_gpu(tmp_path, recipe):
-    """Between logging steps, a training step in a Trainer with the CLI's callbacks queues its
-    GPU work without a device-to-host synchronisation (none of `.item()`, a blocking copy,
-    `torch.unique`, ...), so the host runs ahead of the GPU as in a plain PyTorch loop; also
-    with the modern recipe's MixUp/CutMix (drawn on the CPU, permutation on the device),
-    label smoothing, warm-up and parameter groups."""
-    import warnings
-
-    from lightning.pytorch import Callback
-
-    from densenet_lit.callbacks import default_callbacks
-
-    class WatchSyncs(Callback):
-        def __init__(self):
-            self.records = []
-            self._catcher = None
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if batch_idx == 3:  # after the first steps (optimizer state, cuDNN autotuning)
-                self._catcher = warnings.catch_warnings(record=True)
-                self.records = self._catcher.__enter__()
-                warnings.simplefilter("always")
-                torch.cuda.set_sync_debug_mode("warn")
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if batch_idx == 8:
-                torch.cuda.set_sync_debug_mode("default")
-                self._catcher.__exit__(None, None, None)
-
-    watch = WatchSyncs()
-    module = DenseNetModule(**TINY, num_classes=4, **recipe)
-    trainer = _trainer(
-        tmp_path,
-        accelerator="gpu",
-        devices=1,
-        max_epochs=1,
-        limit_train_batches=10,
-        limit_val_batches=0,
-        log_every_n_steps=1000,
-        callbacks=[*default_callbacks(), watch],
-    )
-    trainer.fit(module, datamodule=_Random(n=80))
-    syncs = [f"{w.filename}:{w.lineno}" for w in watch.records if "synchroniz" in str(w.message)]
-    assert not syncs, f"host waited for the GPU at: {syncs}"
-
-
-@pytest.mark.gpu
-def test_sync_batchnorm_with_memory_efficient_on_cuda(tmp_path):
-    """trainer.sync_batchnorm (DDP, here on one GPU) with the memory-efficient network: every
-    BN layer is a SyncBatchNorm, and the weights and running statistics after a few steps are
-    those of the network without recomputation (the recomputation neither communicates out
-    of step nor updates the running statistics a second time)."""
-    states = {}
-    for efficient in (False, True):
-        torch.manual_seed(0)
-        module = DenseNetModule(**TINY, num_classes=4, memory_efficient=efficient)
-        trainer = _trainer(
-            tmp_path,
-            accelerator="gpu",
-            devices=1,
-            strategy="ddp",
-            sync_batchnorm=True,
-            max_steps=3,
-            limit_val_batches=0,
-        )
-        torch.manual_seed(1)
-        trainer.fit(module, datamodule=_Random(n=32))
-        norms = [m for m in module.modules() if "BatchNorm" in type(m).__name__]
-        assert norms and all(isinstance(m, torch.nn.SyncBatchNorm) for m in norms)
-        states[efficient] = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-    assert states[True].keys() == states[False].keys()
-    for key, value in states[False].items():
-        assert torch.allclose(states[True][key].float(), value.float(), atol=1e-5), key
 
 
 def test_nonfinite_loss_stops_training(tmp_path):

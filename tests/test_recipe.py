@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densenet_lit.mixing import BatchMixing, cutmix, cutmix_box, mixup
+from densenet_lit.mixing import BatchMixing, cutmix, cutmix_box, draw_lambda, mixup
 from densenet_lit.module import DenseNetModule
 from densenet_lit.optim import parameter_groups
 from densenet_lit.recipe import MODERN, PAPER, recipe_name
@@ -132,7 +132,8 @@ def test_each_batch_gets_mixup_cutmix_or_nothing_with_their_probabilities():
     assert not BatchMixing().active
 
 
-def test_error_metrics_use_the_true_labels_while_mixing():
+def test_error_metrics_use_the_true_labels_while_mixing(monkeypatch):
+    torch.manual_seed(0)  # an initial network whose predictions are not all one class
     module = DenseNetModule(**TINY, num_classes=4, mixup_alpha=0.4)
     x, y = torch.randn(8, 3, 16, 16), torch.tensor([0, 1, 2, 3] * 2)
     torch.manual_seed(2)
@@ -142,6 +143,21 @@ def test_error_metrics_use_the_true_labels_while_mixing():
     assert torch.allclose(logits, module(mixed))
     expected = F.cross_entropy(logits, target).detach()
     assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-6)
+    # the training step's error metric: these logits against the true labels y
+    module.trainer = SimpleNamespace(world_size=1)  # one process: the step loss is the rank's
+    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
+    torch.manual_seed(2)
+    module._shared_step((x, y), "train")
+    predicted = logits.argmax(1)
+    true_error = 100 * (predicted != y).float().mean()
+    assert torch.allclose(module.train_error.compute(), true_error)
+    # the mixed partners' labels y[perm] (the draws of BatchMixing: choice, lambda, perm)
+    torch.manual_seed(2)
+    torch.rand(())
+    draw_lambda(0.4)
+    partners = y[torch.randperm(8)]
+    assert not torch.equal(partners, y)
+    assert not torch.allclose(100 * (predicted != partners).float().mean(), true_error)
 
 
 # ------------------------------------------------------------------- weight decay groups
@@ -224,6 +240,16 @@ def test_warmup_epochs_then_the_step_schedule():
             {"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "mixup_prob": 0.8, "cutmix_prob": 0.5},
             r"mixup_prob=0.8 and model.cutmix_prob=0.5 add up to more than 1",
         ),
+        (
+            {"mixup_prob": 0.5},
+            r"model.mixup_prob=0.5 is given while model.mixup_alpha is 0 \(mixup off\).*"
+            r"set model.mixup_alpha > 0 .*or leave model.mixup_prob out",
+        ),
+        (
+            {"mixup_alpha": 0.2, "cutmix_prob": 0.0},
+            r"model.cutmix_prob=0.0 is given while model.cutmix_alpha is 0 \(cutmix off\).*"
+            r"set model.cutmix_alpha > 0 .*or leave model.cutmix_prob out",
+        ),
         ({"warmup_epochs": 1, "warmup_steps": 10}, r"in epochs or in steps, not both"),
         ({"warmup_steps": -1}, r"warmup_steps=-1.*expected 0"),
         ({"warmup_epochs": 1, "warmup_start_factor": 0.0}, r"warmup_start_factor=0.0"),
@@ -283,6 +309,10 @@ def test_wandb_group_and_tags_name_the_recipe(run_args, monkeypatch, extra, grou
     [
         (["--model.label_smoothing", "1.0"], "error: model.label_smoothing=1.0: expected a value"),
         (["--model.mixup_alpha", "-1"], "error: model.mixup_alpha=-1.0: expected alpha >= 0"),
+        (
+            ["--model.cutmix_prob", "0.5"],
+            "error: model.cutmix_prob=0.5 is given while model.cutmix_alpha is 0 (cutmix off)",
+        ),
         (
             ["--trainer.callbacks+=EMAWeightAveraging", "--trainer.callbacks.decay", "1.5"],
             "error: EMAWeightAveraging decay=1.5: expected 0 < decay < 1",
