@@ -6,7 +6,8 @@
 * The paper's schedules (``step`` per epoch, ``cosine`` per step, :mod:`densenet_lit.schedule`),
   after an optional linear warm-up. With a warm-up the whole schedule is one per-step
   ``LambdaLR``: ``warm-up factor x schedule factor``; the cosine then runs over the steps after
-  the warm-up (torchvision's ``SequentialLR(LinearLR, CosineAnnealingLR)``). Without one the
+  the warm-up (torchvision's ``SequentialLR(LinearLR, CosineAnnealingLR)``, which steps once
+  an epoch; ours moves at every step: the same curve without the staircase). Without one the
   schedulers are exactly the paper runs' (``MultiStepLR`` per epoch, cosine ``LambdaLR``).
 """
 

@@ -4,13 +4,14 @@ option) and a suggestion for a misspelt option."""
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 import re
 import sys
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser
+
+from densenet_lit.class_path import named_class
 
 UNKNOWN_OPTION = re.compile(r"does not accept option '([\w.]+)'|unrecognized arguments: --([\w.]+)")
 UNKNOWN_INIT_ARG = re.compile(r"class_path '([\w.]+)':\s*Option '(\w+)' is not accepted")
@@ -45,12 +46,8 @@ def option_names(help_text: str) -> list[str]:
 
 def init_arg_names(class_path: str) -> list[str]:
     """The ``__init__`` arguments of the class named by ``class_path`` ([] if it can't load)."""
-    module, _, name = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-        return list(inspect.signature(cls.__init__).parameters)
-    except Exception:
-        return []
+    cls = named_class(class_path)
+    return list(inspect.signature(cls.__init__).parameters) if cls is not None else []
 
 
 def data_modules_taking(option: str, class_path: str) -> list[str]:
