@@ -7,7 +7,7 @@ import pytest
 import torch
 from report_tables import number, table_after
 
-from densenet_lit.bench import gpu_check
+from densenet_lit import gpu_check
 
 PROBE = """import pytest
 
@@ -50,3 +50,33 @@ def test_dry_run_writes_one_report_with_every_part(tmp_path):
     epoch = report[report.index("### ImageNet-layout epoch") :]
     assert "--data.init_args.decode device" in epoch and "- 3 batches of 2:" in epoch
     assert number(epoch.split("images/s (ThroughputMonitor): ")[1].split()[0]) > 0
+
+
+def test_a_part_past_its_share_of_the_budget_is_stopped_and_the_next_one_runs(
+    monkeypatch, tmp_path
+):
+    """The budget holds whatever a part does: a part that would run for a minute is stopped
+    at its share (a 6-second budget here), the report says so and the later parts run."""
+    import time
+
+    calls = []
+
+    def stuck(*args):
+        calls.append("step")
+        time.sleep(60)
+
+    def quick(name):
+        return lambda *args: calls.append(name) or [f"{name} done"]
+
+    monkeypatch.setattr(gpu_check, "run_pytest", quick("pytest"))
+    monkeypatch.setattr(gpu_check, "training_step", stuck)
+    monkeypatch.setattr(gpu_check, "memory_levels", quick("memory"))
+    monkeypatch.setattr(gpu_check, "cli_epoch", quick("cli"))
+    start = time.monotonic()
+    path = gpu_check.main(["--dry_run", "--out", str(tmp_path), "--minutes", "0.1"])
+    assert time.monotonic() - start < 8  # 6 s of budget; the stuck part alone would take 60
+    assert calls == ["pytest", "step", "memory", "cli"]
+    report = path.read_text()
+    step = report[report.index("### Training step") : report.index("### Memory levels")]
+    assert "failed: out of time, stopped after its" in step
+    assert "memory done" in report and "cli done" in report

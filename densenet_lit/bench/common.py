@@ -73,22 +73,16 @@ def load_average() -> str:
 
 
 def cpu_name() -> str:
-    names = []
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    return names[0] if names else platform.processor() or platform.machine()
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
+        return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    return platform.processor() or platform.machine()  # no /proc/cpuinfo (or no model name)
 
 
 def environment(device) -> dict[str, str]:
-    """The header block of a report: when, where, with what."""
+    """The header block of a report: when, where, with what (and, on a GPU, what fp32 means)."""
     import lightning
     import torchvision
 
-    dev = f"CPU ({torch.get_num_threads()} torch threads)"
-    if cuda := torch.device(device).type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        dev = f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
-        dev += f", cuDNN {torch.backends.cudnn.version()}"
     env = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.node()}: {platform.platform()}",
@@ -97,16 +91,18 @@ def environment(device) -> dict[str, str]:
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "lightning": lightning.__version__,
-        "device": dev,
+        "device": f"CPU ({torch.get_num_threads()} torch threads)",
     }
-    if cuda:  # what "fp32" means on this GPU
-        tf32 = torch.backends.cudnn.allow_tf32
+    if torch.device(device).type == "cuda":
+        props, cudnn = torch.cuda.get_device_properties(device), torch.backends.cudnn
+        env["device"] = f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA "
+        env["device"] += f"{torch.version.cuda}, cuDNN {cudnn.version()}"
+        math = "in TF32 on Ampere and newer" if cudnn.allow_tf32 else "in full fp32"
         env["fp32 math"] = (
-            f"torch.backends.cudnn.allow_tf32={tf32} (fp32 convolutions "
-            f"{'in TF32 on Ampere and newer' if tf32 else 'in full fp32'}), "
+            f"torch.backends.cudnn.allow_tf32={cudnn.allow_tf32} (fp32 convolutions {math}), "
             f"torch.backends.cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32} "
             f"(float32_matmul_precision '{torch.get_float32_matmul_precision()}'), "
-            f"torch.backends.cudnn.benchmark={torch.backends.cudnn.benchmark}"
+            f"torch.backends.cudnn.benchmark={cudnn.benchmark}"
         )
     env["load average (1/5/15 min) at start"] = load_average()
     return env

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+import torchvision
 from torch import nn
 
 from densenet_lit.benchmarks import IMAGENET_CLASSES
@@ -15,12 +16,9 @@ from densenet_lit.models import DEEPEST_MEMORY_LEVEL, build_model
 
 @dataclass(frozen=True)
 class Mode:
-    """One way of running the same training step: one row of each step table.
-
-    ``module`` holds extra ``DenseNetModule`` arguments for the Lightning side (a recipe's
-    options); the plain loop ignores them, so "Lightning / plain" shows what the recipe costs.
-    A new step variant is one more entry of MODES.
-    """
+    """One way of running the same training step: one row of each step table; a new variant is
+    one more entry of MODES. ``module`` holds extra ``DenseNetModule`` arguments (a recipe's)
+    that the plain loop leaves out, so that "Lightning / plain" shows what the recipe costs."""
 
     name: str
     channels_last: bool = False
@@ -38,12 +36,11 @@ class Mode:
     @property
     def label(self) -> str:
         """What the mode runs, in words: precision, layout, execution, memory level, recipe."""
-        level = {"memory_efficient": self.memory_efficient} if self.memory_efficient else {}
         parts = [("fp32", "bf16-mixed")[self.bf16], ("NCHW", "channels_last")[self.channels_last]]
-        parts += [("eager", "torch.compile")[self.compile]]
+        parts.append(("eager", "torch.compile")[self.compile])
+        level = {"memory_efficient": self.memory_efficient} if self.memory_efficient else {}
         ema = {"ema_decay": self.ema_decay} if self.ema_decay else {}
-        extra = {**level, **self.module, **ema}
-        return ", ".join(parts + [f"{k}={v}" for k, v in extra.items()])
+        return ", ".join(parts + [f"{k}={v}" for k, v in {**level, **self.module, **ema}.items()])
 
 
 FAST = {"channels_last": True, "bf16": True, "compile": True}
@@ -51,6 +48,7 @@ FAST = {"channels_last": True, "bf16": True, "compile": True}
 # CutMix of every batch, two parameter groups, and an EMA update after every step (the mode's
 # ema_decay); beside the fp32 row, it is what the recipe costs per step.
 MODERN = {"label_smoothing": 0.1, "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "norm_weight_decay": 0.0}
+DEEPEST = f"memory_efficient={DEEPEST_MEMORY_LEVEL}"
 MODES: dict[str, Mode] = {
     m.name: m
     for m in (
@@ -60,7 +58,7 @@ MODES: dict[str, Mode] = {
         Mode("compile", compile=True),
         Mode("fast", **FAST),
         Mode("memory_efficient", memory_efficient=1),
-        Mode(f"memory_efficient={DEEPEST_MEMORY_LEVEL}", memory_efficient=DEEPEST_MEMORY_LEVEL),
+        Mode(DEEPEST, memory_efficient=DEEPEST_MEMORY_LEVEL),
         Mode("fast+memory_efficient", **FAST, memory_efficient=1),
         Mode("modern", module=MODERN, ema_decay=0.9999),
     )
@@ -69,8 +67,8 @@ MODES: dict[str, Mode] = {
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A network of the suite, as ``build_model`` arguments; the plain loop trains
-    torchvision's network of the same shape for ImageNet (1000 classes)."""
+    """A network of the suite, as ``build_model`` arguments; ``baseline_name``: what the plain
+    loop trains (torchvision's network of the same shape for ImageNet's 1000 classes)."""
 
     key: str
     title: str
@@ -78,7 +76,7 @@ class ModelSpec:
     image_size: int
     num_classes: int
     module_kwargs: dict[str, Any]
-    baseline_name: str  # what the plain loop trains: torchvision's network for 1000 classes
+    baseline_name: str
 
     def ours(self, level: int) -> nn.Module:
         kwargs = self.module_kwargs
@@ -87,8 +85,6 @@ class ModelSpec:
     def plain(self, level: int) -> nn.Module:
         """torchvision's DenseNet where it has one (its one memory-efficient mode at any level
         above 0), else ours."""
-        import torchvision
-
         if self.num_classes != IMAGENET_CLASSES:
             return self.ours(level)
         k = self.module_kwargs.get("growth_rate", 32)
@@ -210,18 +206,11 @@ class Settings:
                 f"warmup={self.warmup}, steps={self.steps}, windows={self.windows}, "
                 f"rounds={self.rounds}: each must be at least 1."
             )
-        self.notes = []
         left_out = [m for m in MODES if m not in self.modes]
-        if left_out and not modes_given and self.device == "cpu" and not self.quick:
-            self.notes.append(
-                f"Modes {', '.join(left_out)} are left out by the CPU default (Inductor takes "
-                "minutes to compile each network for each runner); `--modes [all]` includes them."
-            )
-        if self.epoch_batches and "epoch" in self.sections:
-            self.notes.append(
-                f"The CIFAR 'epoch' is its first {self.epoch_batches} batches "
-                "(`--epoch_batches 0` runs the whole epoch)."
-            )
+        self.notes = [  # the report's notes on what the defaults leave out
+            f"Modes {', '.join(left_out)} are left out by the CPU default (Inductor takes "
+            "minutes to compile each network for each runner); `--modes [all]` includes them."
+        ] * bool(left_out and not modes_given and self.device == "cpu" and not self.quick)
 
     @property
     def cuda(self) -> bool:

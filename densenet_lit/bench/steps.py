@@ -16,14 +16,15 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from torch import nn
 from torch.utils.benchmark import Timer
 
 from densenet_lit.bench.common import guarded, log, now
 from densenet_lit.bench.config import MODES, Mode, ModelSpec, Settings
 from densenet_lit.callbacks import ThroughputMonitor, default_callbacks
-from densenet_lit.metric_names import IMAGES_PER_SEC
-from densenet_lit.metric_names import PEAK_MEMORY_GIB as PEAK_GIB
+from densenet_lit.metric_names import IMAGES_PER_SEC, PEAK_MEMORY_GIB
 from densenet_lit.tracking import RunCSVLogger
 
 SGD = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)  # the paper's, both sides
@@ -37,6 +38,10 @@ def random_batch(spec: ModelSpec, batch_size: int, device) -> tuple[torch.Tensor
     return x.to(device), torch.randint(0, spec.num_classes, (batch_size,), generator=gen).to(device)
 
 
+def layout(mode: Mode) -> torch.memory_format:
+    return torch.channels_last if mode.channels_last else torch.contiguous_format
+
+
 def autocast(device, mode: Mode):
     bf16 = torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     return bf16 if mode.bf16 else nullcontext()
@@ -45,8 +50,7 @@ def autocast(device, mode: Mode):
 def plain_step(model: nn.Module, mode: Mode, device):
     """The loop a user writes by hand, as a function of one batch: the network,
     SGD-Nesterov, autocast for bf16."""
-    layout = torch.channels_last if mode.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=layout).train()
+    model = model.to(device, memory_format=layout(mode)).train()
     optimizer = torch.optim.SGD(model.parameters(), **SGD)
     # dynamic=False: else Dynamo's automatic dynamic shapes carry over from the first
     # network compiled in this process and give the next one a symbolic-shape graph.
@@ -54,7 +58,7 @@ def plain_step(model: nn.Module, mode: Mode, device):
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         with autocast(device, mode):  # each batch converted, as a loader's would be
-            loss = F.cross_entropy(net(x.contiguous(memory_format=layout)), y)
+            loss = F.cross_entropy(net(x.contiguous(memory_format=layout(mode))), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -65,15 +69,13 @@ def plain_step(model: nn.Module, mode: Mode, device):
 def memory_mib(model: nn.Module, spec: ModelSpec, mode: Mode, s: Settings) -> float | None:
     """The memory column on a CPU, where there is no allocator peak to read: the MiB the
     autograd graph keeps for backward (eager; the mode's autocast and layout). None on CUDA."""
-    from densenet_lit.models.memory import activation_bytes
+    from densenet_lit.models.memory import activation_bytes  # its command line: jsonargparse
 
     if s.cuda:
         return None
-    x, _ = random_batch(spec, s.batch(spec.key), s.device)
-    layout = torch.channels_last if mode.channels_last else torch.contiguous_format
-    model, x = model.to(s.device, memory_format=layout), x.contiguous(memory_format=layout)
+    x = random_batch(spec, s.batch(spec.key), s.device)[0].contiguous(memory_format=layout(mode))
     with autocast(s.device, mode):
-        return activation_bytes(model, x) / 2**20
+        return activation_bytes(model.to(s.device, memory_format=layout(mode)), x) / 2**20
 
 
 def plain_steps(model: nn.Module, spec: ModelSpec, mode: Mode, s: Settings) -> dict:
@@ -100,11 +102,11 @@ def make_module(spec: ModelSpec, mode: Mode):
     """DenseNetModule for ``spec`` in ``mode``, with the mode's extra module arguments."""
     from densenet_lit.module import DenseNetModule
 
-    layout = {"channels_last": mode.channels_last, "compile": mode.compile}
-    kwargs = {**spec.module_kwargs, **SGD, "milestones": [30, 60], **layout, **mode.module}
+    kwargs = {**spec.module_kwargs, **SGD, "milestones": [30, 60], **mode.module}
     return DenseNetModule(
-        **kwargs, num_classes=spec.num_classes, memory_efficient=mode.memory_efficient
-    )
+        **kwargs, channels_last=mode.channels_last, compile=mode.compile,
+        num_classes=spec.num_classes, memory_efficient=mode.memory_efficient,
+    )  # fmt: skip
 
 
 def trainer_kwargs(settings: Settings, mode: Mode, root: str, callbacks=()) -> dict:
@@ -114,59 +116,49 @@ def trainer_kwargs(settings: Settings, mode: Mode, root: str, callbacks=()) -> d
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="lightning")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    device = {"accelerator": "gpu" if settings.cuda else "cpu", "devices": 1}
-    speed = {
-        "precision": "bf16-mixed" if mode.bf16 else "32-true",
-        "benchmark": settings.cuda or None,
-    }
-    if mode.ema_decay:
-        from lightning.pytorch.callbacks import EMAWeightAveraging
+    ema = [EMAWeightAveraging(decay=mode.ema_decay)] if mode.ema_decay else []
+    return dict(
+        accelerator="gpu" if settings.cuda else "cpu", devices=1, benchmark=settings.cuda or None,
+        precision="bf16-mixed" if mode.bf16 else "32-true", num_sanity_val_steps=0,
+        logger=RunCSVLogger(root), callbacks=[*callbacks, *ema, *default_callbacks()],
+        default_root_dir=root, **QUIET,
+    )  # fmt: skip
 
-        callbacks = [*callbacks, EMAWeightAveraging(decay=mode.ema_decay)]
-    logs = {"logger": RunCSVLogger(root), "callbacks": [*callbacks, *default_callbacks()]}
-    return {**device, **speed, **logs, **QUIET, "num_sanity_val_steps": 0, "default_root_dir": root}
+
+class FirstStep(Callback):
+    """The first training step's seconds (compilation included)."""
+
+    def __init__(self, device) -> None:
+        self.device, self.start, self.seconds = device, None, None
+
+    def on_train_batch_start(self, *args) -> None:
+        self.start = self.start or now(self.device)
+
+    def on_train_batch_end(self, *args) -> None:
+        self.seconds = self.seconds or now(self.device) - self.start
 
 
 def lightning_steps(spec: ModelSpec, mode: Mode, s: Settings) -> dict:
     """One epoch per window, after the epochs that hold the warm-up (and the monitor's own);
     images/s and the GPU peak are the ThroughputMonitor's, read back from ``metrics.csv``."""
-    from lightning.pytorch import Callback, Trainer
-
-    first: dict[str, float] = {}
-
-    class FirstStep(Callback):
-        def on_train_batch_start(self, *args):
-            first.setdefault("start", now(s.device))
-
-        def on_train_batch_end(self, *args):
-            first.setdefault("first_step_s", now(s.device) - first["start"])
-
-    memory = memory_mib(spec.ours(mode.memory_efficient), spec, mode, s)
+    memory, first = memory_mib(spec.ours(mode.memory_efficient), spec, mode, s), FirstStep(s.device)
     with tempfile.TemporaryDirectory(prefix="densenet-bench-") as root:
-        kwargs = trainer_kwargs(s, mode, root, [FirstStep()])
+        kwargs = trainer_kwargs(s, mode, root, [first])
         (monitor,) = [c for c in kwargs["callbacks"] if isinstance(c, ThroughputMonitor)]
         warm = math.ceil(max(s.warmup, monitor.warmup_steps) / s.steps)
         trainer = Trainer(max_epochs=warm + s.windows, limit_train_batches=s.steps, **kwargs)
         batches = itertools.repeat(random_batch(spec, s.batch(spec.key), s.device))
         trainer.fit(make_module(spec, mode), train_dataloaders=batches)
         with open(kwargs["logger"].metrics_file, newline="") as f:
-            timed = [r for r in csv.DictReader(f) if r.get(IMAGES_PER_SEC)]
-    timed = [r for r in timed if float(r["epoch"]) >= warm]
+            rows = [r for r in csv.DictReader(f) if r.get(IMAGES_PER_SEC)]
+    timed = [r for r in rows if float(r["epoch"]) >= warm]
     if len(timed) != s.windows:
         raise RuntimeError(f"Lightning logged {len(timed)} of {s.windows} windows")
     if s.cuda:
-        memory = max((float(r[PEAK_GIB]) * 2**10 for r in timed if r.get(PEAK_GIB)), default=None)
+        peaks = [float(r[PEAK_MEMORY_GIB]) * 2**10 for r in timed if r.get(PEAK_MEMORY_GIB)]
+        memory = max(peaks, default=None)
     window_ips = [float(r[IMAGES_PER_SEC]) for r in timed]
-    return {"window_ips": window_ips, "first_step_s": first["first_step_s"], "memory_mib": memory}
-
-
-def run_once(runner: str, spec: ModelSpec, mode: Mode, s: Settings) -> dict:
-    """One runner (a column of the step table) in one mode, seeded alike."""
-    torch.manual_seed(0)
-    if runner == LIGHTNING:
-        return lightning_steps(spec, mode, s)
-    net = spec.ours if runner == PLAIN_OURS else spec.plain
-    return plain_steps(net(mode.memory_efficient), spec, mode, s)
+    return {"window_ips": window_ips, "first_step_s": first.seconds, "memory_mib": memory}
 
 
 def pooled(rounds: list) -> dict | str:
@@ -184,13 +176,24 @@ def step_row(spec: ModelSpec, name: str, s: Settings, runners: list[str] | None 
     """The runners of ``spec`` (default all) in mode ``name``, alternating over rounds so that
     drift in the machine's speed affects them alike. A runner that fails is its error's
     "n/a (reason)" cell."""
+    mode, level = MODES[name], MODES[name].memory_efficient
+    measure = {  # each seeded alike by seeded()
+        PLAIN: lambda: plain_steps(spec.plain(level), spec, mode, s),
+        PLAIN_OURS: lambda: plain_steps(spec.ours(level), spec, mode, s),
+        LIGHTNING: lambda: lightning_steps(spec, mode, s),
+    }
+
+    def seeded(runner: str) -> dict:
+        torch.manual_seed(0)
+        return measure[runner]()
+
     runners = runners or [PLAIN, *[PLAIN_OURS] * (spec.num_classes == 1000), LIGHTNING]
     rounds: dict[str, list] = {runner: [] for runner in runners}
     for r in range(s.rounds):
         for runner in runners[:: -1 if r % 2 else 1]:
             if all(isinstance(done, dict) for done in rounds[runner]):
                 what = f"{spec.key} {name} {runner}"
-                res = guarded(partial(run_once, runner, spec, MODES[name], s), what, s.device)
+                res = guarded(partial(seeded, runner), what, s.device)
                 rounds[runner].append(res)
                 log(f"{what} round {r + 1}: {res if isinstance(res, str) else res['window_ips']}")
     runs = {runner: pooled(results) for runner, results in rounds.items()}

@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -55,21 +54,20 @@ def write_json(path: Path, results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> Path:
     """Run the suite; return the path of the Markdown report. The raw numbers are written
-    first (``.json``; ``.partial.json`` while running), the Markdown after them."""
+    first (``.json``; ``.partial.json`` after every row while running), the Markdown after."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    settings = parse(argv)
-    out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench-{settings.device}-{time.strftime('%Y%m%d-%H%M%S')}.md"
-    json_path, partial = path.with_suffix(".json"), out / f"{path.stem}.partial.json"
+    s = parse(argv)
+    path = Path(s.out, f"bench-{s.device}-{time.strftime('%Y%m%d-%H%M%S')}.md")
+    json_path, partial = path.with_suffix(".json"), path.with_name(f"{path.stem}.partial.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     command = shlex.join([*PROG.split(), *argv])
-    results = dict(command=command, settings=settings, environment={}, steps={}, loaders=[])
-    results.update(epochs=[], elapsed_s=None, complete=False, error=None)
+    results = dict(command=command, settings=s, environment={}, steps={}, loaders=[], epochs=[])
+    results.update(elapsed_s=None, complete=False, error=None)
     threads, cudnn_benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
     try:  # process-wide knobs, restored for whoever called main() in-process (tests)
-        torch.backends.cudnn.benchmark = settings.cuda or cudnn_benchmark
-        torch.set_num_threads(settings.threads or threads)
-        run(settings, results, lambda: write_json(partial, results))
+        torch.backends.cudnn.benchmark = s.cuda or cudnn_benchmark
+        torch.set_num_threads(s.threads or threads)
+        run(s, results, lambda: write_json(partial, results))
     except BaseException as err:  # also KeyboardInterrupt: keep what was measured
         results["error"] = short_error(err)
         write_json(partial, results)
@@ -86,36 +84,32 @@ def main(argv: list[str] | None = None) -> Path:
     except Exception:
         trace = traceback.format_exc()
         print(trace, file=sys.stderr)
-        markdown = (
-            f"## densenet_lit benchmark\n\nRendering this report failed; the raw "
-            f"numbers are in `{json_path.name}`.\n\n```\n{trace.rstrip()}\n```"
-        )
+        markdown = "## densenet_lit benchmark\n\nRendering this report failed; the raw numbers "
+        markdown += f"are in `{json_path.name}`.\n\n```\n{trace.rstrip()}\n```"
     path.write_text(markdown + "\n")
     print(markdown)
     log(f"wrote {json_path} and {path}")
     return path
 
 
-def run(s: Settings, results: dict, save: Callable[[], None]) -> None:
+def run(s: Settings, results: dict, save) -> None:
     """Run the sections of ``s`` into ``results``, calling ``save()`` after each row."""
     results["environment"] = environment(s.device)
     log(f"device {results['environment']['device']}; sections {','.join(s.sections)}")
     save()
     start, specs = time.perf_counter(), model_specs(s.quick)
     with tempfile.TemporaryDirectory(prefix="densenet-bench-data-") as tmp:
-        roots = {name: Path(tmp) / name for name in ("cifar10", "svhn", "imagenet")}
-        if "loaders" in s.sections or "epoch" in s.sections:
-            write_cifar10(
-                roots["cifar10"], s.cifar_train_images, max(64, s.cifar_train_images // 5)
-            )
+        roots = {name: Path(tmp, name) for name in ("cifar10", "svhn", "imagenet")}
+        if {"loaders", "epoch"} & set(s.sections):
+            n = s.cifar_train_images
+            write_cifar10(roots["cifar10"], n, max(64, n // 5))
             write_svhn(roots["svhn"], s.svhn_train_images, n_extra=None, n_test=64)
-        if "loaders" in s.sections:
-            write_photo_imagenet(roots["imagenet"], imagenet_loader_images(s))
         for key in s.models if "steps" in s.sections else []:
             for name in s.modes:
                 results["steps"].setdefault(key, []).append(step_row(specs[key], name, s))
                 save()
         if "loaders" in s.sections:
+            write_photo_imagenet(roots["imagenet"], imagenet_loader_images(s))
             run_loaders(s, roots, results["loaders"], save)
         if "epoch" in s.sections:
             cifar_steps = results["steps"].get("cifar", [])

@@ -1,8 +1,11 @@
-"""``python -m densenet_lit.bench.gpu_check`` (``make gpu-check``): a lent GPU's few minutes, used.
+"""``python -m densenet_lit.gpu_check`` (``make gpu-check``): a lent GPU's few minutes, used.
 
-One command, about 6 minutes on one H100, one Markdown report (its parts: docs/benchmarks.md,
-"GPU check"). A part that fails says why in its section and the next one runs. With no GPU it
-says so in one line; ``--dry_run true`` runs every part it can on the CPU at tiny sizes.
+One command, one Markdown report (its parts: docs/benchmarks.md, "GPU check"), built from the
+GPU tests, the benchmark suite's step measurement, the memory levels' tool and the training
+CLI. Each part has a share of a time budget (``--minutes``, 7 by default, so that the command
+ends within 8 minutes); a part that fails or runs out of time says so in its section and the
+next one runs. With no GPU it says so in one line; ``--dry_run true`` runs every part it can
+on the CPU at tiny sizes.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from __future__ import annotations
 import io
 import itertools
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -29,10 +34,10 @@ from densenet_lit.data.synthetic import write_photo_imagenet
 from densenet_lit.markdown import table_lines
 from densenet_lit.metric_names import IMAGES_PER_SEC
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout: tests/ and experiments/
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: tests/ and experiments/
 
 
-def run_pytest(paths: list[str], timeout: int) -> list[str]:
+def run_pytest(paths: list[str], timeout: float) -> list[str]:
     """``pytest -m gpu`` in a subprocess: its summary line and the failures' lines."""
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", *paths]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -122,13 +127,36 @@ def cli_epoch(dry_run: bool, batch: int, batches: int) -> list[str]:
     return [f"`{shown}`", "", f"{done} included); images/s (ThroughputMonitor): {rate}"]
 
 
+class OutOfTime(BaseException):
+    """A part ran past its share of the budget: raised in it by a timer signal, a
+    BaseException so that no guard inside the part (``except Exception``) keeps it running."""
+
+
+def within(seconds: float, part):
+    """``part()``, stopped with :class:`OutOfTime` after ``seconds`` (a timer signal, so on
+    the main thread only; elsewhere the part runs to its end)."""
+    if threading.current_thread() is not threading.main_thread():
+        return part()
+
+    def stop(*_):
+        raise OutOfTime(f"stopped after its {seconds:.0f} s of the time budget")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
+    try:
+        return part()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def gpu_check(
     out: str = "bench_results",
     dry_run: bool = False,
     batch: int = 64,
     steps: int = 10,
     pytest_paths: list[str] | None = None,
-    timeout: int = 180,
+    minutes: float = 7.0,
 ) -> Path | None:
     """The GPU check: one command, one report file (see docs/benchmarks.md, "GPU check").
 
@@ -138,7 +166,8 @@ def gpu_check(
         batch: batch of the training step and the CLI epoch (the memory levels use half).
         steps: warm-up steps and steps per timed window (3 windows) of the training step.
         pytest_paths: what ``pytest -m gpu`` collects (default: tests).
-        timeout: seconds ``pytest -m gpu`` may take.
+        minutes: the time budget of all parts; each part gets its share and what the parts
+            before it left unused, and is stopped when that is spent.
     """
     cuda = torch.cuda.is_available() and not dry_run
     if not cuda and not dry_run:
@@ -150,24 +179,29 @@ def gpu_check(
     path = Path(out) / f"gpu-check-{device}-{time.strftime('%Y%m%d-%H%M%S')}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["## densenet_lit GPU check" + (" (CPU dry run)" if dry_run else ""), ""]
-    lines += [f"- {k}: {v}" for k, v in environment(torch.device(device)).items()] + [""]
-    parts = {
-        "pytest -m gpu": lambda: run_pytest(pytest_paths or ["tests"], timeout),
-        "Training step: Lightning beside a plain torchvision loop": partial(
-            training_step, dry_run, batch, steps
-        ),
-        "Memory levels": lambda: memory_levels(dry_run, batch // 2 if cuda else batch),
-        "nvJPEG against PIL": lambda: jpeg_decoding(256) if cuda else ["skipped: no GPU"],
-        "ImageNet-layout epoch through the CLI, decode: device": partial(
-            cli_epoch, dry_run, batch, 3 if dry_run else 12
-        ),
-    }
-    for title, part in parts.items():
-        start = time.perf_counter()
-        log(f"gpu check: {title}")
-        body = guarded(part, title, device)  # a list of lines, or the error's "n/a (...)"
+    lines += [f"- {k}: {v}" for k, v in environment(torch.device(device)).items()]
+    parts = [  # (title, share of the 7-minute budget in seconds, part(seconds it may take))
+        ("pytest -m gpu", 120, lambda limit: run_pytest(pytest_paths or ["tests"], limit)),
+        ("Training step: Lightning beside a plain torchvision loop", 180, lambda _: training_step(dry_run, batch, steps)),
+        ("Memory levels", 30, lambda _: memory_levels(dry_run, batch // 2 if cuda else batch)),
+        ("nvJPEG against PIL", 20, lambda _: jpeg_decoding(256) if cuda else ["skipped: no GPU"]),
+        ("ImageNet-layout epoch through the CLI, decode: device", 70, lambda _: cli_epoch(dry_run, batch, 3 if dry_run else 12)),
+    ]  # fmt: skip
+    shares = [60 * minutes * share / sum(p[1] for p in parts) for _, share, _ in parts]
+    lines += [
+        f"- time budget: {minutes:g} min, shared by the parts as {[round(t) for t in shares]} s",
+        "",
+    ]
+    deadline = time.monotonic() + 60 * minutes
+    for i, (title, _, part) in enumerate(parts):
+        start, limit = time.monotonic(), deadline - time.monotonic() - sum(shares[i + 1 :])
+        log(f"gpu check: {title} (at most {limit:.0f} s)")
+        try:
+            body = guarded(partial(within, limit, partial(part, limit)), title, device)
+        except OutOfTime as err:
+            body = f"out of time, {err}"
         body = body if isinstance(body, list) else [f"failed: {body}"]
-        lines += section(title, body, f"_{time.perf_counter() - start:.0f} s_")
+        lines += section(title, body, f"_{time.monotonic() - start:.0f} s of at most {limit:.0f}_")
         path.write_text("\n".join(lines) + "\n")  # after each part: a kill keeps the rest
     print("\n".join(lines))
     log(f"wrote {path}")
