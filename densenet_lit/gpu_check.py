@@ -169,6 +169,13 @@ def gpu_check(
         minutes: the time budget of all parts; each part gets its share and what the parts
             before it left unused, and is stopped when that is spent.
     """
+    from densenet_lit.toolcli import UsageError
+
+    if minutes <= 0 or batch < 1 or steps < 1:
+        raise UsageError(
+            f"minutes={minutes}, batch={batch}, steps={steps}: the budget must be above 0 "
+            "minutes (7 fits one H100), the batch and the steps at least 1."
+        )
     cuda = torch.cuda.is_available() and not dry_run
     if not cuda and not dry_run:
         print("gpu_check: torch sees no CUDA device here; nothing to check (exit 0).")

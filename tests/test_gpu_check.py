@@ -80,3 +80,10 @@ def test_a_part_past_its_share_of_the_budget_is_stopped_and_the_next_one_runs(
     step = report[report.index("### Training step") : report.index("### Memory levels")]
     assert "failed: out of time, stopped after its" in step
     assert "memory done" in report and "cli done" in report
+
+
+def test_a_budget_of_no_time_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        gpu_check.main(["--dry_run", "--minutes", "0"])
+    assert stopped.value.code == 2
+    assert "minutes=0.0, batch=64, steps=10: the budget must be above 0" in capsys.readouterr().err
