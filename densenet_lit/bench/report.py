@@ -20,7 +20,7 @@ MEMORY_TARGETS = (("memory_efficient", 0.5, 1.25), (DEEPEST, 0.3, 1.3))
 LOADER_RATIO, BUSY, DECODE = 0.95, 0.95, 5000.0  # epoch / step alone; GPU busy; img/s (H100)
 OVERHEAD_TARGET = "Lightning step >= plain loop in every mode (overhead < 3%)"
 LOADER_TARGET = f"CIFAR loader never the bottleneck (epoch >= {LOADER_RATIO:.2f}x step alone)"
-BUSY_TARGET = "GPU busy > 95% of a CIFAR epoch (launch-bound steps stay below it)"
+BUSY_TARGET = f"GPU busy > {BUSY:.0%} of a CIFAR epoch (launch-bound steps stay below it)"
 DECODE_TARGET = (
     f"ImageNet JPEG decoding + augmentation on the device >= {DECODE:,.0f} img/s (one H100)"
 )
@@ -32,9 +32,7 @@ STEP_TEXT = (
     "process)."
 )
 PEAK = "`torch.cuda.max_memory_allocated` over the timed steps"
-SAVED = (
-    "the bytes the autograd graph saves for backward (`*`: compile modes show the eager graph's)"
-)
+SAVED = "the bytes autograd saves for backward (`*`: compile modes show the eager graph's)"
 LOADER_TEXT = (
     "Images/s delivered on the device, augmentation included; synthetic data in the real file "
     "formats, digits real (see docs/benchmarks.md)."
@@ -47,11 +45,8 @@ EPOCH_TEXT = (
 
 
 def loader_keeps_up(vs_step: float | None) -> bool | None:
-    """The loader is not the bottleneck when the epoch runs at >= 0.95x the step alone.
-
-    This, not GPU busy, decides the loader target: an eager DenseNet-BC-100 step at batch 64
-    is bound by kernel launches, so the GPU idles between kernels even with a free loader.
-    """
+    """The loader is not the bottleneck when the epoch runs at >= 0.95x the step alone: this,
+    not GPU busy, judges the loader, as an eager step is launch-bound (docs/benchmarks.md)."""
     return None if vs_step is None else vs_step >= LOADER_RATIO
 
 
@@ -66,48 +61,48 @@ def ratio(value: float | None) -> str:
     return NA if value is None else f"{value:.2f}x"
 
 
+def percent(busy, note: str) -> str:
+    """GPU busy as a cell: a fraction as a percentage, with ``note``; a text as it is."""
+    return f"{100 * busy:.1f}% ({note})" if isinstance(busy, float) else busy
+
+
 def memory_label(settings: Settings) -> str:
     return "peak MiB" if settings.cuda else "activation MiB"
 
 
 def step_section(spec: ModelSpec, rows: list[dict], settings: Settings) -> list[str]:
     """A network's table: each mode's runners side by side, their ratios, against fp32."""
-    ours = [PLAIN_OURS] if any(PLAIN_OURS in r["runs"] for r in rows) else []
+    ours = any(PLAIN_OURS in r["runs"] for r in rows)  # our network's plain loop beside
+    plains = [PLAIN, PLAIN_OURS] if ours else [PLAIN]  # torchvision's (ImageNet)
     mem, fp32 = memory_label(settings), next((r for r in rows if r["mode"] == "fp32"), None)
-    head = ["mode", "plain loop img/s", *["plain loop, our net img/s"] * bool(ours)]
-    head += ["Lightning img/s", "Lightning / plain", *["Lightning / plain, our net"] * bool(ours)]
-    head += ["Lightning vs fp32", f"{mem} plain", f"{mem} Lightning", "memory vs fp32"]
+    head = ["mode", "plain loop img/s", *["plain loop, our net img/s"] * ours, "Lightning img/s"]
+    head += ["Lightning / plain", *["Lightning / plain, our net"] * ours, "Lightning vs fp32"]
+    head += [f"{mem} plain", f"{mem} Lightning", "memory vs fp32"]
+    head.append("first step s (plain / Lightning)")
     body = []
     for row in rows:
-        lightning, memory = (
-            get(row, LIGHTNING),
-            [get(row, k, "memory_mib") for k in (PLAIN, LIGHTNING)],
-        )
+        lightning = get(row, LIGHTNING)
+        memory = [get(row, k, "memory_mib") for k in (PLAIN, LIGHTNING)]
         star = " *" if not settings.cuda and MODES[row["mode"]].compile else ""  # eager graph's
-        cells = [row["mode"], *(num(get(row, k)) for k in (PLAIN, *ours, LIGHTNING))]
-        cells += [ratio(over(lightning, get(row, k))) for k in (PLAIN, *ours)]
+        cells = [row["mode"], *(num(get(row, k)) for k in (*plains, LIGHTNING))]
+        cells += [ratio(over(lightning, get(row, k))) for k in plains]
         cells.append(ratio(over(lightning, get(fp32, LIGHTNING))))
         cells += [num(m) + star * isinstance(m, float) for m in memory]
         cells.append(ratio(over(memory[1], get(fp32, LIGHTNING, "memory_mib"))))
         firsts = [get(row, k, "first_step_s") for k in (PLAIN, LIGHTNING)]
         body.append([*cells, " / ".join(num(f, 2) if f else NA for f in firsts)])
-    head.append("first step s (plain / Lightning)")
     title = f"### {spec.title}, batch {rows[0]['batch']}"
     return [title, "", f"Plain loop: {spec.baseline_name}.", "", *table_lines(head, body)]
 
 
 def epoch_section(rows: list[dict]) -> list[str]:
+    """The epochs' table; a failed epoch's error stands in its img/s column."""
     head = ["pipeline", "mode", "workers", "batches x batch", "time s", "img/s", "vs step alone"]
     body = []
     for r in rows:
         cells = [r["pipeline"], r["mode"], "", "", "", r.get("error"), "", ""]
         if "error" not in r:
-            busy = r["busy"]
-            busy = (
-                f"{100 * busy:.1f}% ({r['busy_batches']} batches)"
-                if isinstance(busy, float)
-                else busy
-            )
+            busy = percent(r["busy"], f"{r.get('busy_batches')} batches")
             cells[2:] = [r["workers"], f"{r['batches']} x {r['batch']}", num(r["seconds"], 2)]
             cells += [num(r["images_per_s"]), ratio(r["vs_step"]), busy]
         body.append(cells)
@@ -116,12 +111,7 @@ def epoch_section(rows: list[dict]) -> list[str]:
 
 def targets(steps: dict, epochs: list[dict], specs: dict, s: Settings, loaders=()) -> list[list]:
     """The issue's GPU targets, each with what this run measured and the verdict."""
-    out: list[list[str]] = []
-    verdict = ("met", "NOT met") if s.cuda else ("not judged (CPU run; GPU target)",) * 2
-
-    def add(target: str, measured: str, ok: bool | None) -> None:
-        out.append([target, measured, NA if ok is None else verdict[not ok]])
-
+    judged = []  # (target, measured, ok), ok None where the run cannot judge it
     ratios = [  # a recipe's mode (modern) does work the plain loop leaves out: not overhead
         (r, f"{specs[key].short} {row['mode']}")
         for key, rows in steps.items()
@@ -131,37 +121,34 @@ def targets(steps: dict, epochs: list[dict], specs: dict, s: Settings, loaders=(
     if ratios:
         (worst, where), med = min(ratios), statistics.median([r for r, _ in ratios])
         measured = f"worst Lightning / plain {worst:.2f}x ({where}); median {med:.2f}x over "
-        add(OVERHEAD_TARGET, f"{measured}{len(ratios)} cases", worst >= 0.97)
+        judged.append((OVERHEAD_TARGET, f"{measured}{len(ratios)} cases", worst >= 0.97))
     for key, rows in steps.items():
         name, by_mode = specs[key].short, {r["mode"]: r for r in rows}
         fp32 = by_mode.get("fp32")
         if fast := over(get(by_mode.get("fast"), LIGHTNING), get(fp32, LIGHTNING)):
-            add(f"{name}: fast mode >= 2x fp32 eager", f"{fast:.2f}x", fast >= 2)
+            judged.append((f"{name}: fast mode >= 2x fp32 eager", f"{fast:.2f}x", fast >= 2))
         for mode, max_mem, max_slow in MEMORY_TARGETS:
             eff = by_mode.get(mode)
             mem = over(get(eff, LIGHTNING, "memory_mib"), get(fp32, LIGHTNING, "memory_mib"))
             if mem and (slow := over(get(fp32, LIGHTNING), get(eff, LIGHTNING))):
                 target = f"{name}: {mode} <= {max_mem}x memory at <= {max_slow}x time"
                 measured = f"{mem:.2f}x {memory_label(s)}, {slow:.2f}x time per step"
-                add(target, measured, mem <= max_mem and slow <= max_slow)
+                judged.append((target, measured, mem <= max_mem and slow <= max_slow))
     for row in [r for r in epochs if "error" not in r and r["pipeline"].startswith("ours")]:
         vs, busy, mode = row["vs_step"], row["busy"], row["mode"]
         missing = f"; no step-alone {mode} figure (run the steps section too)" * (vs is None)
-        add(
-            LOADER_TARGET,
-            f"epoch / step-alone images/s {ratio(vs)} ({mode}){missing}",
-            loader_keeps_up(vs),
-        )
+        measured = f"epoch / step-alone images/s {ratio(vs)} ({mode}){missing}"
+        judged.append((LOADER_TARGET, measured, loader_keeps_up(vs)))
         if s.cuda:
             busy_ok = busy > BUSY if isinstance(busy, float) else None
-            add(
-                BUSY_TARGET, f"{100 * busy:.1f}% ({mode})" if busy_ok is not None else busy, busy_ok
-            )
+            judged.append((BUSY_TARGET, percent(busy, mode), busy_ok))
     decoding = DEVICE_DECODE_PIPELINE.split("{")[0]
     for row in loaders:
         if row["pipeline"].startswith(decoding) and isinstance(ips := row["images_per_s"], float):
-            add(DECODE_TARGET, f"{ips:,.0f} img/s (batches of {row['batch']})", ips >= DECODE)
-    return out
+            measured = f"{ips:,.0f} img/s (batches of {row['batch']})"
+            judged.append((DECODE_TARGET, measured, ips >= DECODE))
+    verdict = ("met", "NOT met") if s.cuda else ("not judged (CPU run; GPU target)",) * 2
+    return [[target, m, NA if ok is None else verdict[not ok]] for target, m, ok in judged]
 
 
 def section(title: str, *parts: str | list[str]) -> list[str]:
