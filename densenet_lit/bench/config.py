@@ -116,10 +116,9 @@ def model_specs(quick: bool) -> dict[str, ModelSpec]:
 ModeName = Literal[(*MODES, "all")]
 SECTIONS = ("steps", "loaders", "epoch")
 # The defaults of what the command line leaves out, by kind of run (the keys that are no
-# option are sizes of the loader rows and the epoch). CPU: small batches and few steps
-# (minutes on 2 cores); Inductor takes minutes per network and runner there, so the compile
-# modes are left to --modes [all]. GPU: the profiler's window (busy_window batches) is short, as
-# the profiler slows the host. Quick: tiny models; 1 thread is steadier on a busy machine.
+# option are sizes of the loader rows and the epoch). CPU: small batches, few steps, no compile
+# modes (the note of Settings says why). GPU: the profiler's window (busy_window batches) is
+# short, as the profiler slows the host. Quick: tiny models; 1 thread is steadier when shared.
 DEFAULTS = {
     "any": dict(models=list(SPECS), sections=list(SECTIONS), loader_batch=64,
                 loader_workers=min(8, cpu_count()), epoch_workers=min(8, cpu_count()),
@@ -190,7 +189,7 @@ class Settings:
         """Fill what was left out from DEFAULTS; expand ``all``; check the counts."""
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        modes_given = self.modes is not None
+        cpu_default = self.modes is None and self.device == "cpu" and not self.quick
         if self.imagenet_loader_batches is None:
             self.imagenet_loader_batches = self.loader_batches
         quick = DEFAULTS["quick"] if self.quick else {}
@@ -206,11 +205,11 @@ class Settings:
                 f"warmup={self.warmup}, steps={self.steps}, windows={self.windows}, "
                 f"rounds={self.rounds}: each must be at least 1."
             )
-        left_out = [m for m in MODES if m not in self.modes]
+        left_out = ", ".join(m for m in MODES if m not in self.modes)
         self.notes = [  # the report's notes on what the defaults leave out
-            f"Modes {', '.join(left_out)} are left out by the CPU default (Inductor takes "
-            "minutes to compile each network for each runner); `--modes [all]` includes them."
-        ] * bool(left_out and not modes_given and self.device == "cpu" and not self.quick)
+            f"Modes {left_out} are left out by the CPU default (Inductor takes minutes to compile "
+            "each network for each runner); `--modes [all]` includes them."
+        ] * bool(left_out and cpu_default)
 
     @property
     def cuda(self) -> bool:

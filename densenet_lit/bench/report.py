@@ -31,6 +31,7 @@ STEP_TEXT = (
     "First step: compilation included (a run may reuse code torch.compile made earlier in this "
     "process)."
 )
+MEMORY_LABEL = {"cuda": "peak MiB", "cpu": "activation MiB"}  # the memory columns' unit
 PEAK = "`torch.cuda.max_memory_allocated` over the timed steps"
 SAVED = "the bytes autograd saves for backward (`*`: compile modes show the eager graph's)"
 LOADER_TEXT = (
@@ -66,15 +67,11 @@ def percent(busy, note: str) -> str:
     return f"{100 * busy:.1f}% ({note})" if isinstance(busy, float) else busy
 
 
-def memory_label(settings: Settings) -> str:
-    return "peak MiB" if settings.cuda else "activation MiB"
-
-
 def step_section(spec: ModelSpec, rows: list[dict], settings: Settings) -> list[str]:
     """A network's table: each mode's runners side by side, their ratios, against fp32."""
     ours = any(PLAIN_OURS in r["runs"] for r in rows)  # our network's plain loop beside
     plains = [PLAIN, PLAIN_OURS] if ours else [PLAIN]  # torchvision's (ImageNet)
-    mem, fp32 = memory_label(settings), next((r for r in rows if r["mode"] == "fp32"), None)
+    mem, fp32 = MEMORY_LABEL[settings.device], next((r for r in rows if r["mode"] == "fp32"), None)
     head = ["mode", "plain loop img/s", *["plain loop, our net img/s"] * ours, "Lightning img/s"]
     head += ["Lightning / plain", *["Lightning / plain, our net"] * ours, "Lightning vs fp32"]
     head += [f"{mem} plain", f"{mem} Lightning", "memory vs fp32"]
@@ -132,7 +129,7 @@ def targets(steps: dict, epochs: list[dict], specs: dict, s: Settings, loaders=(
             mem = over(get(eff, LIGHTNING, "memory_mib"), get(fp32, LIGHTNING, "memory_mib"))
             if mem and (slow := over(get(fp32, LIGHTNING), get(eff, LIGHTNING))):
                 target = f"{name}: {mode} <= {max_mem}x memory at <= {max_slow}x time"
-                measured = f"{mem:.2f}x {memory_label(s)}, {slow:.2f}x time per step"
+                measured = f"{mem:.2f}x {MEMORY_LABEL[s.device]}, {slow:.2f}x time per step"
                 judged.append((target, measured, mem <= max_mem and slow <= max_slow))
     for row in [r for r in epochs if "error" not in r and r["pipeline"].startswith("ours")]:
         vs, busy, mode = row["vs_step"], row["busy"], row["mode"]
