@@ -10,7 +10,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from lightning.pytorch import Callback
+from lightning.pytorch import Callback, Trainer
 from torch.profiler import ProfilerActivity, profile
 
 from densenet_lit.bench.common import NA, get, guarded, log, now, over
@@ -24,6 +24,7 @@ from densenet_lit.bench.steps import (
     random_batch,
     trainer_kwargs,
 )
+from densenet_lit.data import CIFAR10DataModule
 
 OURS_PIPELINE = "ours: CIFAR10DataModule (on-device augmentation) + DenseNetModule + Trainer"
 PLAIN_PIPELINE = "plain: torchvision CIFAR10 + per-image transforms + DataLoader + plain loop"
@@ -84,10 +85,6 @@ def epoch_clock(s: Settings, n_available: int) -> EpochClock:
 
 
 def our_epoch(spec: ModelSpec, mode: Mode, s: Settings, data_root: Path) -> dict:
-    from lightning.pytorch import Trainer
-
-    from densenet_lit.data import CIFAR10DataModule
-
     b = s.batch(spec.key)
     datamodule = CIFAR10DataModule(str(data_root), b, augment=True, val_size=0)
     datamodule.setup("fit")
