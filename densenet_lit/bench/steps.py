@@ -151,14 +151,12 @@ def lightning_steps(spec: ModelSpec, mode: Mode, s: Settings) -> dict:
         peaks = [float(r[PEAK_MEMORY_GIB]) * 2**10 for r in timed if r.get(PEAK_MEMORY_GIB)]
         memory = max(peaks, default=None)
     window_ips = [float(r[IMAGES_PER_SEC]) for r in timed]
-    first = stamps[1] - stamps[0]
-    return {"window_ips": window_ips, "first_step_s": first, "memory_mib": memory}
+    return {"window_ips": window_ips, "first_step_s": stamps[1] - stamps[0], "memory_mib": memory}
 
 
 def pooled(rounds: list) -> dict | str:
     """A runner's rounds as one result: the windows pooled (images/s: their median), the
-    first round's first step, the highest memory; or the error of the failed round (the last:
-    a runner that fails is not run again)."""
+    first round's first step, the highest memory; or the error of its failed (last) round."""
     if isinstance(rounds[-1], str):
         return rounds[-1]
     window_ips = [ips for r in rounds for ips in r["window_ips"]]
