@@ -65,22 +65,19 @@ def plain_step(model: nn.Module, mode: Mode, device):
     return step
 
 
-def memory_mib(model: nn.Module, x: torch.Tensor, mode: Mode, s: Settings) -> float | None:
+def memory_mib(model: nn.Module, x: torch.Tensor, mode: Mode, device) -> float:
     """The memory column on a CPU, where there is no allocator peak to read: the MiB the graph
-    of ``model(x)`` keeps for backward (eager; the mode's autocast and layout). None on CUDA."""
+    of ``model(x)`` keeps for backward (eager; the mode's autocast and layout)."""
     from densenet_lit.models.memory import activation_bytes  # its command line: jsonargparse
 
-    if s.cuda:
-        return None
     x = x.contiguous(memory_format=layout(mode))
-    with autocast(s.device, mode):
-        return activation_bytes(model.to(s.device, memory_format=layout(mode)), x) / 2**20
+    with autocast(device, mode):
+        return activation_bytes(model.to(device, memory_format=layout(mode)), x) / 2**20
 
 
 def plain_steps(model: nn.Module, spec: ModelSpec, mode: Mode, s: Settings) -> dict:
-    """Images/s of each timed window, the first (compiling) step and the memory."""
     x, y = random_batch(spec, s.batch(spec.key), s.device)
-    memory = memory_mib(model, x, mode, s)
+    memory = None if s.cuda else memory_mib(model, x, mode, s.device)
     step = plain_step(model, mode, s.device)
     start = now(s.device)
     step(x, y)
@@ -98,7 +95,6 @@ def plain_steps(model: nn.Module, spec: ModelSpec, mode: Mode, s: Settings) -> d
 
 
 def make_module(spec: ModelSpec, mode: Mode):
-    """DenseNetModule for ``spec`` in ``mode``, with the mode's extra module arguments."""
     from densenet_lit.module import DenseNetModule
 
     kwargs = {**spec.module_kwargs, **SGD, "milestones": [30, 60], **mode.module}
@@ -128,7 +124,9 @@ def lightning_steps(spec: ModelSpec, mode: Mode, s: Settings) -> dict:
     """One epoch per window, after the epochs that hold the warm-up (and the monitor's own);
     images/s and the GPU peak are the ThroughputMonitor's, read back from ``metrics.csv``."""
     batch = random_batch(spec, s.batch(spec.key), s.device)
-    memory = memory_mib(spec.ours(mode.memory_efficient), batch[0], mode, s)
+    memory = (
+        None if s.cuda else memory_mib(spec.ours(mode.memory_efficient), batch[0], mode, s.device)
+    )
     stamps: list[float] = []  # the first step's start and end (compilation included)
 
     def stamp(*args) -> None:
