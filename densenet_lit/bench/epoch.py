@@ -10,7 +10,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from lightning.pytorch import Callback
+from lightning.pytorch import Callback, Trainer
 from torch.profiler import ProfilerActivity, profile
 
 from densenet_lit.bench.common import NA, get, guarded, log, now, over
@@ -24,21 +24,23 @@ from densenet_lit.bench.steps import (
     random_batch,
     trainer_kwargs,
 )
+from densenet_lit.data import CIFAR10DataModule
 
 OURS_PIPELINE = "ours: CIFAR10DataModule (on-device augmentation) + DenseNetModule + Trainer"
 PLAIN_PIPELINE = "plain: torchvision CIFAR10 + per-image transforms + DataLoader + plain loop"
 
 
 class EpochClock(Callback):
-    """An epoch's wall time and, on a GPU, GPU busy over ``window`` batches in its middle:
-    the CUDA kernel time torch.profiler records there over the window's wall time. A callback
-    of our side's Trainer; the plain loop calls its hooks itself. The window, the profiler's
-    start and stop included, is left out of the epoch's images/s."""
+    """The wall time of an epoch of ``batches`` batches (of its first ``limit``, if given) and,
+    on a GPU, GPU busy over ``window`` batches in its middle: the CUDA kernel time
+    torch.profiler records there over the window's wall time. A callback of our side's Trainer;
+    the plain loop calls its hooks itself. The window, the profiler's start and stop included,
+    is left out of the epoch's images/s."""
 
-    def __init__(self, device, batches: int, window: int):
-        self.device, self.batches = device, batches
-        window = min(window, batches) if torch.device(device).type == "cuda" else 0
-        self.first = (batches - window) // 2
+    def __init__(self, device, batches: int, window: int, limit: int = 0):
+        self.device, self.batches = device, min(batches, limit or batches)
+        window = min(window, self.batches) if torch.device(device).type == "cuda" else 0
+        self.first = (self.batches - window) // 2
         self.last = self.first + window
         self.profiler = profile(activities=[ProfilerActivity.CUDA])
         self.window_s = 0.0
@@ -78,20 +80,11 @@ class EpochClock(Callback):
         return dict(row, seconds=self.seconds, images_per_s=ips, busy=busy, busy_batches=window)
 
 
-def epoch_clock(s: Settings, n_available: int) -> EpochClock:
-    """The clock of an epoch of ``n_available`` batches, or of its first ``epoch_batches``."""
-    return EpochClock(s.device, min(n_available, s.epoch_batches or n_available), s.busy_window)
-
-
 def our_epoch(spec: ModelSpec, mode: Mode, s: Settings, data_root: Path) -> dict:
-    from lightning.pytorch import Trainer
-
-    from densenet_lit.data import CIFAR10DataModule
-
     b = s.batch(spec.key)
     datamodule = CIFAR10DataModule(str(data_root), b, augment=True, val_size=0)
     datamodule.setup("fit")
-    clock = epoch_clock(s, len(datamodule.train_set) // b)
+    clock = EpochClock(s.device, len(datamodule.train_set) // b, s.busy_window, s.epoch_batches)
     module = make_module(spec, mode)
     with tempfile.TemporaryDirectory(prefix="densenet-bench-") as root:
         warm = Trainer(max_steps=s.warmup, **trainer_kwargs(s, mode, root))
@@ -106,7 +99,7 @@ def our_epoch(spec: ModelSpec, mode: Mode, s: Settings, data_root: Path) -> dict
 def plain_epoch(spec: ModelSpec, mode: Mode, s: Settings, data_root: Path) -> dict:
     b = s.batch(spec.key)
     loader = torchvision_loader(data_root, b, s.epoch_workers, s.device)
-    clock = epoch_clock(s, len(loader))
+    clock = EpochClock(s.device, len(loader), s.busy_window, s.epoch_batches)
     step, batch = plain_step(spec.ours(0), mode, s.device), random_batch(spec, b, s.device)
     for _ in range(s.warmup):
         step(*batch)

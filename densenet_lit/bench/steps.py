@@ -12,12 +12,11 @@ import statistics
 import tempfile
 import warnings
 from contextlib import nullcontext
-from functools import partial
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import EMAWeightAveraging, LambdaCallback
 from torch import nn
 from torch.utils.benchmark import Timer
 
@@ -66,22 +65,19 @@ def plain_step(model: nn.Module, mode: Mode, device):
     return step
 
 
-def memory_mib(model: nn.Module, spec: ModelSpec, mode: Mode, s: Settings) -> float | None:
-    """The memory column on a CPU, where there is no allocator peak to read: the MiB the
-    autograd graph keeps for backward (eager; the mode's autocast and layout). None on CUDA."""
+def memory_mib(model: nn.Module, x: torch.Tensor, mode: Mode, device) -> float:
+    """The memory column on a CPU, where there is no allocator peak to read: the MiB the graph
+    of ``model(x)`` keeps for backward (eager; the mode's autocast and layout)."""
     from densenet_lit.models.memory import activation_bytes  # its command line: jsonargparse
 
-    if s.cuda:
-        return None
-    x = random_batch(spec, s.batch(spec.key), s.device)[0].contiguous(memory_format=layout(mode))
-    with autocast(s.device, mode):
-        return activation_bytes(model.to(s.device, memory_format=layout(mode)), x) / 2**20
+    x = x.contiguous(memory_format=layout(mode))
+    with autocast(device, mode):
+        return activation_bytes(model.to(device, memory_format=layout(mode)), x) / 2**20
 
 
 def plain_steps(model: nn.Module, spec: ModelSpec, mode: Mode, s: Settings) -> dict:
-    """Images/s of each timed window, the first (compiling) step and the memory."""
-    memory = memory_mib(model, spec, mode, s)
     x, y = random_batch(spec, s.batch(spec.key), s.device)
+    memory = None if s.cuda else memory_mib(model, x, mode, s.device)
     step = plain_step(model, mode, s.device)
     start = now(s.device)
     step(x, y)
@@ -99,7 +95,6 @@ def plain_steps(model: nn.Module, spec: ModelSpec, mode: Mode, s: Settings) -> d
 
 
 def make_module(spec: ModelSpec, mode: Mode):
-    """DenseNetModule for ``spec`` in ``mode``, with the mode's extra module arguments."""
     from densenet_lit.module import DenseNetModule
 
     kwargs = {**spec.module_kwargs, **SGD, "milestones": [30, 60], **mode.module}
@@ -125,30 +120,26 @@ def trainer_kwargs(settings: Settings, mode: Mode, root: str, callbacks=()) -> d
     )  # fmt: skip
 
 
-class FirstStep(Callback):
-    """The first training step's seconds (compilation included)."""
-
-    def __init__(self, device) -> None:
-        self.device, self.start, self.seconds = device, None, None
-
-    def on_train_batch_start(self, *args) -> None:
-        self.start = self.start or now(self.device)
-
-    def on_train_batch_end(self, *args) -> None:
-        self.seconds = self.seconds or now(self.device) - self.start
-
-
 def lightning_steps(spec: ModelSpec, mode: Mode, s: Settings) -> dict:
     """One epoch per window, after the epochs that hold the warm-up (and the monitor's own);
     images/s and the GPU peak are the ThroughputMonitor's, read back from ``metrics.csv``."""
-    memory, first = memory_mib(spec.ours(mode.memory_efficient), spec, mode, s), FirstStep(s.device)
+    batch = random_batch(spec, s.batch(spec.key), s.device)
+    memory = (
+        None if s.cuda else memory_mib(spec.ours(mode.memory_efficient), batch[0], mode, s.device)
+    )
+    stamps: list[float] = []  # the first step's start and end (compilation included)
+
+    def stamp(*args) -> None:
+        if len(stamps) < 2:
+            stamps.append(now(s.device))
+
+    first_step = LambdaCallback(on_train_batch_start=stamp, on_train_batch_end=stamp)
     with tempfile.TemporaryDirectory(prefix="densenet-bench-") as root:
-        kwargs = trainer_kwargs(s, mode, root, [first])
+        kwargs = trainer_kwargs(s, mode, root, [first_step])
         (monitor,) = [c for c in kwargs["callbacks"] if isinstance(c, ThroughputMonitor)]
         warm = math.ceil(max(s.warmup, monitor.warmup_steps) / s.steps)
         trainer = Trainer(max_epochs=warm + s.windows, limit_train_batches=s.steps, **kwargs)
-        batches = itertools.repeat(random_batch(spec, s.batch(spec.key), s.device))
-        trainer.fit(make_module(spec, mode), train_dataloaders=batches)
+        trainer.fit(make_module(spec, mode), train_dataloaders=itertools.repeat(batch))
         with open(kwargs["logger"].metrics_file, newline="") as f:
             rows = [r for r in csv.DictReader(f) if r.get(IMAGES_PER_SEC)]
     timed = [r for r in rows if float(r["epoch"]) >= warm]
@@ -158,14 +149,14 @@ def lightning_steps(spec: ModelSpec, mode: Mode, s: Settings) -> dict:
         peaks = [float(r[PEAK_MEMORY_GIB]) * 2**10 for r in timed if r.get(PEAK_MEMORY_GIB)]
         memory = max(peaks, default=None)
     window_ips = [float(r[IMAGES_PER_SEC]) for r in timed]
-    return {"window_ips": window_ips, "first_step_s": first.seconds, "memory_mib": memory}
+    return {"window_ips": window_ips, "first_step_s": stamps[1] - stamps[0], "memory_mib": memory}
 
 
 def pooled(rounds: list) -> dict | str:
     """A runner's rounds as one result: the windows pooled (images/s: their median), the
-    first round's first step, the highest memory; or the error of a failed round."""
-    if errors := [r for r in rounds if isinstance(r, str)]:
-        return errors[0]
+    first round's first step, the highest memory; or the error of its failed (last) round."""
+    if isinstance(rounds[-1], str):
+        return rounds[-1]
     window_ips = [ips for r in rounds for ips in r["window_ips"]]
     memory = max(r["memory_mib"] for r in rounds)
     ips = statistics.median(window_ips)
@@ -175,25 +166,21 @@ def pooled(rounds: list) -> dict | str:
 def step_row(spec: ModelSpec, name: str, s: Settings, runners: list[str] | None = None) -> dict:
     """The runners of ``spec`` (default all) in mode ``name``, alternating over rounds so that
     drift in the machine's speed affects them alike. A runner that fails is its error's
-    "n/a (reason)" cell."""
+    "n/a (reason)" cell, and it is not run again."""
     mode, level = MODES[name], MODES[name].memory_efficient
-    measure = {  # each seeded alike by seeded()
+    measure = {
         PLAIN: lambda: plain_steps(spec.plain(level), spec, mode, s),
         PLAIN_OURS: lambda: plain_steps(spec.ours(level), spec, mode, s),
         LIGHTNING: lambda: lightning_steps(spec, mode, s),
     }
-
-    def seeded(runner: str) -> dict:
-        torch.manual_seed(0)
-        return measure[runner]()
-
     runners = runners or [PLAIN, *[PLAIN_OURS] * (spec.num_classes == 1000), LIGHTNING]
     rounds: dict[str, list] = {runner: [] for runner in runners}
     for r in range(s.rounds):
         for runner in runners[:: -1 if r % 2 else 1]:
             if all(isinstance(done, dict) for done in rounds[runner]):
                 what = f"{spec.key} {name} {runner}"
-                res = guarded(partial(seeded, runner), what, s.device)
+                torch.manual_seed(0)  # each runner's network initialised alike
+                res = guarded(measure[runner], what, s.device)
                 rounds[runner].append(res)
                 log(f"{what} round {r + 1}: {res if isinstance(res, str) else res['window_ips']}")
     runs = {runner: pooled(results) for runner, results in rounds.items()}
