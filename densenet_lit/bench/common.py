@@ -4,7 +4,6 @@ the environment block of a report."""
 from __future__ import annotations
 
 import contextlib
-import datetime
 import gc
 import os
 import platform
@@ -84,13 +83,11 @@ def environment(device) -> dict[str, str]:
     import torchvision
 
     env = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.node()}: {platform.platform()}",
         "cpu": f"{cpu_name()}, {cpu_count()} usable cores",
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "lightning": lightning.__version__,
+        **{module.__name__: module.__version__ for module in (torch, torchvision, lightning)},
         "device": f"CPU ({torch.get_num_threads()} torch threads)",
     }
     if torch.device(device).type == "cuda":
