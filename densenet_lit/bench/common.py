@@ -13,7 +13,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import lightning
 import torch
+import torchvision
 
 from densenet_lit.data.base import cpu_count
 
@@ -45,8 +47,7 @@ def guarded(fn: Callable[[], Any], what: str, device) -> Any:
     try:
         return fn()
     except Exception as err:
-        log(f"{what} failed:")
-        traceback.print_exc()
+        log(f"{what} failed:\n{traceback.format_exc().rstrip()}")
         return f"{NA} ({short_error(err)})"
     finally:
         gc.collect()
@@ -79,9 +80,6 @@ def cpu_name() -> str:
 
 def environment(device) -> dict[str, str]:
     """The header block of a report: when, where, with what (and, on a GPU, what fp32 means)."""
-    import lightning
-    import torchvision
-
     env = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.node()}: {platform.platform()}",

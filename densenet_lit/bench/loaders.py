@@ -1,6 +1,5 @@
-"""The loaders' images/s alone, ours and torchvision's per-image baseline, on files in the
-real formats that :mod:`densenet_lit.data.synthetic` writes, all timed by
-``torch.utils.benchmark``."""
+"""The loaders' images/s alone, ours and torchvision's per-image baseline, all timed by
+``torch.utils.benchmark``, on files in the real formats of :mod:`densenet_lit.data.synthetic`."""
 
 from __future__ import annotations
 
@@ -46,12 +45,8 @@ def images_per_s(batches: Iterable, num_batches: int, count: Callable[[Any], int
     its size. The first batch and ``Timer.timeit``'s own warm-up (at least two batches) are not
     timed: worker start-up."""
     stream = itertools.chain.from_iterable(itertools.repeat(batches))
-
-    def next_batch() -> int:
-        return count(next(stream))
-
-    n = next_batch()
-    timer = Timer("f()", globals={"f": next_batch}, num_threads=torch.get_num_threads())
+    n = count(next(stream))
+    timer = Timer("count(next(stream))", globals=locals(), num_threads=torch.get_num_threads())
     return n / timer.timeit(num_batches).median
 
 
@@ -75,11 +70,10 @@ def torchvision_loader(root: Path, batch_size: int, workers: int, device) -> Dat
 
 
 def ours(datamodule, num_batches: int, device, part: str = "all") -> float:
-    """Images/s of our training loader. ``all``: its batches moved and transformed on
-    ``device`` as Lightning does (``transfer_batch_to_device``, then ``transform_batch``);
-    ``workers``: its batches only counted (the device path's: file bytes and drawn augmentation);
-    ``device``: 4 of its batches read beforehand in this process (no workers), then moved and
-    transformed over and over."""
+    """Images/s of our training loader. ``all``: its batches moved and transformed on ``device``
+    as Lightning does (``transfer_batch_to_device``, then ``transform_batch``); ``workers``: its
+    batches only counted (the device path's: file bytes, drawn augmentation); ``device``: 4 of
+    its batches read beforehand in this process (no workers), moved and transformed in turn."""
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()  # a ValueError if the set holds less than one batch
     if part == "workers":
