@@ -51,8 +51,7 @@ def images_per_s(batches: Iterable, num_batches: int, count: Callable[[Any], int
 
 
 def torchvision_loader(root: Path, batch_size: int, workers: int, device) -> DataLoader:
-    """``torchvision.datasets.CIFAR10`` on our files, with the usual per-image transforms, in a
-    DataLoader."""
+    """torchvision's ``CIFAR10`` on our files, with the usual per-image transforms, in a loader."""
 
     class CIFAR10Unchecked(CIFAR10):  # md5 None: torchvision only checks that the files exist
         train_list = [[name, None] for name, _ in CIFAR10.train_list]
@@ -100,10 +99,9 @@ def imagenet_loader_images(s: Settings) -> int:
 
 
 def run_loaders(s: Settings, roots: dict[str, Path], rows: list[dict], save) -> None:
-    """Every loader row, each saved when it is done (images/s, or "n/a (reason)"): CIFAR-10
-    ours and torchvision's with 0 and many workers, SVHN, digits; ImageNet's PIL path, then its
-    device path in parts: its workers alone, decoding + augmentation alone, both together.
-    ImageNetDataModule as a training run builds it: default worker count and crops."""
+    """Every loader row, each saved when it is done (images/s, or "n/a (reason)"). ImageNet's
+    rows: its PIL path, then its device path in parts; both as a training run builds them
+    (default worker count and crops)."""
     b, n, nj, dev = s.loader_batch, s.loader_batches, s.imagenet_loader_batches, s.device
 
     def row(loader: str, pipeline: str, workers: int, measure: Callable[[], float]) -> None:
