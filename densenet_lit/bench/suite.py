@@ -1,6 +1,6 @@
-"""``python -m densenet_lit.bench``: run the suite, print the Markdown report, write it to a file.
-The command line is :mod:`densenet_lit.toolcli`'s, imported (with jsonargparse) only to parse,
-so that the measuring modules import without them."""
+"""``python -m densenet_lit.bench``: run the suite, print the Markdown report and write it to a
+file. Its command line (:mod:`densenet_lit.toolcli`'s, as every tool's) and jsonargparse are
+imported only to parse, so that the measuring modules import without them."""
 
 from __future__ import annotations
 
