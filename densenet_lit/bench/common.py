@@ -4,7 +4,6 @@ the environment block of a report."""
 from __future__ import annotations
 
 import contextlib
-import datetime
 import gc
 import os
 import platform
@@ -14,7 +13,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import lightning
 import torch
+import torchvision
 
 from densenet_lit.data.base import cpu_count
 
@@ -46,8 +47,7 @@ def guarded(fn: Callable[[], Any], what: str, device) -> Any:
     try:
         return fn()
     except Exception as err:
-        log(f"{what} failed:")
-        traceback.print_exc()
+        log(f"{what} failed:\n{traceback.format_exc().rstrip()}")
         return f"{NA} ({short_error(err)})"
     finally:
         gc.collect()
@@ -80,17 +80,12 @@ def cpu_name() -> str:
 
 def environment(device) -> dict[str, str]:
     """The header block of a report: when, where, with what (and, on a GPU, what fp32 means)."""
-    import lightning
-    import torchvision
-
     env = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.node()}: {platform.platform()}",
         "cpu": f"{cpu_name()}, {cpu_count()} usable cores",
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "lightning": lightning.__version__,
+        **{module.__name__: module.__version__ for module in (torch, torchvision, lightning)},
         "device": f"CPU ({torch.get_num_threads()} torch threads)",
     }
     if torch.device(device).type == "cuda":

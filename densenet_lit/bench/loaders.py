@@ -1,11 +1,10 @@
-"""The loaders' images/s alone, ours and torchvision's per-image baseline, on files in the
-real formats that :mod:`densenet_lit.data.synthetic` writes. Ours are timed by
-:func:`densenet_lit.data.loader_throughput`, the rest by ``torch.utils.benchmark``."""
+"""The loaders' images/s alone, ours and torchvision's per-image baseline, all timed by
+``torch.utils.benchmark``, on files in the real formats of :mod:`densenet_lit.data.synthetic`."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,8 @@ from typing import Any
 import torch
 from torch.utils.benchmark import Timer
 from torch.utils.data import DataLoader
+from torchvision import transforms as T
+from torchvision.datasets import CIFAR10
 
 from densenet_lit.bench.common import guarded, log
 from densenet_lit.bench.config import Settings
@@ -21,7 +22,6 @@ from densenet_lit.data import (
     DigitsDataModule,
     ImageNetDataModule,
     SVHNDataModule,
-    loader_throughput,
 )
 from densenet_lit.data.synthetic import IMAGENET_SIZE
 
@@ -39,34 +39,24 @@ DEVICE_END_TO_END_PIPELINE = "ours, decode: device: end to end (workers + decode
 JPEGS = f"ImageNet (synthetic {IMAGENET_SIZE[1]}x{IMAGENET_SIZE[0]} JPEGs)"
 
 
-def images_per_s(batches: Iterator, num_batches: int, count: Callable[[Any], int] = len) -> float:
-    """Images/s of ``count(next(batches))``, where ``count`` moves, decodes or only counts a
-    batch and returns its size; the first three batches (worker start-up) are not timed: one
-    here, two in ``Timer.timeit``'s own warm-up."""
-
-    def next_batch() -> int:
-        return count(next(batches))
-
-    n = next_batch()
-    timer = Timer("f()", globals={"f": next_batch}, num_threads=torch.get_num_threads())
+def images_per_s(batches: Iterable, num_batches: int, count: Callable[[Any], int] = len) -> float:
+    """Images/s of ``count(batch)`` over ``batches``, iterated again whenever it runs out (a
+    loader restarts, a list cycles); ``count`` moves, decodes or only counts a batch and returns
+    its size. The first batch and ``Timer.timeit``'s own warm-up (at least two batches) are not
+    timed: worker start-up."""
+    stream = itertools.chain.from_iterable(itertools.repeat(batches))
+    n = count(next(stream))
+    timer = Timer("count(next(stream))", globals=locals(), num_threads=torch.get_num_threads())
     return n / timer.timeit(num_batches).median
 
 
-def endless(loader) -> Iterator:
-    return itertools.chain.from_iterable(itertools.repeat(loader))
-
-
 def torchvision_loader(root: Path, batch_size: int, workers: int, device) -> DataLoader:
-    """``torchvision.datasets.CIFAR10`` on our files (only the md5 checks of the real files
-    skipped), with the usual per-image transforms, in a DataLoader."""
-    import torchvision
-    from torchvision import transforms as T
+    """torchvision's ``CIFAR10`` on our files, with the usual per-image transforms, in a loader."""
 
-    class CIFAR10Unchecked(torchvision.datasets.CIFAR10):
-        meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}  # None: existence only
-
-        def _check_integrity(self) -> bool:
-            return True
+    class CIFAR10Unchecked(CIFAR10):  # md5 None: torchvision only checks that the files exist
+        train_list = [[name, None] for name, _ in CIFAR10.train_list]
+        test_list = [[name, None] for name, _ in CIFAR10.test_list]
+        meta = {**CIFAR10.meta, "md5": None}
 
     mean, std = ([v / 255 for v in vs] for vs in (CIFAR10DataModule.mean, CIFAR10DataModule.std))
     crop_flip = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()]
@@ -78,31 +68,24 @@ def torchvision_loader(root: Path, batch_size: int, workers: int, device) -> Dat
     )
 
 
-def device_decode(datamodule, num_batches: int, device) -> float:
-    """Decoding and augmenting on ``device`` alone: 4 training batches read once (in this
-    process), then moved and transformed over and over, as Lightning does
-    (``transfer_batch_to_device``, then ``transform_batch``)."""
+def ours(datamodule, num_batches: int, device, part: str = "all") -> float:
+    """Images/s of our training loader. ``all``: its batches moved and transformed on ``device``
+    as Lightning does (``transfer_batch_to_device``, then ``transform_batch``); ``workers``: its
+    batches only counted (the device path's: file bytes, drawn augmentation); ``device``: 4 of
+    its batches read beforehand in this process (no workers), moved and transformed in turn."""
     datamodule.setup("fit")
-    train, size = datamodule.train_set, datamodule.per_device_batch_size
-    if len(train) < size:
-        raise ValueError(f"{len(train)} training images, fewer than one batch of {size}")
-    held = [
-        train.__getitems__(list(range(k * size, (k + 1) * size)))
-        for k in range(min(4, len(train) // size))
-    ]
+    loader = datamodule.train_dataloader()  # a ValueError if the set holds less than one batch
+    if part == "workers":
+        return images_per_s(loader, num_batches)
+    if part == "device":
+        keys = itertools.islice(loader.batch_sampler, 4)
+        loader = [datamodule.train_set.__getitems__(batch_keys) for batch_keys in keys]
 
-    def count(batch) -> int:
+    def on_device(batch) -> int:
         moved = datamodule.transfer_batch_to_device(batch, device, 0)
         return datamodule.transform_batch(moved, train=True)[0].shape[0]
 
-    return images_per_s(itertools.cycle(held), num_batches, count)
-
-
-def workers_only(datamodule, num_batches: int) -> float:
-    """The device path's workers alone: batches of file bytes and drawn augmentation,
-    counted, not decoded."""
-    datamodule.setup("fit")
-    return images_per_s(endless(datamodule.train_dataloader()), num_batches)
+    return images_per_s(loader, num_batches, on_device)
 
 
 def imagenet_loader_images(s: Settings) -> int:
@@ -115,48 +98,36 @@ def imagenet_loader_images(s: Settings) -> int:
     return max(s.imagenet_train_images, 4 * workers * s.loader_batch)
 
 
-def loader_rows(s: Settings, roots: dict[str, Path]) -> list[tuple[str, str, int, Callable]]:
-    """``(loader, pipeline, workers, measure)`` of every row: CIFAR-10 ours and torchvision's
-    with 0 and many workers, SVHN, digits; ImageNet's PIL path, then its device path in parts:
-    its workers alone, decoding + augmentation alone, both together. ImageNetDataModule as a
-    training run builds it: default worker count and crops."""
+def run_loaders(s: Settings, roots: dict[str, Path], rows: list[dict], save) -> None:
+    """Every loader row, each saved when it is done (images/s, or "n/a (reason)"). ImageNet's
+    rows: its PIL path, then its device path in parts; both as a training run builds them
+    (default worker count and crops)."""
     b, n, nj, dev = s.loader_batch, s.loader_batches, s.imagenet_loader_batches, s.device
 
-    def ours(make: Callable, num_batches: int = n) -> Callable[[], float]:
-        return lambda: loader_throughput(make(), num_batches, "train", dev)
+    def row(loader: str, pipeline: str, workers: int, measure: Callable[[], float]) -> None:
+        what = f"loader {loader} / {pipeline} / {workers} workers"
+        cells = dict(loader=loader, pipeline=pipeline, workers=workers, batch=b)
+        rows.append({**cells, "images_per_s": guarded(measure, what, dev)})
+        log(f"{what}: {rows[-1]['images_per_s']}")
+        save()
 
     def moved(batch) -> int:  # a plain DataLoader's (images, labels) onto the device
         return batch[0].to(dev, non_blocking=True).shape[0]
 
-    rows = []
     for w in sorted({0, s.loader_workers}):
         cifar = partial(CIFAR10DataModule, str(roots["cifar10"]), b, num_workers=w, val_size=0)
+        row("CIFAR-10", OURS, w, lambda f=cifar: ours(f(), n, dev))
         plain = partial(torchvision_loader, roots["cifar10"], b, w, dev)
-        rows.append(("CIFAR-10", OURS, w, ours(partial(cifar, augment=True))))
-        rows.append(
-            ("CIFAR-10", TORCHVISION, w, lambda f=plain: images_per_s(endless(f()), n, moved))
-        )
+        row("CIFAR-10", TORCHVISION, w, lambda f=plain: images_per_s(f(), n, moved))
     svhn = partial(SVHNDataModule, str(roots["svhn"]), b, val_size=0, use_extra=False)
-    rows.append(("SVHN (train only)", SVHN_PIPELINE, 0, ours(svhn)))
+    row("SVHN (train only)", SVHN_PIPELINE, 0, lambda: ours(svhn(), n, dev))
     digits = partial(DigitsDataModule, batch_size=b)
-    rows.append(("digits (scikit-learn, real)", DIGITS_PIPELINE, 0, ours(digits)))
+    row("digits (scikit-learn, real)", DIGITS_PIPELINE, 0, lambda: ours(digits(), n, dev))
     pil = partial(ImageNetDataModule, data_dir=str(roots["imagenet"]), batch_size=b)
     device_path = partial(pil, decode="device")
     workers = pil().resolved_num_workers
+    row(JPEGS, PIL_PIPELINE, workers, lambda: ours(pil(), nj, dev))
+    row(JPEGS, BYTES_PIPELINE, workers, lambda: ours(device_path(), nj, dev, "workers"))
     decode = DEVICE_DECODE_PIPELINE.format(device="GPU" if s.cuda else "CPU")
-    return rows + [
-        (JPEGS, PIL_PIPELINE, workers, ours(pil, nj)),
-        (JPEGS, BYTES_PIPELINE, workers, lambda: workers_only(device_path(), nj)),
-        (JPEGS, decode, 0, lambda: device_decode(device_path(), nj, dev)),
-        (JPEGS, DEVICE_END_TO_END_PIPELINE, workers, ours(device_path, nj)),
-    ]
-
-
-def run_loaders(s: Settings, roots: dict[str, Path], rows: list[dict], save) -> None:
-    """Every loader row (images/s, or "n/a (reason)"), each saved when it is done."""
-    for loader, pipeline, workers, measure in loader_rows(s, roots):
-        value = guarded(measure, f"loader {loader} {pipeline} workers={workers}", s.device)
-        row = dict(loader=loader, pipeline=pipeline, workers=workers, batch=s.loader_batch)
-        rows.append({**row, "images_per_s": value})
-        log(f"loader {loader} / {pipeline} / {workers} workers: {value}")
-        save()
+    row(JPEGS, decode, 0, lambda: ours(device_path(), nj, dev, "device"))
+    row(JPEGS, DEVICE_END_TO_END_PIPELINE, workers, lambda: ours(device_path(), nj, dev))

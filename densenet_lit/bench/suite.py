@@ -1,9 +1,6 @@
-"""``python -m densenet_lit.bench``: run the suite, print the Markdown report, write it to a file.
-
-The command line is :mod:`densenet_lit.toolcli`'s, as every tool's (``--help``, ``--config``);
-it and jsonargparse are imported only when parsing, so the measuring modules import without
-them.
-"""
+"""``python -m densenet_lit.bench``: run the suite, print the Markdown report and write it to a
+file. Its command line (:mod:`densenet_lit.toolcli`'s, as every tool's) and jsonargparse are
+imported only to parse, so that the measuring modules import without them."""
 
 from __future__ import annotations
 
@@ -60,9 +57,8 @@ def main(argv: list[str] | None = None) -> Path:
     path = Path(s.out, f"bench-{s.device}-{time.strftime('%Y%m%d-%H%M%S')}.md")
     json_path, partial = path.with_suffix(".json"), path.with_name(f"{path.stem}.partial.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    command = shlex.join([*PROG.split(), *argv])
-    results = dict(command=command, settings=s, environment={}, steps={}, loaders=[], epochs=[])
-    results.update(elapsed_s=None, complete=False, error=None)
+    results = dict(command=shlex.join([*PROG.split(), *argv]), settings=s, environment={})
+    results.update(steps={}, loaders=[], epochs=[], elapsed_s=None, complete=False, error=None)
     threads, cudnn_benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
     try:  # process-wide knobs, restored for whoever called main() in-process (tests)
         torch.backends.cudnn.benchmark = s.cuda or cudnn_benchmark
@@ -103,12 +99,12 @@ def run(s: Settings, results: dict, save) -> None:
         if {"loaders", "epoch"} & set(s.sections):
             n = s.cifar_train_images
             write_cifar10(roots["cifar10"], n, max(64, n // 5))
-            write_svhn(roots["svhn"], s.svhn_train_images, n_extra=None, n_test=64)
         for key in s.models if "steps" in s.sections else []:
             for name in s.modes:
                 results["steps"].setdefault(key, []).append(step_row(specs[key], name, s))
                 save()
         if "loaders" in s.sections:
+            write_svhn(roots["svhn"], s.svhn_train_images, n_extra=None, n_test=64)
             write_photo_imagenet(roots["imagenet"], imagenet_loader_images(s))
             run_loaders(s, roots, results["loaders"], save)
         if "epoch" in s.sections:
