@@ -1,4 +1,4 @@
-"""Images per second of a data module's loader alone (no model), for the benchmark suite."""
+"""Images per second of a data module's loader alone (no model): whether a loader keeps up."""
 
 from __future__ import annotations
 
